@@ -1,0 +1,43 @@
+# Every target bootstraps what it needs into .venv; re-running is cheap once installed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: install run test tensorboard lint clean
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Stamps re-run pip only when setup.py changes.
+$(VENV)/.installed: $(VENV)/bin/activate setup.py
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+$(VENV)/.installed-lint: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[lint]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# The default run: a VAE on the embedded digits (pass more flags with ARGS="--epochs=2 ...").
+run: install
+	$(PY) -m aigc_zoo.run --model=vae $(ARGS)
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q tests $(ARGS)
+
+tensorboard: install
+	$(VENV)/bin/tensorboard --logdir runs
+
+lint: $(VENV)/.installed-lint
+	$(VENV)/bin/ruff check aigc_zoo tests experiments
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,138 @@
+"""Training callbacks: TensorBoard summaries, sample grids, checkpoints; plus grid helpers.
+
+TensorBoard steps come from the model's own `global_step` variable, which checkpoints carry, so a
+resumed run continues its curves instead of restarting them at 0.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import keras
+import matplotlib
+import numpy as np
+import tensorflow as tf
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402  (after choosing the headless backend)
+
+from aigc_zoo.checkpoints import Checkpointer  # noqa: E402
+
+
+def to_grid(images: np.ndarray | tf.Tensor, *, columns: int | None = None) -> np.ndarray:
+    """Tile images in [-1, 1] ([N, H, W, C]) into one uint8 image [rows*H, columns*W, C]."""
+    images = np.asarray(images, dtype=np.float32)
+    count, height, width, channels = images.shape
+    columns = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    pixels = np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    grid = np.zeros((rows * height, columns * width, channels), np.uint8)
+    for index, image in enumerate(pixels):
+        row, column = divmod(index, columns)
+        grid[row * height:(row + 1) * height, column * width:(column + 1) * width] = image
+    return grid
+
+
+def save_grid(path: str | os.PathLike, images: np.ndarray | tf.Tensor, *, title: str = "",
+              columns: int | None = None) -> None:
+    """Write images in [-1, 1] as one PNG grid with matplotlib."""
+    grid = to_grid(images, columns=columns)
+    height, width = grid.shape[:2]
+    scale = max(1.0, 480 / max(height, width))  # small digits get enlarged, pixels kept sharp
+    figure = plt.figure(figsize=(width * scale / 100, height * scale / 100 + (0.3 if title else 0)),
+                        dpi=100)
+    axes = figure.add_axes([0, 0, 1, height * scale / 100 / figure.get_figheight()])
+    axes.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255,
+                interpolation="nearest")
+    axes.axis("off")
+    if title:
+        figure.suptitle(title, fontsize=9, y=0.995)
+    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+class TensorBoardLogger(keras.callbacks.Callback):
+    """Losses, throughput, learning rates, hyperparameters and sample grids for TensorBoard.
+
+    Args:
+        logdir: the run's `tensorboard/` folder.
+        hparams: flat dict of the run's hyperparameters (hparams plugin).
+        batch_size: global batch size, for images/s.
+        log_every_steps: write per-step scalars every this many train steps.
+        samples_dir: where each epoch's sample grid is also written as PNG.
+        num_samples: images in each sample grid (drawn with a fixed seed, so epochs compare).
+    """
+
+    def __init__(self, logdir: str, *, hparams: dict[str, Any], batch_size: int,
+                 log_every_steps: int = 50, samples_dir: str | None = None,
+                 num_samples: int = 64, sample_seed: int = 1234):
+        super().__init__()
+        self._writer = tf.summary.create_file_writer(logdir)
+        self._hparams = hparams
+        self._batch_size = batch_size
+        self._every = max(1, log_every_steps)
+        self._samples_dir = samples_dir
+        self._num_samples = num_samples
+        self._sample_seed = sample_seed
+        self._last_step = 0
+        self._last_time = 0.0
+
+    def _step(self) -> int:
+        return int(self.model.global_step.numpy())
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        from tensorboard.plugins.hparams import api as hparams_api
+        with self._writer.as_default():
+            hparams_api.hparams(self._hparams)
+        self._last_step, self._last_time = self._step(), time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = self._step()
+        if step - self._last_step < self._every:
+            return
+        now = time.perf_counter()
+        images_per_second = (step - self._last_step) * self._batch_size / (now - self._last_time)
+        with self._writer.as_default(step=step):
+            for name, value in (logs or {}).items():
+                tf.summary.scalar(f"train/{name}", float(value))
+            tf.summary.scalar("perf/images_per_second", images_per_second)
+            for name, optimizer in self.model.optimizers.items():
+                tf.summary.scalar(f"learning_rate/{name}", float(optimizer.learning_rate))
+        self._last_step, self._last_time = step, now
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        step = self._step()
+        images = self.model.generate(self._num_samples, seed=self._sample_seed)
+        with self._writer.as_default(step=step):
+            for name, value in (logs or {}).items():
+                tf.summary.scalar(f"epoch/{name}", float(value))
+            tf.summary.image("samples", to_grid(images)[None], max_outputs=1)
+        self._writer.flush()
+        if self._samples_dir:
+            save_grid(os.path.join(self._samples_dir, f"epoch_{epoch + 1:04d}.png"), images,
+                      title=f"{self.model.registered_name}, epoch {epoch + 1}, step {step}")
+        # The sample draw and PNG are not training time; keep them out of images/s.
+        self._last_time = time.perf_counter()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._writer.flush()
+
+
+class CheckpointEveryEpoch(keras.callbacks.Callback):
+    """Save the whole training state at the end of every epoch whose losses are finite.
+
+    An epoch that ended in NaN (stopped by `TerminateOnNaN`) is not saved, so the last
+    checkpoint stays the last good state.
+    """
+
+    def __init__(self, checkpointer: Checkpointer):
+        super().__init__()
+        self._checkpointer = checkpointer
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if all(math.isfinite(float(value)) for value in (logs or {}).values()):
+            self._checkpointer.save(epoch + 1)

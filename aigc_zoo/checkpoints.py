@@ -1,0 +1,63 @@
+"""Checkpoints of the whole training state: model, every optimizer, step, RNG, epoch.
+
+Variables are saved as flat lists in a deterministic order (the model's `variables`, then each
+update group's optimizer variables) rather than through Keras' object graph, which does not
+expose the layers of functional sub-models to `tf.train.Checkpoint`. The model's variables
+include its `global_step` and its seed generator's state, so a resumed run continues the step
+count and the random stream where the checkpoint left them.
+
+`tf.train.CheckpointManager` writes the data files first and the `checkpoint` index last, so a
+crash during a save leaves the previous checkpoint as the latest one.
+"""
+
+from __future__ import annotations
+
+import os
+
+import tensorflow as tf
+
+from aigc_zoo.errors import UserError
+from aigc_zoo.models.base import GenerativeModel
+
+
+class Checkpointer:
+    """Saves and restores a compiled `GenerativeModel` in `directory`.
+
+    Args:
+        directory: where `ckpt-N` files go.
+        model: a compiled model (its optimizers exist and are built).
+        max_to_keep: how many recent checkpoints to keep.
+    """
+
+    def __init__(self, directory: str | os.PathLike, model: GenerativeModel, *,
+                 max_to_keep: int = 3):
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self._checkpoint = tf.train.Checkpoint(
+            model=list(model.variables),
+            optimizers={name: list(opt.variables) for name, opt in model.optimizers.items()},
+            epoch=self.epoch,
+        )
+        self._manager = tf.train.CheckpointManager(self._checkpoint, os.fspath(directory),
+                                                   max_to_keep=max_to_keep)
+
+    @property
+    def latest(self) -> str | None:
+        """Path prefix of the newest checkpoint, or None."""
+        return self._manager.latest_checkpoint
+
+    def save(self, epoch: int) -> str:
+        """Save the state as of the end of `epoch` (1-based count of finished epochs)."""
+        self.epoch.assign(epoch)
+        return self._manager.save()
+
+    def restore_latest(self) -> int:
+        """Restore the newest checkpoint if there is one; returns the finished-epoch count."""
+        path = self.latest
+        if path is None:
+            return 0
+        try:
+            self._checkpoint.restore(path).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as error:
+            raise UserError(f"cannot restore checkpoint {path}: it does not match this model "
+                            f"({type(error).__name__}); use another --workdir or --overwrite") from None
+        return int(self.epoch.numpy())

@@ -1,0 +1,113 @@
+"""Configuration as code: one dataclass per model, overridden field by field from the command line.
+
+Every model config inherits the training fields of `TrainConfig`, so `--epochs=3` and
+`--set epochs=3` mean the same thing, and a run's whole setup is one object that is saved to
+`<workdir>/config.json` and compared on resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from typing import Any, Iterable
+
+from aigc_zoo.errors import UserError
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Fields every model config has.
+
+    Args:
+        batch_size: global batch size (summed over replicas).
+        epochs: number of passes of `steps_per_epoch` steps.
+        steps_per_epoch: train steps per epoch; 0 means one pass over the training split.
+    """
+
+    batch_size: int = 64
+    epochs: int = 10
+    steps_per_epoch: int = 0
+
+    def validate(self) -> None:
+        """Raise `UserError` for values no run can use. Subclasses extend it."""
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _check(self.steps_per_epoch >= 0, "steps_per_epoch", self.steps_per_epoch,
+               "an integer >= 0 (0: the whole split)")
+
+
+def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise UserError(f"bad value {name}={value!r}: expected {allowed}")
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
+    """`UserError` unless `value` is one of `choices`."""
+    choices = tuple(choices)
+    _check(value in choices, name, value, "one of " + ", ".join(map(str, choices)))
+
+
+def check_range(name: str, value: float, low: float, high: float) -> None:
+    """`UserError` unless `low <= value <= high`."""
+    _check(low <= value <= high, name, value, f"a number in [{low}, {high}]")
+
+
+def check_positive(name: str, value: float) -> None:
+    """`UserError` unless `value > 0`."""
+    _check(value > 0, name, value, "a number > 0")
+
+
+def override(config: TrainConfig, assignments: Iterable[str]) -> TrainConfig:
+    """A copy of `config` with `name=value` assignments applied, parsed by the field's type.
+
+    Raises:
+        UserError: for an unknown field, a malformed assignment or an unparsable value.
+    """
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    hints = typing.get_type_hints(type(config))
+    changes = {}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        name = name.strip()
+        if not sep:
+            raise UserError(f"bad override {assignment!r}: expected name=value")
+        if name not in fields:
+            raise UserError(f"unknown config field {name!r} for {type(config).__name__}; "
+                            f"fields: {', '.join(sorted(fields))}")
+        changes[name] = _parse(name, text.strip(), hints[name])
+    return dataclasses.replace(config, **changes)
+
+
+def _parse(name: str, text: str, hint: Any) -> Any:
+    try:
+        if hint is bool:
+            lowered = text.lower()
+            if lowered not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return lowered in ("true", "1")
+        if hint in (int, float, str):
+            return hint(text)
+        if typing.get_origin(hint) is tuple:
+            (item,) = set(typing.get_args(hint)) - {Ellipsis}
+            return tuple(item(part) for part in text.strip("()[] ").split(",") if part.strip())
+    except ValueError:
+        raise UserError(f"bad value {name}={text!r}: expected {getattr(hint, '__name__', hint)}") from None
+    raise TypeError(f"config field {name} has a type the parser does not know: {hint}")
+
+
+def to_dict(config: TrainConfig) -> dict[str, Any]:
+    """JSON-ready dict of the config's fields."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(config_class: type[TrainConfig], values: dict[str, Any]) -> TrainConfig:
+    """Rebuild a config saved by `to_dict`; tuples come back from JSON lists."""
+    hints = typing.get_type_hints(config_class)
+    names = {f.name for f in dataclasses.fields(config_class)}
+    unknown = set(values) - names
+    if unknown:
+        raise UserError(f"saved config has fields {sorted(unknown)} that "
+                        f"{config_class.__name__} does not know")
+    return config_class(**{k: tuple(v) if typing.get_origin(hints[k]) is tuple else v
+                           for k, v in values.items()})

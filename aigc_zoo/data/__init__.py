@@ -1,0 +1,263 @@
+"""Datasets: every source ends in the same pipeline of `{"image", "label"}` batches.
+
+Images come out float32 in [-1, 1], NHWC; labels int32 where the dataset has them. Sources:
+
+- `digits` (default): procedurally rendered digits, built offline by a TFDS builder;
+- TFDS names: `mnist`, `fashion_mnist`, `cifar10`, `celeb_a` (centre-cropped, 64x64);
+- `idx:<dir>`: MNIST-format IDX files; `folder:<dir>`: a folder of images.
+
+Splits are `train` and `test`, with TFDS-style slices (`test[:9000]`, `train[:10%]`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+import threading
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from aigc_zoo.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a model needs to know about a dataset split.
+
+    Args:
+        name: the dataset name as given by the user.
+        image_shape: (height, width, channels).
+        num_classes: number of labels, or None for unlabelled data.
+        num_examples: examples in the split that was opened.
+    """
+
+    name: str
+    image_shape: tuple[int, int, int]
+    num_classes: int | None
+    num_examples: int
+
+
+# An opener returns the unbatched split ({"image": uint8 HWC, "label": int32}) and its info.
+Opener = Callable[[str, str, "str | None", "int | None"], "tuple[tf.data.Dataset, DatasetInfo]"]
+
+_DATASETS: dict[str, tuple[Opener, str]] = {}
+_SCHEMES: dict[str, tuple[Opener, str]] = {}
+
+# A download host per TFDS dataset, probed before a download so that a machine with no
+# network fails in seconds instead of retrying for minutes.
+_TFDS_HOSTS = {
+    "mnist": ("storage.googleapis.com", 443),
+    "fashion_mnist": ("fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80),
+    "cifar10": ("www.cs.toronto.edu", 443),
+    "celeb_a": ("drive.google.com", 443),
+}
+_CACHE_LIMIT_BYTES = 4 << 30
+_SHUFFLE_BUFFER = 60_000
+
+
+def register_dataset(name: str, opener: Opener, description: str, *, scheme: bool = False) -> None:
+    """Make `name` (or the prefix `name:` when `scheme`) loadable by `load`."""
+    table = _SCHEMES if scheme else _DATASETS
+    if name in table:
+        raise ValueError(f"dataset {name!r} is registered twice")
+    table[name] = (opener, description)
+
+
+def list_datasets() -> dict[str, str]:
+    """Dataset names (schemes as `name:<dir>`) with one-line descriptions."""
+    names = {name: text for name, (_, text) in _DATASETS.items()}
+    names.update({f"{name}:<dir>": text for name, (_, text) in _SCHEMES.items()})
+    return names
+
+
+def open_split(name: str, split: str, *, data_dir: str | None = None,
+               image_size: int | None = None) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """The unbatched uint8 split of dataset `name`, resized to `image_size` when given."""
+    scheme, sep, path = name.partition(":")
+    if sep and scheme in _SCHEMES:
+        opener = _SCHEMES[scheme][0]
+        dataset, info = opener(path, split, data_dir, image_size)
+    elif name in _DATASETS:
+        dataset, info = _DATASETS[name][0](name, split, data_dir, image_size)
+    else:
+        raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
+    height, width, channels = info.image_shape
+    if image_size and (height, width) != (image_size, image_size):
+        dataset = dataset.map(lambda ex: {**ex, "image": _resize(ex["image"], image_size)},
+                              num_parallel_calls=tf.data.AUTOTUNE)
+        info = dataclasses.replace(info, image_shape=(image_size, image_size, channels))
+    return dataset, info
+
+
+def load(name: str, split: str, *, batch_size: int, training: bool, seed: int = 0,
+         data_dir: str | None = None, image_size: int | None = None
+         ) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """Batches of `{"image": float32 [-1, 1] NHWC, "label": int32}` from a dataset split.
+
+    Args:
+        name: a registered name or `scheme:<dir>`.
+        split: `train`, `test`, or a slice of one (`test[:9000]`).
+        batch_size: examples per batch.
+        training: shuffled (seeded), repeated forever and with static batch shapes; otherwise
+            one pass in order, keeping the last partial batch.
+        seed: the shuffle seed.
+        data_dir: where TFDS datasets are (or are built); TFDS' default when None.
+        image_size: resize to image_size x image_size when given.
+    """
+    dataset, info = open_split(name, split, data_dir=data_dir, image_size=image_size)
+    if info.num_examples < (batch_size if training else 1):
+        raise UserError(f"{name} split {split!r} has {info.num_examples} examples, fewer than "
+                        f"the batch size {batch_size}")
+    if training:
+        # Decoded examples are kept in memory after the first epoch, when they fit.
+        if info.num_examples * int(np.prod(info.image_shape)) <= _CACHE_LIMIT_BYTES:
+            dataset = dataset.cache()
+        dataset = dataset.shuffle(min(info.num_examples, _SHUFFLE_BUFFER), seed=seed,
+                                  reshuffle_each_iteration=True).repeat()
+    dataset = dataset.batch(batch_size, drop_remainder=training)
+    dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE), info
+
+
+def _to_float(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    return {**example, "image": tf.cast(example["image"], tf.float32) / 127.5 - 1.0}
+
+
+def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Centre-crop to a square, then area-resize to size x size (uint8 in and out)."""
+    shape = tf.shape(image)
+    side = tf.minimum(shape[0], shape[1])
+    image = tf.image.crop_to_bounding_box(image, (shape[0] - side) // 2, (shape[1] - side) // 2,
+                                          side, side)
+    resized = tf.image.resize(image, [size, size], method="area", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+# -- arrays (IDX files, image folders) -------------------------------------------------------
+
+_SLICE = re.compile(r"^(\w+)(?:\[(-?\d*)(%?):(-?\d*)(%?)\])?$")
+
+
+def parse_split(split: str) -> tuple[str, Callable[[int], slice]]:
+    """`"test[:90%]"` -> ("test", a function of the split's length giving the slice)."""
+    match = _SLICE.match(split.strip())
+    if not match:
+        raise UserError(f"bad split {split!r}: expected e.g. train, test, test[:9000], train[:10%]")
+    base, start, start_pct, stop, stop_pct = match.groups()
+
+    def bound(text: str, percent: str, length: int) -> int | None:
+        if not text:
+            return None
+        return int(text) * length // 100 if percent else int(text)
+
+    return base, lambda n: slice(bound(start, start_pct, n), bound(stop, stop_pct, n))
+
+
+def from_arrays(name: str, images: np.ndarray, labels: np.ndarray | None,
+                num_classes: int | None, split: str) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """An opener result for in-memory uint8 images [N, H, W, C] and int labels [N] (or None)."""
+    _, make_slice = parse_split(split)
+    cut = make_slice(len(images))
+    images = images[cut]
+    tensors = {"image": images}
+    if labels is not None:
+        tensors["label"] = labels[cut].astype(np.int32)
+    if len(images) == 0:
+        raise UserError(f"{name} split {split!r} is empty")
+    info = DatasetInfo(name, tuple(images.shape[1:]), num_classes, len(images))
+    return tf.data.Dataset.from_tensor_slices(tensors), info
+
+
+def _open_idx(path: str, split: str, data_dir: str | None, image_size: int | None):
+    from aigc_zoo.data import local
+    base, _ = parse_split(split)
+    images, labels = local.load_idx(path, base)
+    num_classes = None if labels is None else int(labels.max()) + 1
+    return from_arrays(f"idx:{path}", images, labels, num_classes, split)
+
+
+def _open_folder(path: str, split: str, data_dir: str | None, image_size: int | None):
+    from aigc_zoo.data import local
+    base, _ = parse_split(split)
+    images, labels, class_names = local.load_folder(path, base, image_size=image_size or 64)
+    num_classes = None if class_names is None else len(class_names)
+    return from_arrays(f"folder:{path}", images, labels, num_classes, split)
+
+
+# -- TFDS ------------------------------------------------------------------------------------
+
+def _open_tfds(name: str, split: str, data_dir: str | None, image_size: int | None):
+    import tensorflow_datasets as tfds
+    from aigc_zoo.data import digits
+
+    builder = (digits.Digits(data_dir=data_dir) if name == "digits"
+               else tfds.builder(name, data_dir=data_dir))
+    if not builder.is_prepared():
+        if name in _TFDS_HOSTS:
+            _require_network(name, data_dir or "~/tensorflow_datasets", *_TFDS_HOSTS[name])
+        builder.download_and_prepare()
+    parse_split(split)  # the same split syntax for every source
+    try:
+        dataset = builder.as_dataset(split=split, shuffle_files=False)
+    except (ValueError, KeyError) as error:
+        raise UserError(f"{name}: bad split {split!r}: {str(error).splitlines()[0]}") from None
+    num_examples = int(dataset.cardinality())  # TFDS knows it, slices included
+    features = builder.info.features
+    num_classes = features["label"].num_classes if "label" in features else None
+    keep_label = num_classes is not None
+
+    def select(example):
+        selected = {"image": example["image"]}
+        if keep_label:
+            selected["label"] = tf.cast(example["label"], tf.int32)
+        return selected
+
+    dataset = dataset.map(select, num_parallel_calls=tf.data.AUTOTUNE)
+    info = DatasetInfo(name, tuple(features["image"].shape), num_classes, num_examples)
+    if name == "celeb_a" and not image_size:
+        dataset, info = _resize_dataset(dataset, info, 64)
+    return dataset, info
+
+
+def _resize_dataset(dataset: tf.data.Dataset, info: DatasetInfo, size: int):
+    dataset = dataset.map(lambda ex: {**ex, "image": _resize(ex["image"], size)},
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset, dataclasses.replace(info, image_shape=(size, size, info.image_shape[-1]))
+
+
+def _require_network(name: str, data_dir: str, host: str, port: int, timeout: float = 5.0) -> None:
+    """`UserError` within `timeout` seconds unless `host:port` accepts a connection."""
+    reachable = threading.Event()
+
+    def probe():  # in a thread, since name resolution itself can hang past any socket timeout
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            reachable.set()
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not reachable.is_set():
+        raise UserError(
+            f"dataset {name!r} is not prepared under {data_dir} and cannot be downloaded "
+            f"(no connection to {host}); prepare it on a connected machine and pass its folder "
+            "with --data_dir, or train on the embedded dataset with --dataset=digits")
+
+
+for _name, _text in [
+    ("digits", "28x28x1, 10 classes: digits rendered from matplotlib's fonts, built offline"),
+    ("mnist", "28x28x1, 10 classes (TFDS; downloads once)"),
+    ("fashion_mnist", "28x28x1, 10 classes (TFDS; downloads once)"),
+    ("cifar10", "32x32x3, 10 classes (TFDS; downloads once)"),
+    ("celeb_a", "64x64x3 centre-cropped faces, no labels (TFDS; needs a manual download)"),
+]:
+    register_dataset(_name, _open_tfds, _text)
+register_dataset("idx", _open_idx, "MNIST-format IDX files (train-/t10k- prefixes, .gz or raw)",
+                 scheme=True)
+register_dataset("folder", _open_folder, "a folder of images, one sub-folder per class "
+                 "(optional), resized to --image_size", scheme=True)

@@ -1,0 +1,222 @@
+"""Readers for datasets kept as local files: MNIST-style IDX files and folders of images.
+
+    images, labels = local.load_idx("~/mnist", "train")        # (N, 28, 28, 1) uint8, (N,) int32
+    images, labels, class_names = local.load_folder("pets/", "train", image_size=64)
+
+Everything returns numpy arrays (uint8 images in NHWC, int32 labels or None); turning them into
+a tf.data pipeline is the caller's job. Every user mistake (missing directory, wrong file,
+corrupt data) raises `UserError` with one line naming the path. IDX format:
+http://yann.lecun.com/exdb/mnist/ (LeCun, Cortes and Burges).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import numbers
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from aigc_zoo.errors import UserError
+
+# IDX type byte -> big-endian numpy dtype (the full table of the format, not only MNIST's uint8).
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# Split name -> IDX file prefixes; the keys are also the sub-folder names of an image folder.
+_SPLITS = {"train": ("train",), "test": ("t10k", "test")}
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Reads one IDX file, raw or gzipped, into a writeable array of its declared type and shape.
+
+    Gzip is recognised by its content rather than the `.gz` name, so a misnamed file still reads.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    if len(data) < 4 or data[0:2] != b"\0\0":
+        raise UserError(f"{path}: not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
+    type_byte, ndim = data[2], data[3]
+    if type_byte not in _IDX_DTYPES:
+        raise UserError(f"{path}: unsupported IDX type byte 0x{type_byte:02x}; "
+                        f"expected one of {', '.join(f'0x{t:02x}' for t in _IDX_DTYPES)}")
+    offset = 4 + 4 * ndim
+    if len(data) < offset:
+        raise UserError(f"{path}: truncated IDX header ({len(data)} bytes, need {offset})")
+    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_DTYPES[type_byte])
+    expected = offset + math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "has trailing bytes"
+        raise UserError(f"{path}: IDX file {what}: header says shape {shape} "
+                        f"({expected} bytes), found {len(data)} bytes")
+    # astype copies, which also makes the result writeable (frombuffer over bytes is read-only).
+    array = np.frombuffer(data, dtype, offset=offset).astype(dtype.newbyteorder("="))
+    return array.reshape(shape)
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Writes `array` as an IDX file, gzipped when `path` ends in `.gz` (inverse of `read_idx`)."""
+    array = np.asarray(array)
+    codes = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_DTYPES.items()}
+    code = codes.get(array.dtype.newbyteorder("="))
+    if code is None:
+        raise UserError(f"{path}: IDX cannot store {array.dtype}; convert the array to one of "
+                        f"{', '.join(str(d) for d in codes)}")
+    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    payload = header + array.astype(_IDX_DTYPES[code]).tobytes()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "wb") as f:
+        f.write(payload)
+
+
+def load_idx(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Loads one split of an MNIST-style dataset stored as IDX files in `directory`.
+
+    Looks for `{prefix}-images-idx3-ubyte` and `{prefix}-labels-idx1-ubyte` (also with `.gz`, and
+    with `.` for the second `-` as Kaggle's copies have), prefix `train` for split "train" and
+    `t10k` or `test` for split "test".
+
+    Returns:
+      images: uint8 (N, H, W, 1); labels: int32 (N,), or None when there is no label file.
+    """
+    directory = _existing_dir(directory, split)
+    prefixes = _SPLITS[split]
+    found = _find_idx(directory, prefixes, "images", "idx3")
+    if found is None:
+        names = _idx_names(prefixes, "images", "idx3")
+        raise UserError(f"no image file for split {split!r} in {directory}; "
+                        f"looked for: {', '.join(names)}")
+    prefix, image_path = found
+    images = read_idx(image_path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise UserError(f"{image_path}: expected uint8 images of shape (N, H, W), "
+                        f"got {images.dtype} {images.shape}")
+    found = _find_idx(directory, (prefix,), "labels", "idx1")
+    if found is None:
+        return images[..., np.newaxis], None
+    labels = read_idx(found[1])
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise UserError(f"{found[1]}: labels of shape {labels.shape} do not match the "
+                        f"{len(images)} images in {image_path}")
+    return images[..., np.newaxis], labels.astype(np.int32)
+
+
+def load_folder(directory: str | os.PathLike, split: str, *,
+                image_size: int) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
+    """Loads a folder of images (png, jpg, bmp, gif first frame), centre-cropped and resized.
+
+    Layout: `directory/{train,test}/...` selects the split's sub-folder; otherwise the whole
+    folder is the "train" split. Inside, each sub-folder is a class (sorted names give labels
+    0..K-1); images lying directly inside are unlabelled.
+
+    Returns:
+      images: uint8 (N, S, S, C) with S = `image_size`; C = 1 when every file decodes as
+        greyscale, else 3 (grey images repeated to RGB, alpha dropped);
+      labels: int32 (N,), and class_names: the sorted sub-folder names; both None when unlabelled.
+    """
+    directory = _existing_dir(directory, split)
+    if not isinstance(image_size, numbers.Integral) or image_size < 1:
+        raise UserError(f"image_size must be a positive integer, got {image_size!r}")
+    image_size = int(image_size)
+    root = _split_dir(directory, split)
+    class_dirs = _visible(root, Path.is_dir)
+    loose = _image_files(root)
+    if class_dirs and loose:
+        raise UserError(f"{root} holds both images and sub-folders; put every image in a "
+                        "class sub-folder, or none of them")
+    groups = [(d, _image_files(d)) for d in class_dirs] or [(root, loose)]
+    for folder, files in groups:
+        if not files:
+            raise UserError(f"no images ({', '.join(sorted(_IMAGE_SUFFIXES))}) in {folder}")
+    decoded = [_decode_image(f, image_size) for _, files in groups for f in files]
+    if all(image.shape[-1] == 1 for image in decoded):
+        images = np.stack(decoded)
+    else:  # one colour image makes the whole set RGB; grey ones get their channel repeated
+        images = np.stack([np.broadcast_to(im, im.shape[:2] + (3,)) for im in decoded])
+    if not class_dirs:
+        return images, None, None
+    labels = np.repeat(np.arange(len(groups), dtype=np.int32), [len(f) for _, f in groups])
+    return images, labels, tuple(d.name for d in class_dirs)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+        return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data  # gzip's magic
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, EOFError, zlib.error) as error:  # a directory, no permission, corrupt gzip
+        raise UserError(f"{path}: cannot read ({error})") from None
+
+
+def _existing_dir(directory: str | os.PathLike, split: str) -> Path:
+    path = Path(directory).expanduser()
+    if not path.is_dir():
+        raise UserError(f"data directory {path} does not exist or is not a directory")
+    if split not in _SPLITS:
+        raise UserError(f"unknown split {split!r} for data in {path}; "
+                        f"choose one of: {', '.join(_SPLITS)}")
+    return path
+
+
+def _idx_names(prefixes: tuple[str, ...], kind: str, idx: str) -> list[str]:
+    # "train-images-idx3-ubyte" as LeCun names it, "train-images.idx3-ubyte" as Kaggle does.
+    return [f"{p}-{kind}{sep}{idx}-ubyte{gz}"
+            for p in prefixes for sep in ("-", ".") for gz in ("", ".gz")]
+
+
+def _find_idx(directory: Path, prefixes: tuple[str, ...], kind: str,
+              idx: str) -> tuple[str, Path] | None:
+    for name in _idx_names(prefixes, kind, idx):
+        if (directory / name).is_file():
+            return name.split("-", 1)[0], directory / name
+    return None
+
+
+def _split_dir(directory: Path, split: str) -> Path:
+    # Either split folder marks the split layout, so a lone train/ is never mistaken for a class.
+    if any((directory / name).is_dir() for name in _SPLITS):
+        if not (directory / split).is_dir():
+            raise UserError(f"{directory} has no {split}/ sub-folder for split {split!r}")
+        return directory / split
+    if split != "train":
+        raise UserError(f"{directory} has no train/ and test/ sub-folders, so it only holds the "
+                        f"'train' split; to use {split!r}, put the images in train/ and {split}/")
+    return directory
+
+
+def _visible(folder: Path, keep: Callable[[Path], bool]) -> list[Path]:
+    # Hidden entries (.DS_Store, .ipynb_checkpoints) are tool clutter, not data.
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and keep(p))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return _visible(folder, lambda p: p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+
+
+def _decode_image(path: Path, image_size: int) -> np.ndarray:
+    """One file -> uint8 (S, S, 1 or 3): EXIF-rotated, centre square, antialiased resize."""
+    try:
+        with Image.open(path) as image:  # a GIF opens on its first frame
+            image = ImageOps.exif_transpose(image)
+            if image.mode.startswith("I"):  # 16-bit grey: PIL's convert("L") would clip at 255
+                image = Image.fromarray(np.round(np.asarray(image) / 257).astype(np.uint8))
+            # Palette images (most GIFs) count as colour, as tf.io.decode_image treats them.
+            image = image.convert("L" if image.mode in ("1", "L", "LA") else "RGB")
+            width, height = image.size
+            side = min(width, height)
+            left, top = (width - side) // 2, (height - side) // 2
+            # Crop before resizing: resize(box=...) lets the filter read pixels outside the box.
+            image = image.crop((left, top, left + side, top + side))
+            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            array = np.asarray(image, np.uint8)
+    # PIL signals a corrupt file with any of these, depending on the format plugin.
+    except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError) as error:
+        raise UserError(f"cannot decode image {path}: {error}") from None
+    return array[..., np.newaxis] if array.ndim == 2 else array

@@ -1,0 +1,3 @@
+"""Model families; importing this package registers every model with `aigc_zoo.registry`."""
+
+from aigc_zoo.models import vae  # noqa: F401

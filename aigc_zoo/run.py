@@ -1,0 +1,159 @@
+"""Train, sample from or evaluate a model of the zoo.
+
+    python -m aigc_zoo.run --model=vae                       # train on the embedded digits
+    python -m aigc_zoo.run --model=vae --mode=sample         # PNG grid + .npz from the workdir
+    python -m aigc_zoo.run --model=vae --mode=eval           # the model's metrics -> metrics.json
+    python -m aigc_zoo.run --model=vae --set latent_dim=32 --set beta=0.5
+
+A mistake in the command line ends with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+# TensorFlow's C++ start-up lines (oneDNN, CUDA probing on CPU machines, CPU features) are
+# written before its logging is configured, so no log level hides them. They are captured while
+# TensorFlow loads and initialises its devices, and only the other lines are passed on.
+_STARTUP_NOISE = re.compile(r"^([IW]\d{4} |WARNING: All log messages before absl|To enable the "
+                            r"following instructions|E\d{4} .*(cuInit|cuda))")
+
+
+def _import_tensorflow_quietly() -> None:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow as tf
+            tf.config.list_logical_devices()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured:
+                if not _STARTUP_NOISE.match(line):
+                    sys.stderr.write(line)
+
+
+_import_tensorflow_quietly()
+
+from absl import app, flags, logging  # noqa: E402
+
+from aigc_zoo import config as config_lib  # noqa: E402
+from aigc_zoo import data, registry, train  # noqa: E402
+from aigc_zoo.errors import UserError  # noqa: E402
+
+FLAGS = flags.FLAGS
+_MODELS = registry.list_models()
+_DATASETS = data.list_datasets()
+
+flags.DEFINE_enum("model", "vae", _MODELS, "Registered model to use.")
+flags.DEFINE_string("dataset", None, "Dataset (default: the model's own). One of: " +
+                    "; ".join(f"{name}: {text}" for name, text in _DATASETS.items()) + ".")
+flags.DEFINE_string("data_dir", None, "Where TFDS datasets are prepared (TFDS' default if unset).")
+flags.DEFINE_integer("image_size", None, "Resize images to this square size.")
+flags.DEFINE_string("workdir", None, "Run folder (default: runs/<model>-<dataset>).")
+flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to do.")
+flags.DEFINE_enum("config", "default", ["default", "tiny"],
+                  "Start from the model's default config or its tiny test config.")
+flags.DEFINE_integer("epochs", None, "Epochs to train (config field `epochs`).")
+flags.DEFINE_integer("steps_per_epoch", None, "Train steps per epoch; 0 = the whole split.")
+flags.DEFINE_integer("batch_size", None, "Global batch size (config field `batch_size`).")
+flags.DEFINE_multi_string("set", [], "Override a config field: --set name=value (repeatable).")
+flags.DEFINE_integer("seed", 0, "Seed of weights, data order and sampling.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                  "XLA for the train step; auto = on with a GPU/TPU, off on CPU.")
+flags.DEFINE_integer("steps_per_execution", 1, "Train steps per compiled call.")
+flags.DEFINE_integer("log_every_steps", 50, "TensorBoard per-step summaries every N steps.")
+flags.DEFINE_integer("num_samples", 64, "Images written by --mode=sample.")
+flags.DEFINE_string("train_split", "train", "Split to train on (e.g. train, test[:9000]).")
+flags.DEFINE_string("eval_split", "test", "Split --mode=eval measures (e.g. test, test[9000:]).")
+flags.DEFINE_bool("overwrite", False, "Replace a different run already in --workdir.")
+
+
+def _make_run() -> train.Run:
+    model_class = registry.get_model(FLAGS.model)
+    base = model_class.tiny_config() if FLAGS.config == "tiny" else model_class.default_config()
+    assignments = [f"{name}={FLAGS[name].value}" for name in ("epochs", "steps_per_epoch", "batch_size")
+                   if FLAGS[name].value is not None]
+    config = config_lib.override(base, assignments + FLAGS.set)
+    config.validate()
+    if FLAGS.image_size is not None and FLAGS.image_size < 1:
+        raise UserError(f"bad value image_size={FLAGS.image_size}: expected an integer >= 1")
+    return train.Run(model=FLAGS.model, dataset=FLAGS.dataset or model_class.default_dataset,
+                     config=config, seed=FLAGS.seed, train_split=FLAGS.train_split,
+                     eval_split=FLAGS.eval_split, image_size=FLAGS.image_size)
+
+
+def _workdir(run: train.Run) -> str:
+    if FLAGS.workdir:
+        return FLAGS.workdir
+    dataset = run.dataset.replace(":", "-").replace(os.sep, "_").strip("_")
+    return os.path.join("runs", f"{run.model}-{dataset}")
+
+
+def main(argv: list[str]) -> None:
+    logging.set_verbosity(logging.WARNING)  # absl's INFO lines would bury the progress bar
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+    if FLAGS.steps_per_execution < 1 or FLAGS.log_every_steps < 1:
+        raise UserError("bad value: --steps_per_execution and --log_every_steps must be >= 1")
+    run = _make_run()
+    workdir = _workdir(run)
+    if FLAGS.mode == "train":
+        train.train(run, workdir=workdir, data_dir=FLAGS.data_dir, overwrite=FLAGS.overwrite,
+                    jit_compile={"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile],
+                    steps_per_execution=FLAGS.steps_per_execution,
+                    log_every_steps=FLAGS.log_every_steps)
+        print(f"done: checkpoints, TensorBoard events and samples in {workdir}")
+    elif FLAGS.mode == "sample":
+        paths = train.sample(workdir, num_samples=FLAGS.num_samples, seed=FLAGS.seed)
+        print(f"wrote {paths['png']} and {paths['npz']}")
+    else:
+        results = train.evaluate(workdir, data_dir=FLAGS.data_dir, seed=FLAGS.seed)
+        for name, value in results["metrics"].items():
+            print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
+        print(f"wrote {os.path.join(workdir, 'metrics.json')}")
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        _fail(str(error).splitlines()[0])
+    except SystemExit as done:
+        # absl exits with status 1 after printing --help; asking for help is not a failure.
+        asked_for_help = any(arg.split("=")[0] in ("--help", "-h", "-?", "--helpshort", "--helpfull")
+                             for arg in argv[1:])
+        sys.exit(0 if asked_for_help else done.code)
+
+
+def _main_with_errors(argv: list[str]) -> None:
+    try:
+        main(argv)
+    except UserError as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        print("interrupted: the last finished epoch's checkpoint is kept; rerun to resume",
+              file=sys.stderr)
+        sys.exit(130)
+
+
+def console_main() -> None:
+    """Entry point of the `aigc-zoo` console script."""
+    app.run(_main_with_errors, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,226 @@
+"""Build everything from a run description and train, sample or evaluate; no model-specific code.
+
+A run's workdir holds `config.json` (this `Run`), `checkpoints/`, `tensorboard/`, `samples/` and
+`metrics.json`. Training in a workdir that already has the same run resumes from its latest
+checkpoint; a different run there is refused unless `overwrite=True`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+import shutil
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from aigc_zoo import callbacks
+from aigc_zoo import config as config_lib
+from aigc_zoo import data
+from aigc_zoo import registry
+from aigc_zoo.checkpoints import Checkpointer
+from aigc_zoo.errors import UserError
+from aigc_zoo.models.base import GenerativeModel
+
+# Fields that may change between invocations in one workdir: training longer is resuming.
+_RESUMABLE_FIELDS = {"epochs"}
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything that defines a training run (and so its workdir).
+
+    Args:
+        model: registered model name.
+        dataset: dataset name (see `data.list_datasets`).
+        config: the model's config.
+        seed: seeds weights, data order and the model's random draws.
+        train_split / eval_split: dataset splits for training and for `--mode=eval`.
+        image_size: resize images to this square size (None: the dataset's own size).
+    """
+
+    model: str
+    dataset: str
+    config: config_lib.TrainConfig
+    seed: int = 0
+    train_split: str = "train"
+    eval_split: str = "test"
+    image_size: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["config"] = config_lib.to_dict(self.config)
+        return values
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> "Run":
+        model_class = registry.get_model(values["model"])
+        config = config_lib.from_dict(model_class.config_class, values["config"])
+        return cls(**{**values, "config": config})
+
+
+def _paths(workdir: str) -> dict[str, str]:
+    names = ("config.json", "checkpoints", "tensorboard", "samples", "metrics.json")
+    return {name: os.path.join(workdir, name) for name in names}
+
+
+def build_model(run: Run, image_shape: tuple[int, ...], num_classes: int | None) -> GenerativeModel:
+    """The run's model with freshly initialised weights (seeded by `run.seed`)."""
+    keras.utils.set_random_seed(run.seed)
+    model_class = registry.get_model(run.model)
+    return model_class(run.config, image_shape=image_shape, num_classes=num_classes,
+                       seed=run.seed)
+
+
+def _write_json(path: str, values: dict[str, Any]) -> None:
+    temporary = path + ".tmp"
+    with open(temporary, "w") as handle:
+        json.dump(values, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(temporary, path)  # atomic: a crash never leaves half a file
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"cannot read {path}: {error}") from None
+
+
+def prepare_workdir(workdir: str, saved: dict[str, Any], *, overwrite: bool) -> None:
+    """Create `workdir` for the run `saved` (a `config.json` dict), or check it resumes."""
+    paths = _paths(workdir)
+    if os.path.exists(paths["config.json"]):
+        previous = _read_json(paths["config.json"])
+        differences = _differences(previous, saved)
+        if differences and not overwrite:
+            raise UserError(f"{workdir} holds a different run ({'; '.join(differences[:3])}); "
+                            "pass --overwrite to replace it, or choose another --workdir")
+        if overwrite:
+            for name in ("checkpoints", "tensorboard", "samples", "metrics.json"):
+                if os.path.isdir(paths[name]):
+                    shutil.rmtree(paths[name])
+                elif os.path.exists(paths[name]):
+                    os.remove(paths[name])
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create workdir {workdir}: {error.strerror}") from None
+    if not os.access(workdir, os.W_OK):
+        raise UserError(f"workdir {workdir} is not writable")
+    _write_json(paths["config.json"], saved)
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    found = []
+    for key in sorted(set(old) | set(new)):
+        if key in _RESUMABLE_FIELDS:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}: {a!r} there, {b!r} now")
+    return found
+
+
+def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: bool = False,
+          jit_compile: str | bool = "auto", steps_per_execution: int = 1,
+          log_every_steps: int = 50, verbose: str | int = "auto") -> GenerativeModel:
+    """Train `run` in `workdir`, resuming from its latest checkpoint; returns the model."""
+    run.config.validate()
+    dataset, info = data.load(run.dataset, run.train_split, batch_size=run.config.batch_size,
+                              training=True, seed=run.seed, data_dir=data_dir,
+                              image_size=run.image_size)
+    saved = {**run.to_json(), "image_shape": list(info.image_shape),
+             "num_classes": info.num_classes}
+    prepare_workdir(workdir, saved, overwrite=overwrite)
+    paths = _paths(workdir)
+    model = build_model(run, info.image_shape, info.num_classes)
+    model.compile(jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+    checkpointer = Checkpointer(paths["checkpoints"], model)
+    initial_epoch = checkpointer.restore_latest()
+    if initial_epoch >= run.config.epochs:
+        print(f"{workdir}: already trained {initial_epoch} of {run.config.epochs} epochs; "
+              "raise --epochs to continue")
+        return model
+    steps_per_epoch = run.config.steps_per_epoch or info.num_examples // run.config.batch_size
+    hparams = {"model": run.model, "dataset": run.dataset, "seed": run.seed,
+               **{k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                  for k, v in config_lib.to_dict(run.config).items()}}
+    history = model.fit(
+        dataset, epochs=run.config.epochs, initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch, verbose=verbose, shuffle=False,  # shuffled in data.load
+        callbacks=[
+            keras.callbacks.TerminateOnNaN(),
+            callbacks.CheckpointEveryEpoch(checkpointer),
+            callbacks.TensorBoardLogger(paths["tensorboard"], hparams=hparams,
+                                        batch_size=run.config.batch_size,
+                                        log_every_steps=log_every_steps,
+                                        samples_dir=paths["samples"]),
+        ])
+    final = {name: values[-1] for name, values in history.history.items() if values}
+    if not all(math.isfinite(value) for value in final.values()):
+        raise RuntimeError(f"training diverged at step {int(model.global_step.numpy())} "
+                           f"({final}); the last finite checkpoint in {paths['checkpoints']} "
+                           "was kept")
+    return model
+
+
+def restore(workdir: str) -> tuple[Run, GenerativeModel]:
+    """The run saved in `workdir` and its model with the latest checkpoint's weights."""
+    paths = _paths(workdir)
+    if not os.path.exists(paths["config.json"]):
+        raise UserError(f"{workdir} has no config.json: train there first (--mode=train)")
+    saved = _read_json(paths["config.json"])
+    run = Run.from_json({k: v for k, v in saved.items() if k not in ("image_shape", "num_classes")})
+    model = build_model(run, tuple(saved["image_shape"]), saved["num_classes"])
+    model.compile(jit_compile=False)  # creates the optimizers the checkpoint also holds
+    checkpointer = Checkpointer(paths["checkpoints"], model)
+    if checkpointer.restore_latest() == 0:
+        raise UserError(f"{workdir} has no checkpoint yet: train there first (--mode=train)")
+    return run, model
+
+
+def sample(workdir: str, *, num_samples: int = 64, seed: int = 0) -> dict[str, str]:
+    """Write a PNG grid and an `.npz` of `num_samples` samples from the latest checkpoint."""
+    if num_samples < 1:
+        raise UserError(f"bad value num_samples={num_samples}: expected an integer >= 1")
+    run, model = restore(workdir)
+    images = model.generate(num_samples, seed=seed).numpy()
+    directory = _paths(workdir)["samples"]
+    os.makedirs(directory, exist_ok=True)
+    stem = os.path.join(directory, f"samples_step{int(model.global_step.numpy())}_seed{seed}")
+    callbacks.save_grid(stem + ".png", images, title=f"{run.model} on {run.dataset}, seed {seed}")
+    np.savez_compressed(stem + ".npz", images=images)
+    return {"png": stem + ".png", "npz": stem + ".npz"}
+
+
+def evaluate(workdir: str, *, data_dir: str | None = None, seed: int = 0,
+             batch_size: int = 100) -> dict[str, Any]:
+    """Run the model's evaluation on the eval split; write `metrics.json` and TensorBoard."""
+    run, model = restore(workdir)
+    if not hasattr(model, "evaluate_model"):
+        raise UserError(f"{run.model} has no evaluation yet")
+    dataset, _ = data.load(run.dataset, run.eval_split, batch_size=batch_size, training=False,
+                           data_dir=data_dir, image_size=run.image_size)
+    step = int(model.global_step.numpy())
+    results = {
+        "model": run.model, "dataset": run.dataset, "split": run.eval_split, "seed": seed,
+        "step": step, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "metrics": model.evaluate_model(dataset, seed=seed),
+    }
+    _write_json(_paths(workdir)["metrics.json"], results)
+    writer = tf.summary.create_file_writer(os.path.join(_paths(workdir)["tensorboard"], "eval"))
+    with writer.as_default(step=step):
+        for name, value in results["metrics"].items():
+            if isinstance(value, (int, float)):
+                tf.summary.scalar(f"eval/{name}", value)
+    writer.flush()
+    return results

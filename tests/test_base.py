@@ -1,0 +1,93 @@
+"""The shared train_step: update groups, repeats, trackers, hooks and the step counter."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from aigc_zoo.models import base
+
+
+class TwoGroupToy(base.GenerativeModel):
+    """A critic `a` pulled to the data mean (3 steps per train step), and `b` chasing `a`."""
+
+    loss_names = ("critic_loss", "follower_loss")
+
+    def __init__(self, **kwargs):
+        super().__init__(base.config_lib.TrainConfig(), image_shape=(2, 2, 1), **kwargs)
+        self.a = self.add_weight(shape=(), initializer="zeros", name="a")
+        self.b = self.add_weight(shape=(), initializer="zeros", name="b")
+        self.hook_calls = {name: keras.Variable(0, dtype="int64", trainable=False,
+                                                name=f"hook_{name}") for name in ("critic", "follower")}
+
+    def update_groups(self):
+        return [base.UpdateGroup("critic", [self.a], keras.optimizers.SGD(0.1), "critic_loss",
+                                 repeats=3),
+                base.UpdateGroup("follower", [self.b], keras.optimizers.SGD(0.1), "follower_loss")]
+
+    def compute_losses(self, batch, *, training, group=None):
+        target = tf.reduce_mean(batch["image"])
+        return {"critic_loss": tf.square(self.a - target), "follower_loss": tf.square(self.b - self.a)}
+
+    def after_update(self, group):
+        self.hook_calls[group].assign_add(1)
+
+
+def _dataset(mean=0.6):
+    images = np.full((8, 2, 2, 1), mean, np.float32)
+    return tf.data.Dataset.from_tensor_slices({"image": images}).batch(4, drop_remainder=True).repeat()
+
+
+def test_groups_step_in_order_with_repeats_and_learn():
+    model = TwoGroupToy()
+    model.compile(jit_compile=False)
+    history = model.fit(_dataset(), epochs=2, steps_per_epoch=20, verbose=0)
+    assert int(model.global_step.numpy()) == 40
+    assert int(model.optimizers["critic"].iterations.numpy()) == 3 * 40
+    assert int(model.optimizers["follower"].iterations.numpy()) == 40
+    assert int(model.hook_calls["critic"].numpy()) == 3 * 40
+    assert int(model.hook_calls["follower"].numpy()) == 40
+    assert float(model.a.numpy()) == pytest.approx(0.6, abs=1e-3)
+    assert float(model.b.numpy()) == pytest.approx(0.6, abs=1e-2)
+    assert set(history.history) == {"critic_loss", "follower_loss"}
+    assert history.history["follower_loss"][1] < history.history["follower_loss"][0]
+
+
+def test_steps_per_execution_counts_every_step():
+    model = TwoGroupToy()
+    model.compile(jit_compile=False, steps_per_execution=5)
+    model.fit(_dataset(), epochs=1, steps_per_epoch=10, verbose=0)
+    assert int(model.global_step.numpy()) == 10
+    assert int(model.optimizers["critic"].iterations.numpy()) == 30
+
+
+def test_test_step_reports_losses_without_updating():
+    model = TwoGroupToy()
+    model.compile(jit_compile=False)
+    results = model.evaluate(_dataset(), steps=2, verbose=0, return_dict=True)
+    assert results["critic_loss"] == pytest.approx(0.36, rel=1e-5)
+    assert int(model.global_step.numpy()) == 0
+    assert float(model.a.numpy()) == 0.0
+
+
+def test_missing_group_loss_is_reported():
+    class Broken(TwoGroupToy):
+        def compute_losses(self, batch, *, training, group=None):
+            return {"follower_loss": tf.square(self.b)}
+
+    model = Broken()
+    model.compile(jit_compile=False)
+    with pytest.raises(KeyError, match="critic_loss"):
+        model.fit(_dataset(), epochs=1, steps_per_epoch=1, verbose=0)
+
+
+def test_fit_before_compile_is_refused():
+    with pytest.raises(Exception, match="compile"):
+        TwoGroupToy().fit(_dataset(), epochs=1, steps_per_epoch=1, verbose=0)
+
+
+def test_auto_jit_is_off_without_an_accelerator():
+    has_accelerator = any(d.device_type in ("GPU", "TPU") for d in tf.config.list_logical_devices())
+    assert base.resolve_jit_compile("auto") is has_accelerator
+    assert base.resolve_jit_compile(True) is True
+    assert base.resolve_jit_compile(False) is False

@@ -1,0 +1,50 @@
+"""Config overrides: typed parsing, unknown fields and bad values are user errors."""
+
+import dataclasses
+
+import pytest
+
+from aigc_zoo import config as config_lib
+from aigc_zoo.errors import UserError
+
+
+@dataclasses.dataclass
+class ToyConfig(config_lib.TrainConfig):
+    width: int = 8
+    rate: float = 0.1
+    name: str = "a"
+    flag: bool = False
+    filters: tuple[int, ...] = (1, 2)
+
+
+def test_override_parses_each_field_type():
+    config = config_lib.override(ToyConfig(), ["width=16", "rate=2e-3", "name=b", "flag=true",
+                                               "filters=4,8,16", "epochs=3"])
+    assert config == ToyConfig(width=16, rate=2e-3, name="b", flag=True, filters=(4, 8, 16),
+                               epochs=3)
+    assert ToyConfig().width == 8  # the original is untouched
+
+
+@pytest.mark.parametrize("assignment, fragment", [
+    ("depth=3", "unknown config field 'depth'"),
+    ("width", "expected name=value"),
+    ("width=wide", "bad value width='wide'"),
+    ("flag=maybe", "bad value flag='maybe'"),
+    ("filters=4,x", "bad value filters"),
+])
+def test_override_rejects_bad_assignments(assignment, fragment):
+    with pytest.raises(UserError, match=fragment):
+        config_lib.override(ToyConfig(), [assignment])
+
+
+@pytest.mark.parametrize("field, value", [("batch_size", 0), ("epochs", 0), ("steps_per_epoch", -1)])
+def test_validate_rejects_impossible_training_values(field, value):
+    with pytest.raises(UserError, match=field):
+        dataclasses.replace(ToyConfig(), **{field: value}).validate()
+
+
+def test_dict_round_trip_restores_tuples():
+    config = ToyConfig(filters=(3, 5))
+    assert config_lib.from_dict(ToyConfig, config_lib.to_dict(config)) == config
+    with pytest.raises(UserError, match="does not know"):
+        config_lib.from_dict(ToyConfig, {"nope": 1})

@@ -1,0 +1,171 @@
+"""The runner end to end, in subprocesses as a user runs it: train, resume, sample, eval, errors."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from conftest import REPO, SHARED_MNIST
+
+
+def run(*flags, check=True):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "aigc_zoo.run", *flags], capture_output=True,
+                            text=True, env=env, cwd=REPO, timeout=600)
+    if check and result.returncode != 0:
+        pytest.fail(f"runner failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def tensorboard_events(logdir):
+    accumulator = event_accumulator.EventAccumulator(str(logdir), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, digits_data_dir):
+    """A tiny VAE trained 2 epochs of 3 steps on digits, in its own workdir."""
+    workdir = tmp_path_factory.mktemp("run") / "vae"
+    flags = ("--model=vae", "--config=tiny", f"--data_dir={digits_data_dir}",
+             f"--workdir={workdir}", "--steps_per_epoch=3", "--log_every_steps=1")
+    run(*flags, "--epochs=2")
+    return workdir, flags
+
+
+def test_training_writes_config_checkpoints_samples_and_events(trained):
+    workdir, _ = trained
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["model"] == "vae" and saved["dataset"] == "digits"
+    assert saved["image_shape"] == [28, 28, 1] and saved["num_classes"] == 10
+    assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith("ckpt-2")
+    assert (workdir / "samples" / "epoch_0001.png").stat().st_size > 0
+    assert (workdir / "samples" / "epoch_0002.png").stat().st_size > 0
+
+    events = tensorboard_events(workdir / "tensorboard")
+    tags = set(events.Tags()["tensors"])
+    for tag in ("train/loss", "train/reconstruction", "train/kl", "epoch/loss",
+                "perf/images_per_second", "learning_rate/vae", "samples"):
+        assert tag in tags, f"{tag} missing from {sorted(tags)}"
+    assert [e.step for e in events.Tensors("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("train/loss"))
+    # An image summary holds [width, height, PNG bytes]; the grid is 8 x 8 digits of 28 pixels.
+    width, height, png = tf.make_ndarray(events.Tensors("samples")[-1].tensor_proto)
+    assert (int(width), int(height)) == (224, 224)
+    assert tf.io.decode_png(png).shape == (224, 224, 1)
+    hparams_tags = [t for t in tags if t.startswith("_hparams_")]
+    assert hparams_tags, "no hparams plugin summary"
+
+
+def test_rerun_with_more_epochs_resumes_the_step_count(trained):
+    workdir, flags = trained
+    run(*flags, "--epochs=3")
+    events = tensorboard_events(workdir / "tensorboard")
+    steps = sorted({e.step for e in events.Tensors("train/loss")})
+    assert steps[-1] == 9 and steps[:6] == [1, 2, 3, 4, 5, 6]
+    assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith("ckpt-3")
+    again = run(*flags, "--epochs=3")
+    assert "already trained 3 of 3 epochs" in again.stdout
+
+
+def test_sample_mode_writes_a_deterministic_grid_and_npz(trained):
+    workdir, flags = trained
+    run(*flags, "--mode=sample", "--num_samples=10", "--seed=5")
+    first = np.load(next((workdir / "samples").glob("samples_*_seed5.npz")))["images"]
+    assert first.shape == (10, 28, 28, 1)
+    assert first.min() >= -1.0 and first.max() <= 1.0
+    assert list((workdir / "samples").glob("samples_*_seed5.png"))
+    run(*flags, "--mode=sample", "--num_samples=10", "--seed=5")
+    again = np.load(next((workdir / "samples").glob("samples_*_seed5.npz")))["images"]
+    np.testing.assert_array_equal(first, again)
+
+
+def test_eval_mode_writes_metrics_json(trained):
+    workdir, flags = trained
+    result = run(*flags, "--mode=eval")
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["model"] == "vae"
+    values = metrics["metrics"]
+    assert values["num_examples"] == 64 and values["importance_samples"] == 4
+    assert values["nll_nats"] > 0 and np.isfinite(values["nll_bits_per_dim"])
+    assert "nll_bits_per_dim" in result.stdout
+    assert "eval/nll_nats" in tensorboard_events(workdir / "tensorboard" / "eval").Tags()["tensors"]
+
+
+def test_a_different_config_is_refused_and_nothing_is_lost(trained):
+    workdir, flags = trained
+    before = (workdir / "config.json").read_text()
+    checkpoints = sorted(os.listdir(workdir / "checkpoints"))
+    result = run(*flags, "--set", "latent_dim=7", check=False)
+    assert result.returncode == 2
+    assert_one_line_error(result, "holds a different run")
+    assert (workdir / "config.json").read_text() == before
+    assert sorted(os.listdir(workdir / "checkpoints")) == checkpoints
+
+
+def test_overwrite_starts_a_fresh_run(tmp_path, digits_data_dir):
+    flags = ("--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={tmp_path}",
+             "--steps_per_epoch=2", "--epochs=1")
+    run(*flags)
+    run(*flags, "--set", "latent_dim=3", "--overwrite")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["config"]["latent_dim"] == 3
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-1")
+
+
+def assert_one_line_error(result, fragment):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--model=nope"], "--model=nope"),
+    (["--dataset=nope"], "unknown dataset 'nope'"),
+    (["--batch_size=0"], "batch_size=0"),
+    (["--epochs=many"], "--epochs=many"),
+    (["--set", "nope=1"], "unknown config field 'nope'"),
+    (["--set", "likelihood=poisson"], "likelihood='poisson'"),
+    (["--set", "beta=-1"], "beta=-1"),
+    (["--dataset=idx:/no/such/dir"], "/no/such/dir"),
+    (["--dataset=folder:/no/such/dir"], "/no/such/dir"),
+    (["--mode=sample", "--workdir=/no/such/workdir"], "/no/such/workdir"),
+    (["--mode=eval", "--workdir=/no/such/workdir"], "/no/such/workdir"),
+    (["--steps_per_execution=0"], "steps_per_execution"),
+    (["stray"], "unexpected arguments"),
+])
+def test_user_errors_exit_2_with_one_line(flags, fragment, tmp_path):
+    result = run(f"--workdir={tmp_path / 'w'}", *flags, check=False)
+    assert result.returncode == 2, result.stderr
+    assert_one_line_error(result, fragment)
+
+
+def test_unwritable_workdir_is_a_user_error(tmp_path, digits_data_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run("--config=tiny", f"--data_dir={digits_data_dir}",
+                 f"--workdir={blocker / 'run'}", check=False)
+    assert result.returncode == 2
+    assert_one_line_error(result, "cannot create workdir")
+
+
+def test_help_lists_models_and_datasets():
+    result = run("--help")
+    for name in ("vae", "cvae", "digits", "mnist", "cifar10", "celeb_a", "idx:<dir>", "folder:<dir>"):
+        assert name in result.stdout
+
+
+@pytest.mark.skipif(not SHARED_MNIST.exists(), reason="../shared/data/mnist is only beside CI checkouts")
+def test_trains_on_real_mnist_idx_files(tmp_path):
+    run("--config=tiny", f"--dataset=idx:{SHARED_MNIST}", "--train_split=test[:9000]",
+        "--eval_split=test[9000:]", f"--workdir={tmp_path}", "--steps_per_epoch=2")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["num_classes"] == 10 and saved["image_shape"] == [28, 28, 1]
+    assert pathlib.Path(tf.train.latest_checkpoint(str(tmp_path / "checkpoints")) + ".index").exists()
