@@ -36,7 +36,8 @@ tensorboard: install
 	$(VENV)/bin/tensorboard --logdir runs
 
 lint: $(VENV)/.installed-lint
-	$(VENV)/bin/ruff check aigc_zoo tests experiments
+	$(VENV)/bin/ruff check --isolated --line-length 100 --select E,F,W,B --ignore B905 \
+		aigc_zoo tests experiments
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

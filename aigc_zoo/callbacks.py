@@ -79,7 +79,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
         self._num_samples = num_samples
         self._sample_seed = sample_seed
         self._last_step = 0
-        self._last_time = 0.0
+        self._last_time: float | None = None  # None until the first step has run (and traced)
 
     def _step(self) -> int:
         return int(self.model.global_step.numpy())
@@ -88,18 +88,20 @@ class TensorBoardLogger(keras.callbacks.Callback):
         from tensorboard.plugins.hparams import api as hparams_api
         with self._writer.as_default():
             hparams_api.hparams(self._hparams)
-        self._last_step, self._last_time = self._step(), time.perf_counter()
+        self._last_step, self._last_time = self._step(), None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step = self._step()
         if step - self._last_step < self._every:
             return
         now = time.perf_counter()
-        images_per_second = (step - self._last_step) * self._batch_size / (now - self._last_time)
         with self._writer.as_default(step=step):
             for name, value in (logs or {}).items():
                 tf.summary.scalar(f"train/{name}", float(value))
-            tf.summary.scalar("perf/images_per_second", images_per_second)
+            # The first interval includes tracing the train step, so it is not timed.
+            if self._last_time is not None:
+                images = (step - self._last_step) * self._batch_size
+                tf.summary.scalar("perf/images_per_second", images / (now - self._last_time))
             for name, optimizer in self.model.optimizers.items():
                 tf.summary.scalar(f"learning_rate/{name}", float(optimizer.learning_rate))
         self._last_step, self._last_time = step, now

@@ -1,10 +1,12 @@
 """Checkpoints of the whole training state: model, every optimizer, step, RNG, epoch.
 
 Variables are saved as flat lists in a deterministic order (the model's `variables`, then each
-update group's optimizer variables) rather than through Keras' object graph, which does not
-expose the layers of functional sub-models to `tf.train.Checkpoint`. The model's variables
-include its `global_step` and its seed generator's state, so a resumed run continues the step
-count and the random stream where the checkpoint left them.
+update group's optimizer variables) rather than through Keras' object graph: that graph leaves
+out the state of `keras.random.SeedGenerator`, and the update groups' optimizers are not
+attributes of the model. The model's variables include its `global_step` and its seed
+generator's state, so a resumed run continues the step count and the random stream where the
+checkpoint left them. The price: variables match by position, so a checkpoint restores only
+into a model built from the same code and config (which `config.json` guards).
 
 `tf.train.CheckpointManager` writes the data files first and the `checkpoint` index last, so a
 crash during a save leaves the previous checkpoint as the latest one.
@@ -59,5 +61,6 @@ class Checkpointer:
             self._checkpoint.restore(path).assert_existing_objects_matched()
         except (tf.errors.OpError, AssertionError, ValueError) as error:
             raise UserError(f"cannot restore checkpoint {path}: it does not match this model "
-                            f"({type(error).__name__}); use another --workdir or --overwrite") from None
+                            f"({type(error).__name__}); use another --workdir or --overwrite"
+                            ) from None
         return int(self.epoch.numpy())

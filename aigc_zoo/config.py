@@ -92,7 +92,8 @@ def _parse(name: str, text: str, hint: Any) -> Any:
             (item,) = set(typing.get_args(hint)) - {Ellipsis}
             return tuple(item(part) for part in text.strip("()[] ").split(",") if part.strip())
     except ValueError:
-        raise UserError(f"bad value {name}={text!r}: expected {getattr(hint, '__name__', hint)}") from None
+        expected = getattr(hint, "__name__", hint)
+        raise UserError(f"bad value {name}={text!r}: expected {expected}") from None
     raise TypeError(f"config field {name} has a type the parser does not know: {hint}")
 
 

@@ -29,7 +29,7 @@ def log_normal(x: tf.Tensor, mean: tf.Tensor, log_var: tf.Tensor) -> tf.Tensor:
 
 
 def bernoulli_log_likelihood(x: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    """log p(x) of pixels x in {0, 1} (or probabilities in [0, 1]) under Bernoulli(sigmoid(logits))."""
+    """log p(x) of pixels x in {0, 1} (or soft targets in [0, 1]), Bernoulli(sigmoid(logits))."""
     return -_sum_per_example(tf.nn.sigmoid_cross_entropy_with_logits(labels=x, logits=logits))
 
 

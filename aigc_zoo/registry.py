@@ -3,8 +3,8 @@
     @registry.register_model("vae")
     class VAE(base.GenerativeModel): ...
 
-The runner's `--model` choices, the shared test harness and the benchmark all iterate over
-`list_models()`; nothing outside this module switches on model names.
+The runner's `--model` choices and the every-model test harness (tests/test_every_model.py)
+iterate over `list_models()`; nothing outside this module switches on model names.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def get_model(name: str) -> type:
     try:
         return _MODELS[name]
     except KeyError:
-        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
+        choices = ", ".join(list_models())
+        raise UserError(f"unknown model {name!r}; choose one of: {choices}") from None
 
 
 def list_models() -> list[str]:

@@ -74,13 +74,15 @@ flags.DEFINE_integer("log_every_steps", 50, "TensorBoard per-step summaries ever
 flags.DEFINE_integer("num_samples", 64, "Images written by --mode=sample.")
 flags.DEFINE_string("train_split", "train", "Split to train on (e.g. train, test[:9000]).")
 flags.DEFINE_string("eval_split", "test", "Split --mode=eval measures (e.g. test, test[9000:]).")
-flags.DEFINE_bool("overwrite", False, "Replace a different run already in --workdir.")
+flags.DEFINE_bool("overwrite", False, "Start afresh in --workdir, deleting its checkpoints, "
+                  "events, samples and metrics (needed when it holds a different run).")
 
 
 def _make_run() -> train.Run:
     model_class = registry.get_model(FLAGS.model)
     base = model_class.tiny_config() if FLAGS.config == "tiny" else model_class.default_config()
-    assignments = [f"{name}={FLAGS[name].value}" for name in ("epochs", "steps_per_epoch", "batch_size")
+    assignments = [f"{name}={FLAGS[name].value}"
+                   for name in ("epochs", "steps_per_epoch", "batch_size")
                    if FLAGS[name].value is not None]
     config = config_lib.override(base, assignments + FLAGS.set)
     config.validate()
@@ -91,11 +93,11 @@ def _make_run() -> train.Run:
                      eval_split=FLAGS.eval_split, image_size=FLAGS.image_size)
 
 
-def _workdir(run: train.Run) -> str:
+def _workdir(model: str, dataset: str) -> str:
     if FLAGS.workdir:
         return FLAGS.workdir
-    dataset = run.dataset.replace(":", "-").replace(os.sep, "_").strip("_")
-    return os.path.join("runs", f"{run.model}-{dataset}")
+    dataset = dataset.replace(":", "-").replace(os.sep, "_").strip("_")
+    return os.path.join("runs", f"{model}-{dataset}")
 
 
 def main(argv: list[str]) -> None:
@@ -104,19 +106,27 @@ def main(argv: list[str]) -> None:
         raise UserError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     if FLAGS.steps_per_execution < 1 or FLAGS.log_every_steps < 1:
         raise UserError("bad value: --steps_per_execution and --log_every_steps must be >= 1")
-    run = _make_run()
-    workdir = _workdir(run)
     if FLAGS.mode == "train":
+        run = _make_run()
+        workdir = _workdir(run.model, run.dataset)
         train.train(run, workdir=workdir, data_dir=FLAGS.data_dir, overwrite=FLAGS.overwrite,
                     jit_compile={"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile],
                     steps_per_execution=FLAGS.steps_per_execution,
                     log_every_steps=FLAGS.log_every_steps)
         print(f"done: checkpoints, TensorBoard events and samples in {workdir}")
-    elif FLAGS.mode == "sample":
-        paths = train.sample(workdir, num_samples=FLAGS.num_samples, seed=FLAGS.seed)
+        return
+    # Sampling and evaluation take the run from the workdir's config.json; an explicit
+    # --model must agree with it.
+    model_class = registry.get_model(FLAGS.model)
+    workdir = _workdir(FLAGS.model, FLAGS.dataset or model_class.default_dataset)
+    expected_model = FLAGS.model if FLAGS["model"].present else None
+    if FLAGS.mode == "sample":
+        paths = train.sample(workdir, num_samples=FLAGS.num_samples, seed=FLAGS.seed,
+                             expected_model=expected_model)
         print(f"wrote {paths['png']} and {paths['npz']}")
     else:
-        results = train.evaluate(workdir, data_dir=FLAGS.data_dir, seed=FLAGS.seed)
+        results = train.evaluate(workdir, data_dir=FLAGS.data_dir, seed=FLAGS.seed,
+                                 expected_model=expected_model)
         for name, value in results["metrics"].items():
             print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
         print(f"wrote {os.path.join(workdir, 'metrics.json')}")
@@ -134,8 +144,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
         _fail(str(error).splitlines()[0])
     except SystemExit as done:
         # absl exits with status 1 after printing --help; asking for help is not a failure.
-        asked_for_help = any(arg.split("=")[0] in ("--help", "-h", "-?", "--helpshort", "--helpfull")
-                             for arg in argv[1:])
+        help_flags = ("--help", "-h", "-?", "--helpshort", "--helpfull")
+        asked_for_help = any(arg.split("=")[0] in help_flags for arg in argv[1:])
         sys.exit(0 if asked_for_help else done.code)
 
 

@@ -94,7 +94,11 @@ def _read_json(path: str) -> dict[str, Any]:
 
 
 def prepare_workdir(workdir: str, saved: dict[str, Any], *, overwrite: bool) -> None:
-    """Create `workdir` for the run `saved` (a `config.json` dict), or check it resumes."""
+    """Create `workdir` for the run `saved` (a `config.json` dict), or check that it resumes.
+
+    With `overwrite`, the previous run's outputs are deleted first. `config.json` itself is
+    written by `train` once it knows there is training to do.
+    """
     paths = _paths(workdir)
     if os.path.exists(paths["config.json"]):
         previous = _read_json(paths["config.json"])
@@ -114,7 +118,6 @@ def prepare_workdir(workdir: str, saved: dict[str, Any], *, overwrite: bool) -> 
         raise UserError(f"cannot create workdir {workdir}: {error.strerror}") from None
     if not os.access(workdir, os.W_OK):
         raise UserError(f"workdir {workdir} is not writable")
-    _write_json(paths["config.json"], saved)
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -147,9 +150,10 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
     checkpointer = Checkpointer(paths["checkpoints"], model)
     initial_epoch = checkpointer.restore_latest()
     if initial_epoch >= run.config.epochs:
-        print(f"{workdir}: already trained {initial_epoch} of {run.config.epochs} epochs; "
-              "raise --epochs to continue")
+        print(f"{workdir}: already trained {initial_epoch} epochs (asked for "
+              f"{run.config.epochs}); raise --epochs to continue")
         return model
+    _write_json(paths["config.json"], saved)
     steps_per_epoch = run.config.steps_per_epoch or info.num_examples // run.config.batch_size
     hparams = {"model": run.model, "dataset": run.dataset, "seed": run.seed,
                **{k: v if isinstance(v, (int, float, str, bool)) else str(v)
@@ -173,12 +177,21 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
     return model
 
 
-def restore(workdir: str) -> tuple[Run, GenerativeModel]:
-    """The run saved in `workdir` and its model with the latest checkpoint's weights."""
+def restore(workdir: str, *, expected_model: str | None = None
+            ) -> tuple[Run, GenerativeModel]:
+    """The run saved in `workdir` and its model with the latest checkpoint's weights.
+
+    Args:
+        workdir: a trained run's folder.
+        expected_model: when given, the model name the workdir must hold.
+    """
     paths = _paths(workdir)
     if not os.path.exists(paths["config.json"]):
         raise UserError(f"{workdir} has no config.json: train there first (--mode=train)")
     saved = _read_json(paths["config.json"])
+    if expected_model is not None and saved.get("model") != expected_model:
+        raise UserError(f"{workdir} holds a {saved.get('model')!r} run, "
+                        f"not {expected_model!r}")
     run = Run.from_json({k: v for k, v in saved.items() if k not in ("image_shape", "num_classes")})
     model = build_model(run, tuple(saved["image_shape"]), saved["num_classes"])
     model.compile(jit_compile=False)  # creates the optimizers the checkpoint also holds
@@ -188,11 +201,12 @@ def restore(workdir: str) -> tuple[Run, GenerativeModel]:
     return run, model
 
 
-def sample(workdir: str, *, num_samples: int = 64, seed: int = 0) -> dict[str, str]:
+def sample(workdir: str, *, num_samples: int = 64, seed: int = 0,
+           expected_model: str | None = None) -> dict[str, str]:
     """Write a PNG grid and an `.npz` of `num_samples` samples from the latest checkpoint."""
     if num_samples < 1:
         raise UserError(f"bad value num_samples={num_samples}: expected an integer >= 1")
-    run, model = restore(workdir)
+    run, model = restore(workdir, expected_model=expected_model)
     images = model.generate(num_samples, seed=seed).numpy()
     directory = _paths(workdir)["samples"]
     os.makedirs(directory, exist_ok=True)
@@ -203,9 +217,9 @@ def sample(workdir: str, *, num_samples: int = 64, seed: int = 0) -> dict[str, s
 
 
 def evaluate(workdir: str, *, data_dir: str | None = None, seed: int = 0,
-             batch_size: int = 100) -> dict[str, Any]:
+             batch_size: int = 100, expected_model: str | None = None) -> dict[str, Any]:
     """Run the model's evaluation on the eval split; write `metrics.json` and TensorBoard."""
-    run, model = restore(workdir)
+    run, model = restore(workdir, expected_model=expected_model)
     if not hasattr(model, "evaluate_model"):
         raise UserError(f"{run.model} has no evaluation yet")
     dataset, _ = data.load(run.dataset, run.eval_split, batch_size=batch_size, training=False,
@@ -213,7 +227,8 @@ def evaluate(workdir: str, *, data_dir: str | None = None, seed: int = 0,
     step = int(model.global_step.numpy())
     results = {
         "model": run.model, "dataset": run.dataset, "split": run.eval_split, "seed": seed,
-        "step": step, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "step": step,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "metrics": model.evaluate_model(dataset, seed=seed),
     }
     _write_json(_paths(workdir)["metrics.json"], results)

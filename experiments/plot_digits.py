@@ -5,18 +5,9 @@
 The samples are the first ones `aigc_zoo.data.digits` renders for the train split (the same
 images the TFDS builder stores), so the figure shows exactly what models train on.
 
-Recorded: `digits.render(10_000, seed=0)` against the 10,000 MNIST test images (ink means
-pixel > 127; stroke width is 2 * ink mass / edge length; the last two rows use the first
-3,000 images of each, class means fitted on 2,000 and scored on 1,000):
-
-    statistic                               digits              MNIST
-    mean pixel value                        35.5                33.8
-    share of pixels 0 / grey / >= 250       0.80 / 0.11 / 0.09  0.81 / 0.12 / 0.08
-    ink bounding-box height (px)            19.2 +- 1.8         19.6 +- 1.2
-    stroke width (px): mean, 5-95%          2.16, 1.4-3.0       2.08, 1.4-3.1
-    centre of mass (row, col), std          (14.0, 14.0), 0.55  (14.0, 14.0), 0.29
-    nearest-class-mean accuracy             0.83                0.79
-    mean L2 distance, within / between     0.86                0.86
+How close the images are to real MNIST (pixel levels, ink box, stroke width, centre of mass,
+class separability): `python experiments/digits_vs_mnist.py` computes it and writes the
+table to experiments/results/digits_vs_mnist.md.
 """
 
 import pathlib

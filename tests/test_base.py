@@ -17,8 +17,9 @@ class TwoGroupToy(base.GenerativeModel):
         super().__init__(base.config_lib.TrainConfig(), image_shape=(2, 2, 1), **kwargs)
         self.a = self.add_weight(shape=(), initializer="zeros", name="a")
         self.b = self.add_weight(shape=(), initializer="zeros", name="b")
-        self.hook_calls = {name: keras.Variable(0, dtype="int64", trainable=False,
-                                                name=f"hook_{name}") for name in ("critic", "follower")}
+        self.hook_calls = {
+            name: keras.Variable(0, dtype="int64", trainable=False, name=f"hook_{name}")
+            for name in ("critic", "follower")}
 
     def update_groups(self):
         return [base.UpdateGroup("critic", [self.a], keras.optimizers.SGD(0.1), "critic_loss",
@@ -27,7 +28,8 @@ class TwoGroupToy(base.GenerativeModel):
 
     def compute_losses(self, batch, *, training, group=None):
         target = tf.reduce_mean(batch["image"])
-        return {"critic_loss": tf.square(self.a - target), "follower_loss": tf.square(self.b - self.a)}
+        return {"critic_loss": tf.square(self.a - target),
+                "follower_loss": tf.square(self.b - self.a)}
 
     def after_update(self, group):
         self.hook_calls[group].assign_add(1)
@@ -35,7 +37,8 @@ class TwoGroupToy(base.GenerativeModel):
 
 def _dataset(mean=0.6):
     images = np.full((8, 2, 2, 1), mean, np.float32)
-    return tf.data.Dataset.from_tensor_slices({"image": images}).batch(4, drop_remainder=True).repeat()
+    dataset = tf.data.Dataset.from_tensor_slices({"image": images})
+    return dataset.batch(4, drop_remainder=True).repeat()
 
 
 def test_groups_step_in_order_with_repeats_and_learn():

@@ -37,7 +37,8 @@ def test_override_rejects_bad_assignments(assignment, fragment):
         config_lib.override(ToyConfig(), [assignment])
 
 
-@pytest.mark.parametrize("field, value", [("batch_size", 0), ("epochs", 0), ("steps_per_epoch", -1)])
+@pytest.mark.parametrize("field, value",
+                         [("batch_size", 0), ("epochs", 0), ("steps_per_epoch", -1)])
 def test_validate_rejects_impossible_training_values(field, value):
     with pytest.raises(UserError, match=field):
         dataclasses.replace(ToyConfig(), **{field: value}).validate()

@@ -37,8 +37,10 @@ def test_training_batches_are_static_float_images_in_range(idx_dir):
 
 
 def test_shuffle_is_deterministic_for_a_seed(idx_dir):
-    first = lambda seed: _first(data.load(idx_dir, "train", batch_size=8, training=True,
-                                          seed=seed)[0])["label"]
+    def first(seed):
+        dataset, _ = data.load(idx_dir, "train", batch_size=8, training=True, seed=seed)
+        return _first(dataset)["label"]
+
     np.testing.assert_array_equal(first(3), first(3))
     orders = [tuple(first(seed)) for seed in range(5)]
     assert len(set(orders)) > 1

@@ -71,7 +71,10 @@ def test_rerun_with_more_epochs_resumes_the_step_count(trained):
     assert steps[-1] == 9 and steps[:6] == [1, 2, 3, 4, 5, 6]
     assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith("ckpt-3")
     again = run(*flags, "--epochs=3")
-    assert "already trained 3 of 3 epochs" in again.stdout
+    assert "already trained 3 epochs (asked for 3)" in again.stdout
+    fewer = run(*flags, "--epochs=1")
+    assert "already trained 3 epochs (asked for 1)" in fewer.stdout
+    assert json.loads((workdir / "config.json").read_text())["config"]["epochs"] == 3
 
 
 def test_sample_mode_writes_a_deterministic_grid_and_npz(trained):
@@ -139,9 +142,11 @@ def assert_one_line_error(result, fragment):
     (["--mode=sample", "--workdir=/no/such/workdir"], "/no/such/workdir"),
     (["--mode=eval", "--workdir=/no/such/workdir"], "/no/such/workdir"),
     (["--steps_per_execution=0"], "steps_per_execution"),
+    (["--mode=sample", "--model=cvae", "--workdir=VAE_RUN"], "holds a 'vae' run, not 'cvae'"),
     (["stray"], "unexpected arguments"),
 ])
-def test_user_errors_exit_2_with_one_line(flags, fragment, tmp_path):
+def test_user_errors_exit_2_with_one_line(flags, fragment, tmp_path, trained):
+    flags = [flag.replace("VAE_RUN", str(trained[0])) for flag in flags]
     result = run(f"--workdir={tmp_path / 'w'}", *flags, check=False)
     assert result.returncode == 2, result.stderr
     assert_one_line_error(result, fragment)
@@ -158,14 +163,17 @@ def test_unwritable_workdir_is_a_user_error(tmp_path, digits_data_dir):
 
 def test_help_lists_models_and_datasets():
     result = run("--help")
-    for name in ("vae", "cvae", "digits", "mnist", "cifar10", "celeb_a", "idx:<dir>", "folder:<dir>"):
+    for name in ("vae", "cvae", "digits", "mnist", "cifar10", "celeb_a", "idx:<dir>",
+                 "folder:<dir>"):
         assert name in result.stdout
 
 
-@pytest.mark.skipif(not SHARED_MNIST.exists(), reason="../shared/data/mnist is only beside CI checkouts")
+@pytest.mark.skipif(not SHARED_MNIST.exists(),
+                    reason="../shared/data/mnist is only beside CI checkouts")
 def test_trains_on_real_mnist_idx_files(tmp_path):
     run("--config=tiny", f"--dataset=idx:{SHARED_MNIST}", "--train_split=test[:9000]",
         "--eval_split=test[9000:]", f"--workdir={tmp_path}", "--steps_per_epoch=2")
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["num_classes"] == 10 and saved["image_shape"] == [28, 28, 1]
-    assert pathlib.Path(tf.train.latest_checkpoint(str(tmp_path / "checkpoints")) + ".index").exists()
+    latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    assert pathlib.Path(latest + ".index").exists()

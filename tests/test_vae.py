@@ -291,3 +291,14 @@ def test_cvae_trains_and_bounds_take_labels():
     metrics = model.evaluate_model(_dataset(EVAL_IMAGES[:16], EVAL_LABELS[:16], 8, repeat=False))
     assert metrics["num_examples"] == 16
     assert math.isfinite(metrics["nll_nats"])
+
+
+def test_train_step_compiles_with_xla():
+    # XLA is off by default on CPU (slower there), but GPU/TPU users get it: it must compile.
+    model = _make()
+    model.compile(jit_compile=True)
+    assert model.jit_compile is True
+    history = model.fit(_dataset(TRAIN_IMAGES, TRAIN_LABELS, 16, repeat=True), epochs=1,
+                        steps_per_epoch=2,
+                        verbose=0)
+    assert np.isfinite(history.history["loss"][-1])

@@ -201,7 +201,9 @@ def _open_tfds(name: str, split: str, data_dir: str | None, image_size: int | No
         builder.download_and_prepare()
     parse_split(split)  # the same split syntax for every source
     try:
-        dataset = builder.as_dataset(split=split, shuffle_files=False)
+        # `load` caches training data itself; TFDS' own auto-cache would warn on partial reads.
+        dataset = builder.as_dataset(split=split, shuffle_files=False,
+                                     read_config=tfds.ReadConfig(try_autocache=False))
     except (ValueError, KeyError) as error:
         raise UserError(f"{name}: bad split {split!r}: {str(error).splitlines()[0]}") from None
     num_examples = int(dataset.cardinality())  # TFDS knows it, slices included

@@ -49,7 +49,7 @@ class VAEConfig(config_lib.TrainConfig):
 
     batch_size: int = 128
     epochs: int = 8
-    latent_dim: int = 16
+    latent_dim: int = 8
     filters: tuple[int, ...] = (32, 64)
     likelihood: str = "bernoulli"
     beta: float = 1.0
@@ -220,7 +220,8 @@ class VAE(base.GenerativeModel):
         tiled = tf.tile(observation, [num_samples, 1, 1, 1])
         log_px_z = tf.reshape(self._log_likelihood(tiled, output), [num_samples, batch])
         zeros = tf.zeros_like(mean)
-        log_weights = log_px_z + losses.log_normal(z, zeros, zeros) - losses.log_normal(z, mean, log_var)
+        log_prior = losses.log_normal(z, zeros, zeros)
+        log_weights = log_px_z + log_prior - losses.log_normal(z, mean, log_var)
         elbo = tf.reduce_mean(log_px_z, axis=0) - losses.gaussian_kl(mean, log_var)
         return {"elbo": elbo, "iw_bound": losses.importance_weighted_bound(log_weights)}
 
