@@ -1,12 +1,14 @@
 """Losses and log-likelihoods as pure functions of tensors.
 
 Conventions: images are in [-1, 1]; log-likelihoods are summed over every axis but the first
-(one value per example, in nats); callers take the batch mean.
+(one value per example, in nats); callers take the batch mean. GAN losses take discriminator
+logits (or critic scores) and return batch means.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import tensorflow as tf
 
@@ -83,3 +85,87 @@ def importance_weighted_bound(log_weights: tf.Tensor) -> tf.Tensor:
 def bits_per_dim(nats: tf.Tensor | float, num_dims: int) -> tf.Tensor | float:
     """Convert a negative log-likelihood per example in nats to bits per dimension."""
     return nats / (num_dims * math.log(2.0))
+
+
+# -- GAN losses ----------------------------------------------------------------------------
+# Discriminator outputs are logits (or critic values); every loss is a batch mean.
+
+def minimax_discriminator_loss(real_logits: tf.Tensor, fake_logits: tf.Tensor) -> tf.Tensor:
+    """-log D(x) - log(1 - D(G(z))) (Goodfellow et al. 2014), from logits."""
+    return (tf.reduce_mean(tf.nn.softplus(-real_logits))
+            + tf.reduce_mean(tf.nn.softplus(fake_logits)))
+
+
+def minimax_generator_loss(fake_logits: tf.Tensor) -> tf.Tensor:
+    """log(1 - D(G(z))), the generator's side of the original minimax game (saturates early)."""
+    return -tf.reduce_mean(tf.nn.softplus(fake_logits))
+
+
+def non_saturating_generator_loss(fake_logits: tf.Tensor) -> tf.Tensor:
+    """-log D(G(z)): the same fixed point as minimax with strong gradients early in training."""
+    return tf.reduce_mean(tf.nn.softplus(-fake_logits))
+
+
+def wasserstein_critic_loss(real_scores: tf.Tensor, fake_scores: tf.Tensor) -> tf.Tensor:
+    """E[f(G(z))] - E[f(x)] (Arjovsky et al. 2017); pair with a gradient penalty."""
+    return tf.reduce_mean(fake_scores) - tf.reduce_mean(real_scores)
+
+
+def wasserstein_generator_loss(fake_scores: tf.Tensor) -> tf.Tensor:
+    """-E[f(G(z))]; also the generator loss of the hinge GAN."""
+    return -tf.reduce_mean(fake_scores)
+
+
+def hinge_discriminator_loss(real_logits: tf.Tensor, fake_logits: tf.Tensor) -> tf.Tensor:
+    """E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))] (Lim & Ye 2017; Miyato et al. 2018)."""
+    return (tf.reduce_mean(tf.nn.relu(1.0 - real_logits))
+            + tf.reduce_mean(tf.nn.relu(1.0 + fake_logits)))
+
+
+hinge_generator_loss = wasserstein_generator_loss
+
+
+def least_squares_discriminator_loss(real_outputs: tf.Tensor,
+                                     fake_outputs: tf.Tensor) -> tf.Tensor:
+    """0.5 E[(D(x) - 1)^2] + 0.5 E[D(G(z))^2] (Mao et al. 2017, targets a=0, b=1)."""
+    return 0.5 * (tf.reduce_mean(tf.square(real_outputs - 1.0))
+                  + tf.reduce_mean(tf.square(fake_outputs)))
+
+
+def least_squares_generator_loss(fake_outputs: tf.Tensor) -> tf.Tensor:
+    """0.5 E[(D(G(z)) - 1)^2] (Mao et al. 2017, target c=1)."""
+    return 0.5 * tf.reduce_mean(tf.square(fake_outputs - 1.0))
+
+
+def _squared_gradient_norms(critic: Callable[[tf.Tensor], tf.Tensor],
+                            inputs: tf.Tensor) -> tf.Tensor:
+    """||d critic(x) / dx||^2 per example (scores are independent across the batch)."""
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        scores = critic(inputs)
+    gradients = tape.gradient(scores, inputs)
+    return _sum_per_example(tf.square(gradients))
+
+
+def gradient_penalty(critic: Callable[[tf.Tensor], tf.Tensor], real: tf.Tensor, fake: tf.Tensor,
+                     epsilon: tf.Tensor) -> tf.Tensor:
+    """E[(||grad f(x_hat)||_2 - 1)^2] at x_hat = eps x + (1 - eps) G(z) (Gulrajani et al. 2017).
+
+    Call it inside the critic's `GradientTape`: the penalty's own gradient (second order) is
+    what keeps the critic near 1-Lipschitz.
+
+    Args:
+        critic: maps a batch of images to one score per image.
+        real, fake: batches of the same shape.
+        epsilon: [batch] interpolation weights, uniform in [0, 1].
+    """
+    weights = tf.reshape(epsilon, [-1] + [1] * (len(real.shape) - 1))
+    interpolates = weights * real + (1.0 - weights) * fake
+    # The small constant keeps the square root's gradient finite at a zero gradient.
+    norms = tf.sqrt(_squared_gradient_norms(critic, interpolates) + 1e-12)
+    return tf.reduce_mean(tf.square(norms - 1.0))
+
+
+def r1_penalty(critic: Callable[[tf.Tensor], tf.Tensor], real: tf.Tensor) -> tf.Tensor:
+    """E[||grad D(x)||^2] on real data (Mescheder et al. 2018); callers weight it by gamma / 2."""
+    return tf.reduce_mean(_squared_gradient_norms(critic, real))
