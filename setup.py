@@ -18,6 +18,7 @@ setup(
         "tensorboard",  # the viewer and the hparams plugin; TensorFlow no longer brings it
         "numpy",
         "matplotlib",
+        "pillow",  # image folders are decoded with PIL (matplotlib brings it too)
         "absl-py",
     ],
     extras_require={

@@ -15,6 +15,7 @@ crash during a save leaves the previous checkpoint as the latest one.
 from __future__ import annotations
 
 import os
+import re
 
 import tensorflow as tf
 
@@ -34,6 +35,8 @@ class Checkpointer:
     def __init__(self, directory: str | os.PathLike, model: GenerativeModel, *,
                  max_to_keep: int = 3):
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self._model = model
+        self._num_variables = len(model.variables)
         self._checkpoint = tf.train.Checkpoint(
             model=list(model.variables),
             optimizers={name: list(opt.variables) for name, opt in model.optimizers.items()},
@@ -44,11 +47,26 @@ class Checkpointer:
 
     @property
     def latest(self) -> str | None:
-        """Path prefix of the newest checkpoint, or None."""
-        return self._manager.latest_checkpoint
+        """Path prefix of the newest checkpoint, or None.
+
+        Falls back to the highest-numbered `ckpt-N` on disk when the `checkpoint` index file is
+        missing or unreadable, rather than silently starting again from scratch.
+        """
+        if self._manager.latest_checkpoint:
+            return self._manager.latest_checkpoint
+        if not os.path.isdir(self._manager.directory):
+            return None
+        numbers = [int(match.group(1)) for name in os.listdir(self._manager.directory)
+                   if (match := re.fullmatch(r"ckpt-(\d+)\.index", name))]
+        return os.path.join(self._manager.directory, f"ckpt-{max(numbers)}") if numbers else None
 
     def save(self, epoch: int) -> str:
         """Save the state as of the end of `epoch` (1-based count of finished epochs)."""
+        if len(self._model.variables) != self._num_variables:
+            # The flat lists were fixed when this Checkpointer was made; new variables would
+            # silently go unsaved.
+            raise RuntimeError(f"the model has {len(self._model.variables)} variables, "
+                               f"{self._num_variables} when its Checkpointer was created")
         self.epoch.assign(epoch)
         return self._manager.save()
 
@@ -60,6 +78,12 @@ class Checkpointer:
         try:
             self._checkpoint.restore(path).assert_existing_objects_matched()
         except (tf.errors.OpError, AssertionError, ValueError) as error:
+            detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            # TensorFlow reports damaged files as DataLossError or as a bare OpError about
+            # checksums; both mean the file, not the model, is wrong.
+            if isinstance(error, tf.errors.DataLossError) or "checksum" in detail.lower():
+                raise UserError(f"checkpoint {path} is corrupt ({detail}); delete its files to "
+                                "resume from an older one, or use --overwrite") from None
             raise UserError(f"cannot restore checkpoint {path}: it does not match this model "
                             f"({type(error).__name__}); use another --workdir or --overwrite"
                             ) from None

@@ -20,6 +20,9 @@ class TwoGroupToy(base.GenerativeModel):
         self.hook_calls = {
             name: keras.Variable(0, dtype="int64", trainable=False, name=f"hook_{name}")
             for name in ("critic", "follower")}
+        self.a_seen_by_hook = keras.Variable(-1.0, trainable=False, name="a_seen_by_hook")
+        self.critic_calls_seen_by_follower = keras.Variable(0, dtype="int64", trainable=False,
+                                                            name="critic_calls_seen")
 
     def update_groups(self):
         return [base.UpdateGroup("critic", [self.a], keras.optimizers.SGD(0.1), "critic_loss",
@@ -33,6 +36,10 @@ class TwoGroupToy(base.GenerativeModel):
 
     def after_update(self, group):
         self.hook_calls[group].assign_add(1)
+        if group == "critic":
+            self.a_seen_by_hook.assign(self.a)
+        else:
+            self.critic_calls_seen_by_follower.assign(self.hook_calls["critic"])
 
 
 def _dataset(mean=0.6):
@@ -54,6 +61,36 @@ def test_groups_step_in_order_with_repeats_and_learn():
     assert float(model.b.numpy()) == pytest.approx(0.6, abs=1e-2)
     assert set(history.history) == {"critic_loss", "follower_loss"}
     assert history.history["follower_loss"][1] < history.history["follower_loss"][0]
+
+
+def test_groups_step_in_order_and_hooks_see_the_updated_weights():
+    model = TwoGroupToy()
+    model.compile(jit_compile=False)
+    model.fit(_dataset(), epochs=1, steps_per_epoch=1, verbose=0)
+    # Three SGD steps on (a - 0.6)^2 from a = 0 with learning rate 0.1: a <- a + 0.2 (0.6 - a).
+    a = 0.0
+    for _ in range(3):
+        a += 0.2 * (0.6 - a)
+    assert float(model.a_seen_by_hook.numpy()) == pytest.approx(a, rel=1e-6)
+    assert float(model.a.numpy()) == pytest.approx(a, rel=1e-6)
+    # The follower steps after all three critic steps of the same train step.
+    assert int(model.critic_calls_seen_by_follower.numpy()) == 3
+
+
+def test_mixed_float16_wraps_each_group_optimizer_in_loss_scaling():
+    model = TwoGroupToy(dtype="mixed_float16")
+    model.compile(jit_compile=False)
+    assert all(isinstance(group.optimizer, keras.optimizers.LossScaleOptimizer)
+               for group in model.groups)
+    model.fit(_dataset(), epochs=1, steps_per_epoch=3, verbose=0)
+    assert int(model.global_step.numpy()) == 3
+    assert np.isfinite(float(model.a.numpy()))
+
+
+def test_random_seed_is_fresh_at_every_call():
+    model = TwoGroupToy()
+    seeds = [tuple(model.random_seed().numpy()) for _ in range(3)]
+    assert len(set(seeds)) == 3
 
 
 def test_steps_per_execution_counts_every_step():

@@ -305,3 +305,17 @@ def test_real_mnist_test_split():
     assert np.all((counts >= 850) & (counts <= 1150)), counts
     assert labels[0] == 7  # the first MNIST test digit is a 7
     assert abs(images.mean() - 33) < 2, images.mean()
+
+
+def test_unreadable_folders_and_empty_paths_are_user_errors(tmp_path, monkeypatch):
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    (tmp_path / "cats").mkdir()
+    monkeypatch.setattr(local.Path, "iterdir", refuse)
+    with pytest.raises(UserError, match="cannot read .*Permission denied"):
+        local.load_folder(tmp_path, "train", image_size=8)
+    with pytest.raises(UserError, match="no data directory given"):
+        local.load_folder("", "train", image_size=8)
+    with pytest.raises(UserError, match="no data directory given"):
+        local.load_idx("", "train")

@@ -11,6 +11,7 @@ http://yann.lecun.com/exdb/mnist/ (LeCun, Cortes and Burges).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import numbers
@@ -30,6 +31,18 @@ _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 
 # Split name -> IDX file prefixes; the keys are also the sub-folder names of an image folder.
 _SPLITS = {"train": ("train",), "test": ("t10k", "test")}
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+
+
+def _readable_errors(function: Callable) -> Callable:
+    """Turn OS errors met while reading a data folder (permissions, races) into `UserError`s."""
+    @functools.wraps(function)
+    def wrapper(directory, *args, **kwargs):
+        try:
+            return function(directory, *args, **kwargs)
+        except OSError as error:
+            where = error.filename or directory
+            raise UserError(f"cannot read {where}: {error.strerror or error}") from None
+    return wrapper
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -75,6 +88,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
         f.write(payload)
 
 
+@_readable_errors
 def load_idx(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Loads one split of an MNIST-style dataset stored as IDX files in `directory`.
 
@@ -107,6 +121,7 @@ def load_idx(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, np.n
     return images[..., np.newaxis], labels.astype(np.int32)
 
 
+@_readable_errors
 def load_folder(directory: str | os.PathLike, split: str, *,
                 image_size: int) -> tuple[np.ndarray, np.ndarray | None, tuple[str, ...] | None]:
     """Loads a folder of images (png, jpg, bmp, gif first frame), centre-cropped and resized.
@@ -156,6 +171,9 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _existing_dir(directory: str | os.PathLike, split: str) -> Path:
+    if not os.fspath(directory).strip():
+        raise UserError("no data directory given: write e.g. idx:/path/to/mnist or "
+                        "folder:/path/to/images")
     path = Path(directory).expanduser()
     if not path.is_dir():
         raise UserError(f"data directory {path} does not exist or is not a directory")

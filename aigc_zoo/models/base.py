@@ -48,6 +48,13 @@ class UpdateGroup:
     repeats: int = 1
 
 
+def _with_loss_scaling(group: UpdateGroup) -> UpdateGroup:
+    if isinstance(group.optimizer, keras.optimizers.LossScaleOptimizer):
+        return group
+    scaled = keras.optimizers.LossScaleOptimizer(group.optimizer)
+    return dataclasses.replace(group, optimizer=scaled)
+
+
 def resolve_jit_compile(jit_compile: str | bool) -> bool:
     """`"auto"` -> XLA on when a GPU or TPU is visible, plain graph mode on CPU."""
     if jit_compile == "auto":
@@ -131,7 +138,12 @@ class GenerativeModel(keras.Model):
             jit_compile: True, False or "auto" (XLA only where a GPU or TPU is present).
             steps_per_execution: train steps per call of the compiled function.
         """
-        self._groups = tuple(self.update_groups())
+        groups = self.update_groups()
+        if self.dtype_policy.name == "mixed_float16":
+            # float16 gradients underflow without loss scaling; Keras only adds it to the
+            # optimizer passed to `compile`, and here each group brings its own.
+            groups = [_with_loss_scaling(group) for group in groups]
+        self._groups = tuple(groups)
         for group in self._groups:
             # Building outside the traced step keeps variable creation out of tf.function.
             group.optimizer.build(list(group.variables))
@@ -153,9 +165,20 @@ class GenerativeModel(keras.Model):
     def metrics(self) -> list[keras.metrics.Metric]:
         return list(self.trackers.values())
 
+    def random_seed(self) -> tf.Tensor:
+        """A fresh stateless seed ([2] ints) for one random draw, distinct on every replica.
+
+        Keras' `SeedGenerator` advances one shared state, so under `tf.distribute` every
+        replica would draw the same noise; folding in the replica id decorrelates them. Use it
+        with `tf.random.stateless_*` ops in `compute_losses`.
+        """
+        seed = self.seed_generator.next()
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            seed = tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
+        return seed
+
     def train_step(self, data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        if not self._groups:
-            raise RuntimeError("call compile() before fit(): it creates the update groups")
         for group in self._groups:
             for _ in range(group.repeats):  # unrolled: repeats are small and static
                 self._step_group(group, data)
