@@ -1,4 +1,5 @@
-"""Training callbacks: TensorBoard summaries, sample grids, checkpoints; plus grid helpers.
+"""Training callbacks: TensorBoard summaries, sample grids, checkpoints, sample-quality
+evaluation every N epochs; plus grid and scalar helpers.
 
 TensorBoard steps come from the model's own `global_step` variable, which checkpoints carry, so a
 resumed run continues its curves instead of restarting them at 0.
@@ -20,6 +21,7 @@ matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
 from aigc_zoo.checkpoints import Checkpointer  # noqa: E402
+from aigc_zoo.metrics import sample_quality  # noqa: E402
 
 
 def to_grid(images: np.ndarray | tf.Tensor, *, columns: int | None = None) -> np.ndarray:
@@ -138,3 +140,50 @@ class CheckpointEveryEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if all(math.isfinite(float(value)) for value in (logs or {}).values()):
             self._checkpointer.save(epoch + 1)
+
+
+def write_scalars(logdir: str, step: int, values: dict[str, Any]) -> None:
+    """Write every finite int or float of `values` as a TensorBoard scalar at `step`."""
+    writer = tf.summary.create_file_writer(logdir)
+    with writer.as_default(step=step):
+        for tag, value in values.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and math.isfinite(value):
+                tf.summary.scalar(tag, value)
+    writer.flush()
+
+
+class SampleQualityEvery(keras.callbacks.Callback):
+    """Measure sample quality every `every_epochs` epochs and log it to TensorBoard.
+
+    Tags are `eval/<extractor>/<metric>` and `eval/<extractor>/real_vs_real/<metric>`, as
+    `--mode=eval` writes them, at the model's `global_step`.
+
+    Args:
+        evaluator: a `sample_quality.SampleQuality` (its real features are computed once).
+        logdir: the run's `tensorboard/eval` folder.
+        every_epochs: evaluate after epochs every_epochs, 2 * every_epochs, ...
+        seed: the samples' seed (the same each time, so epochs compare).
+    """
+
+    def __init__(self, evaluator: sample_quality.SampleQuality, logdir: str, *,
+                 every_epochs: int, seed: int = 0):
+        super().__init__()
+        self._evaluator = evaluator
+        self._logdir = logdir
+        self._every = every_epochs
+        self._seed = seed
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if (epoch + 1) % self._every:
+            return
+        if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
+            return  # a diverged epoch (TerminateOnNaN stops the run) has nothing to measure
+        results = self._evaluator.evaluate(self.model, seed=self._seed)
+        values = sample_quality.scalars(results)
+        write_scalars(self._logdir, int(self.model.global_step.numpy()),
+                      {f"eval/{name}": value for name, value in values.items()})
+        name = results["extractor"]
+        print(f"\nepoch {epoch + 1}: {name} FD {values[f'{name}/fd']:.4f} (real vs real "
+              f"{values[f'{name}/real_vs_real/fd']:.4f}), {results['num_samples']} samples, "
+              f"{results['seconds']['total']:.1f} s", flush=True)

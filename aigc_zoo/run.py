@@ -2,7 +2,7 @@
 
     python -m aigc_zoo.run --model=vae                       # train on the embedded digits
     python -m aigc_zoo.run --model=vae --mode=sample         # PNG grid + .npz from the workdir
-    python -m aigc_zoo.run --model=vae --mode=eval           # the model's metrics -> metrics.json
+    python -m aigc_zoo.run --model=vae --mode=eval           # likelihoods, FD, KID... -> JSON
     python -m aigc_zoo.run --model=vae --set latent_dim=32 --set beta=0.5
 
 A mistake in the command line ends with one line on stderr and exit status 2.
@@ -48,6 +48,7 @@ from absl import app, flags, logging  # noqa: E402
 from aigc_zoo import config as config_lib  # noqa: E402
 from aigc_zoo import data, registry, train  # noqa: E402
 from aigc_zoo.errors import UserError  # noqa: E402
+from aigc_zoo.metrics import sample_quality  # noqa: E402
 
 FLAGS = flags.FLAGS
 _MODELS = registry.list_models()
@@ -74,6 +75,17 @@ flags.DEFINE_integer("log_every_steps", 50, "TensorBoard per-step summaries ever
 flags.DEFINE_integer("num_samples", 64, "Images written by --mode=sample.")
 flags.DEFINE_string("train_split", "train", "Split to train on (e.g. train, test[:9000]).")
 flags.DEFINE_string("eval_split", "test", "Split --mode=eval measures (e.g. test, test[9000:]).")
+flags.DEFINE_integer("eval_samples", 10_000, "Samples for the sample-quality metrics of "
+                     "--mode=eval and --eval_every_epochs (0: skip them in --mode=eval).")
+flags.DEFINE_enum("extractor", "classifier", ["classifier", "inception"],
+                  "Features for sample quality: the dataset's domain classifier (offline, "
+                  "trained once and cached) or Inception-v3 (FID; needs its weights).")
+flags.DEFINE_string("inception_weights", None, "Local Keras Inception-v3 weights file "
+                    "(inception_v3_weights_tf_dim_ordering_tf_kernels.h5); unset: download.")
+flags.DEFINE_string("classifier_dir", None, "Cache of domain classifiers (default: "
+                    "$AIGC_ZOO_CACHE/classifiers or ~/.cache/aigc_zoo/classifiers).")
+flags.DEFINE_integer("eval_every_epochs", 0, "While training, measure sample quality every "
+                     "N epochs into tensorboard/eval (0: never).")
 flags.DEFINE_bool("overwrite", False, "Start afresh in --workdir, deleting its checkpoints, "
                   "events, samples and metrics (needed when it holds a different run).")
 
@@ -93,6 +105,14 @@ def _make_run() -> train.Run:
                      eval_split=FLAGS.eval_split, image_size=FLAGS.image_size)
 
 
+def _quality_options() -> sample_quality.Options:
+    options = sample_quality.Options(
+        num_samples=FLAGS.eval_samples, extractor=FLAGS.extractor,
+        inception_weights=FLAGS.inception_weights, classifier_dir=FLAGS.classifier_dir)
+    options.validate()
+    return options
+
+
 def _workdir(model: str, dataset: str) -> str:
     if FLAGS.workdir:
         return FLAGS.workdir
@@ -106,13 +126,19 @@ def main(argv: list[str]) -> None:
         raise UserError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     if FLAGS.steps_per_execution < 1 or FLAGS.log_every_steps < 1:
         raise UserError("bad value: --steps_per_execution and --log_every_steps must be >= 1")
+    if FLAGS.eval_samples < 0 or FLAGS.eval_every_epochs < 0 or FLAGS.seed < 0:
+        raise UserError("bad value: --eval_samples, --eval_every_epochs and --seed must be >= 0")
     if FLAGS.mode == "train":
         run = _make_run()
         workdir = _workdir(run.model, run.dataset)
+        quality = (_quality_options() if FLAGS.eval_every_epochs
+                   else sample_quality.DEFAULT_OPTIONS)
         train.train(run, workdir=workdir, data_dir=FLAGS.data_dir, overwrite=FLAGS.overwrite,
                     jit_compile={"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile],
                     steps_per_execution=FLAGS.steps_per_execution,
-                    log_every_steps=FLAGS.log_every_steps)
+                    log_every_steps=FLAGS.log_every_steps,
+                    eval_every_epochs=FLAGS.eval_every_epochs, quality=quality,
+                    eval_seed=FLAGS.seed)
         print(f"done: checkpoints, TensorBoard events and samples in {workdir}")
         return
     # Sampling and evaluation take the run from the workdir's config.json; an explicit
@@ -126,9 +152,12 @@ def main(argv: list[str]) -> None:
         print(f"wrote {paths['png']} and {paths['npz']}")
     else:
         results = train.evaluate(workdir, data_dir=FLAGS.data_dir, seed=FLAGS.seed,
-                                 expected_model=expected_model)
+                                 expected_model=expected_model,
+                                 quality=_quality_options() if FLAGS.eval_samples else None)
         for name, value in results["metrics"].items():
             print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
+        if "sample_quality" in results:
+            print(sample_quality.format_report(results["sample_quality"]))
         print(f"wrote {os.path.join(workdir, 'metrics.json')}")
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from aigc_zoo import callbacks
 from aigc_zoo import config as config_lib
@@ -25,6 +24,7 @@ from aigc_zoo import data
 from aigc_zoo import registry
 from aigc_zoo.checkpoints import Checkpointer
 from aigc_zoo.errors import UserError
+from aigc_zoo.metrics import sample_quality
 from aigc_zoo.models.base import GenerativeModel
 
 # Fields that may change between invocations in one workdir: training longer is resuming.
@@ -135,9 +135,17 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
 
 def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: bool = False,
           jit_compile: str | bool = "auto", steps_per_execution: int = 1,
-          log_every_steps: int = 50, verbose: str | int = "auto") -> GenerativeModel:
-    """Train `run` in `workdir`, resuming from its latest checkpoint; returns the model."""
+          log_every_steps: int = 50, verbose: str | int = "auto", eval_every_epochs: int = 0,
+          quality: sample_quality.Options = sample_quality.DEFAULT_OPTIONS, eval_seed: int = 0
+          ) -> GenerativeModel:
+    """Train `run` in `workdir`, resuming from its latest checkpoint; returns the model.
+
+    With `eval_every_epochs` > 0, sample quality (`quality`, seed `eval_seed`) is measured
+    every that many epochs and written to `tensorboard/eval`.
+    """
     run.config.validate()
+    if eval_every_epochs < 0:
+        raise UserError(f"bad value eval_every_epochs={eval_every_epochs}: expected >= 0")
     dataset, info = data.load(run.dataset, run.train_split, batch_size=run.config.batch_size,
                               training=True, seed=run.seed, data_dir=data_dir,
                               image_size=run.image_size)
@@ -158,17 +166,23 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
     hparams = {"model": run.model, "dataset": run.dataset, "seed": run.seed,
                **{k: v if isinstance(v, (int, float, str, bool)) else str(v)
                   for k, v in config_lib.to_dict(run.config).items()}}
+    epoch_callbacks = [keras.callbacks.TerminateOnNaN(),
+                       callbacks.CheckpointEveryEpoch(checkpointer)]
+    if eval_every_epochs:
+        # Before TensorBoardLogger, which restarts its images/s clock after its own epoch end,
+        # so evaluation time is not counted as training time.
+        epoch_callbacks.append(callbacks.SampleQualityEvery(
+            sample_quality_evaluator(run, quality, data_dir=data_dir),
+            os.path.join(paths["tensorboard"], "eval"), every_epochs=eval_every_epochs,
+            seed=eval_seed))
     history = model.fit(
         dataset, epochs=run.config.epochs, initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch, verbose=verbose, shuffle=False,  # shuffled in data.load
-        callbacks=[
-            keras.callbacks.TerminateOnNaN(),
-            callbacks.CheckpointEveryEpoch(checkpointer),
-            callbacks.TensorBoardLogger(paths["tensorboard"], hparams=hparams,
-                                        batch_size=run.config.batch_size,
-                                        log_every_steps=log_every_steps,
-                                        samples_dir=paths["samples"]),
-        ])
+        callbacks=[*epoch_callbacks,
+                   callbacks.TensorBoardLogger(paths["tensorboard"], hparams=hparams,
+                                               batch_size=run.config.batch_size,
+                                               log_every_steps=log_every_steps,
+                                               samples_dir=paths["samples"])])
     final = {name: values[-1] for name, values in history.history.items() if values}
     if not all(math.isfinite(value) for value in final.values()):
         raise RuntimeError(f"training diverged at step {int(model.global_step.numpy())} "
@@ -216,26 +230,57 @@ def sample(workdir: str, *, num_samples: int = 64, seed: int = 0,
     return {"png": stem + ".png", "npz": stem + ".npz"}
 
 
+def sample_quality_evaluator(run: Run, options: sample_quality.Options, *,
+                             data_dir: str | None = None) -> sample_quality.SampleQuality:
+    """A `SampleQuality` for the run's dataset and splits (loads or trains the extractor)."""
+    return sample_quality.SampleQuality(run.dataset, train_split=run.train_split,
+                                        eval_split=run.eval_split, data_dir=data_dir,
+                                        image_size=run.image_size, options=options)
+
+
 def evaluate(workdir: str, *, data_dir: str | None = None, seed: int = 0,
-             batch_size: int = 100, expected_model: str | None = None) -> dict[str, Any]:
-    """Run the model's evaluation on the eval split; write `metrics.json` and TensorBoard."""
+             batch_size: int = 100, expected_model: str | None = None,
+             quality: sample_quality.Options | None = sample_quality.DEFAULT_OPTIONS
+             ) -> dict[str, Any]:
+    """Evaluate the latest checkpoint; write `metrics.json` and TensorBoard (`tensorboard/eval`).
+
+    Args:
+        workdir: a trained run's folder.
+        data_dir: TFDS data folder.
+        seed: seeds the model's evaluation and the samples.
+        batch_size: examples per batch of the model's own evaluation.
+        expected_model: when given, the model name the workdir must hold.
+        quality: how to measure sample quality; None skips it.
+    Returns:
+        What `metrics.json` holds: the run, split, seed, step and date, `metrics` (the model's
+        own `evaluate_model`, e.g. likelihoods) and `sample_quality`.
+    """
     run, model = restore(workdir, expected_model=expected_model)
-    if not hasattr(model, "evaluate_model"):
-        raise UserError(f"{run.model} has no evaluation yet")
-    dataset, _ = data.load(run.dataset, run.eval_split, batch_size=batch_size, training=False,
-                           data_dir=data_dir, image_size=run.image_size)
+    if not hasattr(model, "evaluate_model") and quality is None:
+        raise UserError(f"{run.model} has no evaluation of its own; measure sample quality "
+                        "with --eval_samples > 0")
+    # The extractor first: a missing one (no labels, no Inception weights offline) fails fast.
+    evaluator = None if quality is None else sample_quality_evaluator(run, quality,
+                                                                      data_dir=data_dir)
     step = int(model.global_step.numpy())
     results = {
         "model": run.model, "dataset": run.dataset, "split": run.eval_split, "seed": seed,
         "step": step,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "metrics": model.evaluate_model(dataset, seed=seed),
+        "metrics": {},
     }
+    if hasattr(model, "evaluate_model"):
+        dataset, _ = data.load(run.dataset, run.eval_split, batch_size=batch_size,
+                               training=False, data_dir=data_dir, image_size=run.image_size)
+        results["metrics"] = model.evaluate_model(dataset, seed=seed)
+    scalars = {name: value for name, value in results["metrics"].items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    if evaluator is not None:
+        quality_results = evaluator.evaluate(model, seed=seed)
+        results.update(num_samples=quality_results["num_samples"],
+                       extractor=quality_results["extractor"], sample_quality=quality_results)
+        scalars.update(sample_quality.scalars(quality_results))
     _write_json(_paths(workdir)["metrics.json"], results)
-    writer = tf.summary.create_file_writer(os.path.join(_paths(workdir)["tensorboard"], "eval"))
-    with writer.as_default(step=step):
-        for name, value in results["metrics"].items():
-            if isinstance(value, (int, float)):
-                tf.summary.scalar(f"eval/{name}", value)
-    writer.flush()
+    callbacks.write_scalars(os.path.join(_paths(workdir)["tensorboard"], "eval"), step,
+                            {f"eval/{name}": value for name, value in scalars.items()})
     return results

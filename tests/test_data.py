@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from aigc_zoo import data
+from aigc_zoo import data, network
 from aigc_zoo.data import local
 from aigc_zoo.errors import UserError
 
@@ -87,7 +87,7 @@ def test_batch_larger_than_split_is_a_user_error(idx_dir):
     ("mnist", (28, 28, 1), 10), ("fashion_mnist", (28, 28, 1), 10),
     ("cifar10", (32, 32, 3), 10), ("celeb_a", (64, 64, 3), None)])
 def test_tfds_sources_through_mock_data(monkeypatch, tmp_path, name, shape, num_classes):
-    monkeypatch.setattr(data, "_require_network", lambda *args: None)
+    monkeypatch.setattr(network, "require_connection", lambda *args, **kwargs: None)
     with tfds.testing.mock_data(num_examples=12):
         dataset, info = data.load(name, "train", batch_size=4, training=True,
                                   data_dir=str(tmp_path))

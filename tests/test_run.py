@@ -89,16 +89,34 @@ def test_sample_mode_writes_a_deterministic_grid_and_npz(trained):
     np.testing.assert_array_equal(first, again)
 
 
-def test_eval_mode_writes_metrics_json(trained):
+def test_eval_mode_writes_metrics_json(trained, digits_classifier_dir):
     workdir, flags = trained
-    result = run(*flags, "--mode=eval")
+    result = run(*flags, "--mode=eval", "--eval_samples=100",
+                 f"--classifier_dir={digits_classifier_dir}")
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["model"] == "vae"
+    assert metrics["num_samples"] == 100 and metrics["extractor"] == "classifier"
     values = metrics["metrics"]
     assert values["num_examples"] == 64 and values["importance_samples"] == 4
     assert values["nll_nats"] > 0 and np.isfinite(values["nll_bits_per_dim"])
-    assert "nll_bits_per_dim" in result.stdout
-    assert "eval/nll_nats" in tensorboard_events(workdir / "tensorboard" / "eval").Tags()["tensors"]
+    assert 0 < values["reconstruction_ssim"] <= 1
+    quality = metrics["sample_quality"]
+    assert quality["extractor_info"]["test_accuracy"] >= 0.97
+    assert quality["num_samples"] == quality["num_real"] == quality["num_reference"] == 100
+    for row in ("model", "real_vs_real"):
+        assert {"fd", "kid", "kid_std", "is", "is_std", "precision", "recall", "density",
+                "coverage"} <= set(quality[row])
+        assert all(np.isfinite(value) for value in quality[row].values())
+    assert "nll_bits_per_dim" in result.stdout and "real vs real" in result.stdout
+    tags = tensorboard_events(workdir / "tensorboard" / "eval").Tags()["tensors"]
+    for tag in ("eval/nll_nats", "eval/reconstruction_ssim", "eval/classifier/fd",
+                "eval/classifier/kid", "eval/classifier/real_vs_real/fd"):
+        assert tag in tags, tags
+
+    # --eval_samples=0 skips sample quality; the model's own metrics remain.
+    run(*flags, "--mode=eval", "--eval_samples=0")
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert "sample_quality" not in metrics and metrics["metrics"]["nll_nats"] > 0
 
 
 def test_a_different_config_is_refused_and_nothing_is_lost(trained):
@@ -143,6 +161,10 @@ def assert_one_line_error(result, fragment):
     (["--mode=eval", "--workdir=/no/such/workdir"], "/no/such/workdir"),
     (["--steps_per_execution=0"], "steps_per_execution"),
     (["--mode=sample", "--model=cvae", "--workdir=VAE_RUN"], "holds a 'vae' run, not 'cvae'"),
+    (["--mode=eval", "--workdir=VAE_RUN", "--extractor=inception",
+      "--inception_weights=/no/such/weights.h5"], "--inception_weights=/no/such/weights.h5"),
+    (["--mode=eval", "--workdir=VAE_RUN", "--eval_samples=5"], "eval_samples=5"),
+    (["--extractor=vgg"], "--extractor=vgg"),
     (["stray"], "unexpected arguments"),
 ])
 def test_user_errors_exit_2_with_one_line(flags, fragment, tmp_path, trained):

@@ -18,7 +18,8 @@ NUM_DIMS = 28 * 28
 NUM_CLASSES = 10
 TRAIN_STEPS = 30
 EVAL_KEYS = {"negative_elbo_nats", "negative_elbo_bits_per_dim", "nll_nats", "nll_bits_per_dim",
-             "importance_samples", "reconstruction_psnr_db", "likelihood", "num_examples"}
+             "importance_samples", "reconstruction_psnr_db", "reconstruction_ssim", "likelihood",
+             "num_examples"}
 
 
 def _rectangles(num_images: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -223,6 +224,12 @@ def test_evaluate_model(trained, likelihood):
                        ("nll_nats", "nll_bits_per_dim")):
         assert metrics[bits] == pytest.approx(metrics[nats] / (NUM_DIMS * math.log(2.0)), rel=1e-6)
     assert metrics["reconstruction_psnr_db"] > 0.0
+    # SSIM: the mean over images of tf.image.ssim between reconstructions and images in [0, 1].
+    reconstructions = (model.reconstruct(tf.constant(EVAL_IMAGES)) + 1.0) / 2.0
+    expected_ssim = tf.image.ssim(reconstructions, (EVAL_IMAGES + 1.0) / 2.0, 1.0)
+    assert metrics["reconstruction_ssim"] == pytest.approx(float(np.mean(expected_ssim)),
+                                                           abs=1e-5)
+    assert 0.0 < metrics["reconstruction_ssim"] <= 1.0
     # Deterministic for a seed, and in line with log_likelihood_bounds on the same images.
     assert model.evaluate_model(dataset, seed=0) == metrics
     _, iw_bound = _bounds(model, model.config.eval_importance_samples, seed=5, images=EVAL_IMAGES)

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import socket
-import threading
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
+from aigc_zoo import network
 from aigc_zoo.errors import UserError
 
 
@@ -197,7 +196,12 @@ def _open_tfds(name: str, split: str, data_dir: str | None, image_size: int | No
                else tfds.builder(name, data_dir=data_dir))
     if not builder.is_prepared():
         if name in _TFDS_HOSTS:
-            _require_network(name, data_dir or "~/tensorflow_datasets", *_TFDS_HOSTS[name])
+            host, port = _TFDS_HOSTS[name]
+            network.require_connection(host, port, message=(
+                f"dataset {name!r} is not prepared under {data_dir or '~/tensorflow_datasets'} "
+                f"and cannot be downloaded (no connection to {host}); prepare it on a connected "
+                "machine and pass its folder with --data_dir, or train on the embedded dataset "
+                "with --dataset=digits"))
         builder.download_and_prepare()
     parse_split(split)  # the same split syntax for every source
     try:
@@ -228,27 +232,6 @@ def _resize_dataset(dataset: tf.data.Dataset, info: DatasetInfo, size: int):
     dataset = dataset.map(lambda ex: {**ex, "image": _resize(ex["image"], size)},
                           num_parallel_calls=tf.data.AUTOTUNE)
     return dataset, dataclasses.replace(info, image_shape=(size, size, info.image_shape[-1]))
-
-
-def _require_network(name: str, data_dir: str, host: str, port: int, timeout: float = 5.0) -> None:
-    """`UserError` within `timeout` seconds unless `host:port` accepts a connection."""
-    reachable = threading.Event()
-
-    def probe():  # in a thread, since name resolution itself can hang past any socket timeout
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            reachable.set()
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if not reachable.is_set():
-        raise UserError(
-            f"dataset {name!r} is not prepared under {data_dir} and cannot be downloaded "
-            f"(no connection to {host}); prepare it on a connected machine and pass its folder "
-            "with --data_dir, or train on the embedded dataset with --dataset=digits")
 
 
 for _name, _text in [

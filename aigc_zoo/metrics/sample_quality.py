@@ -1,0 +1,241 @@
+"""Sample quality of a generative model: its samples against real images, next to real vs real.
+
+For a model and a seed, `SampleQuality.evaluate`:
+
+1. draws `num_samples` samples with `model.generate` in batches (a conditional model gets
+   balanced labels 0, 1, ..., K-1, 0, 1, ...);
+2. extracts features (and class probabilities) with the extractor: the domain classifier
+   (`classifier.py`, offline, native resolution) or Inception-v3 (`inception.py`);
+3. compares the samples with a fixed random subset of the eval split (up to `num_samples`
+   images; the same for every seed, as precomputed FID statistics are): Fréchet distance
+   (FID with Inception), KID (mean and std over subsets), the Inception-style score (mean and
+   std over 10 splits), precision and recall (k = 3), density and coverage (k = 5), and for
+   conditional models the share of samples the classifier assigns to their requested label;
+4. computes the same numbers for the real-vs-real floor: as many train-split images (again a
+   fixed random subset) in place of the samples. A model cannot be expected to beat its
+   floor; at equal sample counts the two rows share the estimators' finite-sample bias.
+
+Real features are extracted once per `SampleQuality` and reused (the training callback
+evaluates often); the seed changes only the samples and KID's subsets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+
+from aigc_zoo import data
+from aigc_zoo.errors import UserError
+from aigc_zoo.metrics import distances
+
+EXTRACTORS = ("classifier", "inception")
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+IS_SPLITS = 10
+PRECISION_RECALL_K = 3
+DENSITY_COVERAGE_K = 5
+REFERENCE_SEED = 0  # picks the real subsets; fixed, so every evaluation sees the same ones
+# The keys of a results row, in the order reports show them.
+ROW_KEYS = ("fd", "kid", "kid_std", "is", "is_std", "precision", "recall", "density",
+            "coverage", "label_accuracy")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How to measure sample quality.
+
+    Args:
+        num_samples: samples to draw (and the most real images per split to compare with).
+        extractor: "classifier" or "inception".
+        inception_weights: a local Inception-v3 weights file; None downloads ("imagenet").
+        classifier_dir: folder of cached domain classifiers (None: the default cache).
+        batch_size: images per `generate` call and per data batch.
+    """
+
+    num_samples: int = 10_000
+    extractor: str = "classifier"
+    inception_weights: str | None = None
+    classifier_dir: str | None = None
+    batch_size: int = 500
+
+    def validate(self) -> None:
+        if self.num_samples < max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1 + IS_SPLITS:
+            raise UserError(f"bad value eval_samples={self.num_samples}: expected at least "
+                            f"{max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1 + IS_SPLITS} "
+                            "(or 0 to skip sample quality)")
+        if self.extractor not in EXTRACTORS:
+            raise UserError(f"bad value extractor={self.extractor!r}: expected one of "
+                            f"{', '.join(EXTRACTORS)}")
+        if self.batch_size < 1:
+            raise UserError(f"bad value batch_size={self.batch_size}: expected >= 1")
+
+
+DEFAULT_OPTIONS = Options()
+
+
+def make_extractor(options: Options, *, dataset: str, train_split: str, eval_split: str,
+                   data_dir: str | None = None, image_size: int | None = None):
+    """The feature extractor `options` names, loaded (or trained) now."""
+    if options.extractor == "inception":
+        from aigc_zoo.metrics import inception
+        return inception.InceptionFeatures(options.inception_weights or "imagenet")
+    from aigc_zoo.metrics import classifier
+    return classifier.load(dataset, train_split=train_split, test_split=eval_split,
+                           data_dir=data_dir, image_size=image_size,
+                           cache_dir=options.classifier_dir)
+
+
+class SampleQuality:
+    """Evaluates models of one dataset against its real images.
+
+    Args:
+        dataset, train_split, eval_split, data_dir, image_size: the run's data, as for
+            `data.load`.
+        options: an `Options`.
+        extractor: a ready extractor (default: `make_extractor(options, ...)`).
+    """
+
+    def __init__(self, dataset: str, *, train_split: str = "train", eval_split: str = "test",
+                 data_dir: str | None = None, image_size: int | None = None,
+                 options: Options = DEFAULT_OPTIONS, extractor: Any = None):
+        options.validate()
+        self.options = options
+        self._data = {"name": dataset, "data_dir": data_dir, "image_size": image_size}
+        self.splits = {"eval": eval_split, "train": train_split}
+        start = time.perf_counter()
+        self.extractor = extractor or make_extractor(
+            options, dataset=dataset, train_split=train_split, eval_split=eval_split,
+            data_dir=data_dir, image_size=image_size)
+        self.extractor_seconds = time.perf_counter() - start
+        self._real: dict[str, dict[str, np.ndarray]] | None = None
+
+    def real_features(self) -> dict[str, dict[str, np.ndarray]]:
+        """Features, probabilities and labels of up to `num_samples` images of each split."""
+        if self._real is None:
+            self._real = {which: self._split_features(split)
+                          for which, split in self.splits.items()}
+        return self._real
+
+    def _split_features(self, split: str) -> dict[str, np.ndarray]:
+        _, info = data.open_split(self._data["name"], split, data_dir=self._data["data_dir"],
+                                  image_size=self._data["image_size"])
+        count = min(self.options.num_samples, info.num_examples)
+        # The training pipeline's seeded shuffle draws a random subset (its first pass is a
+        # permutation of the split): a split's files can be in class order (image folders are).
+        batches, _ = data.load(self._data["name"], split,
+                               batch_size=min(self.options.batch_size, info.num_examples),
+                               training=True, seed=REFERENCE_SEED,
+                               data_dir=self._data["data_dir"],
+                               image_size=self._data["image_size"])
+        images, labels = [], []
+        for batch in batches:
+            images.append(batch["image"].numpy())
+            if "label" in batch:
+                labels.append(batch["label"].numpy())
+            if sum(len(x) for x in images) >= count:
+                break
+        images = np.concatenate(images)[:count]
+        features, probabilities = self.extractor(images)
+        return {"features": features, "probabilities": probabilities,
+                "labels": np.concatenate(labels)[:count] if labels else None}
+
+    def generate(self, model: Any, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """`num_samples` samples [N, H, W, C] and their requested labels (None: unconditional)."""
+        count, batch = self.options.num_samples, self.options.batch_size
+        labels = None
+        if getattr(model, "conditional", False):
+            labels = (np.arange(count) % model.num_classes).astype(np.int32)
+        # One independent seed per batch, so that batch sizes never overlap two seeds' draws.
+        batch_seeds = np.random.SeedSequence(seed).generate_state((count + batch - 1) // batch)
+        images = []
+        for index, start in enumerate(range(0, count, batch)):
+            size = min(batch, count - start)
+            options = {} if labels is None else {"labels": labels[start:start + size]}
+            images.append(np.asarray(model.generate(size, seed=int(batch_seeds[index] >> 1),
+                                                    **options)))
+        return np.concatenate(images), labels
+
+    def evaluate(self, model: Any, *, seed: int = 0) -> dict[str, Any]:
+        """Sample-quality results of `model` for `seed` (see the module docstring)."""
+        seconds = {}
+        start = time.perf_counter()
+        real = self.real_features()
+        seconds["real_features"] = time.perf_counter() - start
+        start = time.perf_counter()
+        samples, labels = self.generate(model, seed)
+        seconds["generate"] = time.perf_counter() - start
+        start = time.perf_counter()
+        features, probabilities = self.extractor(samples)
+        seconds["sample_features"] = time.perf_counter() - start
+        start = time.perf_counter()
+        reference = real["eval"]["features"]
+        model_row = compare(reference, features, probabilities=probabilities,
+                            labels=labels, seed=seed)
+        floor = compare(reference, real["train"]["features"],
+                        probabilities=real["train"]["probabilities"],
+                        labels=real["train"]["labels"] if labels is not None else None,
+                        seed=seed)
+        seconds["metrics"] = time.perf_counter() - start
+        seconds["total"] = sum(seconds.values())
+        describe = self.extractor.describe()
+        return {
+            "extractor": describe["name"], "extractor_info": describe,
+            "num_samples": len(samples), "num_real": len(reference),
+            "num_reference": len(real["train"]["features"]),
+            "split": self.splits["eval"], "reference_split": self.splits["train"],
+            "seed": seed, "conditional": labels is not None,
+            "model": model_row, "real_vs_real": floor, "seconds": seconds,
+        }
+
+
+def compare(real: np.ndarray, fake: np.ndarray, *, probabilities: np.ndarray | None = None,
+            labels: np.ndarray | None = None, seed: int = 0) -> dict[str, float]:
+    """Every metric of `fake` features against `real` ones (keys: a subset of `ROW_KEYS`).
+
+    Args:
+        real, fake: [N, D] and [M, D] features.
+        probabilities: [M, K] class probabilities of the fake set (score; label accuracy).
+        labels: [M] labels each fake image should show (conditional models).
+        seed: seeds KID's subsets.
+    """
+    row = {"fd": distances.frechet_distance_from_features(real, fake)}
+    subset_size = min(KID_SUBSET_SIZE, len(real), len(fake))
+    row["kid"], row["kid_std"] = distances.kernel_distance(
+        real, fake, num_subsets=KID_SUBSETS, subset_size=subset_size, seed=seed)
+    if probabilities is not None:
+        row["is"], row["is_std"] = distances.inception_score(probabilities, num_splits=IS_SPLITS)
+    row.update(distances.precision_recall(real, fake, k=PRECISION_RECALL_K))
+    row.update(distances.density_coverage(real, fake, k=DENSITY_COVERAGE_K))
+    if labels is not None and probabilities is not None:
+        row["label_accuracy"] = float(np.mean(np.argmax(probabilities, axis=1) == labels))
+    return row
+
+
+def scalars(results: dict[str, Any]) -> dict[str, float]:
+    """Flat TensorBoard scalars: `<extractor>/<metric>` and `<extractor>/real_vs_real/<metric>`."""
+    name = results["extractor"]
+    values = {f"{name}/{key}": value for key, value in results["model"].items()}
+    values.update({f"{name}/real_vs_real/{key}": value
+                   for key, value in results["real_vs_real"].items()})
+    values[f"{name}/seconds"] = results["seconds"]["total"]
+    return values
+
+
+def format_report(results: dict[str, Any]) -> str:
+    """A small text table: each metric for the model and for the real-vs-real floor."""
+    info = results["extractor_info"]
+    header = (f"sample quality: {results['num_samples']} samples vs {results['num_real']} "
+              f"{results['split']!r} images ({info['name']} features, {info['feature_dim']}-D")
+    if "test_accuracy" in info:
+        header += f", classifier test accuracy {info['test_accuracy']:.4f}"
+    lines = [header + f"; {results['seconds']['total']:.1f} s)",
+             f"  {'metric':<16}{'model':>12}{'real vs real':>14}"]
+    for key in ROW_KEYS:
+        if key in results["model"]:
+            floor = results["real_vs_real"].get(key)
+            lines.append(f"  {key:<16}{results['model'][key]:>12.4f}"
+                         + (f"{floor:>14.4f}" if floor is not None else ""))
+    return "\n".join(lines)
