@@ -110,10 +110,14 @@ class TensorBoardLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         step = self._step()
-        images = self.model.generate(self._num_samples, seed=self._sample_seed)
         with self._writer.as_default(step=step):
             for name, value in (logs or {}).items():
                 tf.summary.scalar(f"epoch/{name}", float(value))
+        self._writer.flush()
+        if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
+            return  # diverged weights draw nothing worth a picture
+        images = self.model.generate(self._num_samples, seed=self._sample_seed)
+        with self._writer.as_default(step=step):
             tf.summary.image("samples", to_grid(images)[None], max_outputs=1)
         self._writer.flush()
         if self._samples_dir:
@@ -126,10 +130,22 @@ class TensorBoardLogger(keras.callbacks.Callback):
         self._writer.flush()
 
 
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stop training at the first step whose logged losses are not all finite.
+
+    Unlike Keras' `TerminateOnNaN`, which reads only `logs["loss"]`, this checks every tracked
+    value, so a GAN's `d_loss` / `g_loss` are watched too.
+    """
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
+            self.model.stop_training = True
+
+
 class CheckpointEveryEpoch(keras.callbacks.Callback):
     """Save the whole training state at the end of every epoch whose losses are finite.
 
-    An epoch that ended in NaN (stopped by `TerminateOnNaN`) is not saved, so the last
+    An epoch that ended in NaN (stopped by `StopOnNonFinite`) is not saved, so the last
     checkpoint stays the last good state.
     """
 
@@ -178,7 +194,7 @@ class SampleQualityEvery(keras.callbacks.Callback):
         if (epoch + 1) % self._every:
             return
         if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
-            return  # a diverged epoch (TerminateOnNaN stops the run) has nothing to measure
+            return  # a diverged epoch (StopOnNonFinite stops the run) has nothing to measure
         results = self._evaluator.evaluate(self.model, seed=self._seed)
         values = sample_quality.scalars(results)
         write_scalars(self._logdir, int(self.model.global_step.numpy()),

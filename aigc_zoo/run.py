@@ -47,7 +47,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from aigc_zoo import config as config_lib  # noqa: E402
 from aigc_zoo import data, registry, train  # noqa: E402
-from aigc_zoo.errors import UserError  # noqa: E402
+from aigc_zoo.errors import TrainingDiverged, UserError  # noqa: E402
 from aigc_zoo.metrics import sample_quality  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -126,8 +126,10 @@ def main(argv: list[str]) -> None:
         raise UserError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
     if FLAGS.steps_per_execution < 1 or FLAGS.log_every_steps < 1:
         raise UserError("bad value: --steps_per_execution and --log_every_steps must be >= 1")
-    if FLAGS.eval_samples < 0 or FLAGS.eval_every_epochs < 0 or FLAGS.seed < 0:
-        raise UserError("bad value: --eval_samples, --eval_every_epochs and --seed must be >= 0")
+    if FLAGS.eval_samples < 0 or FLAGS.eval_every_epochs < 0:
+        raise UserError("bad value: --eval_samples and --eval_every_epochs must be >= 0")
+    if not 0 <= FLAGS.seed < 2**32:
+        raise UserError(f"bad value seed={FLAGS.seed}: expected an integer in [0, 2**32)")
     if FLAGS.mode == "train":
         run = _make_run()
         workdir = _workdir(run.model, run.dataset)
@@ -147,12 +149,16 @@ def main(argv: list[str]) -> None:
     workdir = _workdir(FLAGS.model, FLAGS.dataset or model_class.default_dataset)
     expected_model = FLAGS.model if FLAGS["model"].present else None
     if FLAGS.mode == "sample":
+        if FLAGS.set:
+            raise UserError("--set changes training and --mode=eval settings, not sampling")
         paths = train.sample(workdir, num_samples=FLAGS.num_samples, seed=FLAGS.seed,
                              expected_model=expected_model)
         print(f"wrote {paths['png']} and {paths['npz']}")
     else:
         results = train.evaluate(workdir, data_dir=FLAGS.data_dir, seed=FLAGS.seed,
-                                 expected_model=expected_model,
+                                 expected_model=expected_model, overrides=FLAGS.set,
+                                 eval_split=FLAGS.eval_split if FLAGS["eval_split"].present
+                                 else None,
                                  quality=_quality_options() if FLAGS.eval_samples else None)
         for name, value in results["metrics"].items():
             print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
@@ -183,6 +189,9 @@ def _main_with_errors(argv: list[str]) -> None:
         main(argv)
     except UserError as error:
         _fail(str(error))
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted: the last finished epoch's checkpoint is kept; rerun to resume",
               file=sys.stderr)

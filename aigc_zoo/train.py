@@ -13,7 +13,7 @@ import json
 import math
 import os
 import shutil
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import numpy as np
@@ -23,7 +23,7 @@ from aigc_zoo import config as config_lib
 from aigc_zoo import data
 from aigc_zoo import registry
 from aigc_zoo.checkpoints import Checkpointer
-from aigc_zoo.errors import UserError
+from aigc_zoo.errors import TrainingDiverged, UserError
 from aigc_zoo.metrics import sample_quality
 from aigc_zoo.models.base import GenerativeModel
 
@@ -96,28 +96,30 @@ def _read_json(path: str) -> dict[str, Any]:
 def prepare_workdir(workdir: str, saved: dict[str, Any], *, overwrite: bool) -> None:
     """Create `workdir` for the run `saved` (a `config.json` dict), or check that it resumes.
 
-    With `overwrite`, the previous run's outputs are deleted first. `config.json` itself is
-    written by `train` once it knows there is training to do.
+    Nothing is deleted here: with `overwrite`, `train` clears the previous run's outputs only
+    once the new run has been built, so a mistake in the new command loses nothing.
     """
-    paths = _paths(workdir)
-    if os.path.exists(paths["config.json"]):
-        previous = _read_json(paths["config.json"])
-        differences = _differences(previous, saved)
-        if differences and not overwrite:
+    config_path = _paths(workdir)["config.json"]
+    if os.path.exists(config_path) and not overwrite:
+        differences = _differences(_read_json(config_path), saved)
+        if differences:
             raise UserError(f"{workdir} holds a different run ({'; '.join(differences[:3])}); "
                             "pass --overwrite to replace it, or choose another --workdir")
-        if overwrite:
-            for name in ("checkpoints", "tensorboard", "samples", "metrics.json"):
-                if os.path.isdir(paths[name]):
-                    shutil.rmtree(paths[name])
-                elif os.path.exists(paths[name]):
-                    os.remove(paths[name])
     try:
         os.makedirs(workdir, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot create workdir {workdir}: {error.strerror}") from None
     if not os.access(workdir, os.W_OK):
         raise UserError(f"workdir {workdir} is not writable")
+
+
+def _clear_outputs(workdir: str) -> None:
+    paths = _paths(workdir)
+    for name in ("checkpoints", "tensorboard", "samples", "metrics.json"):
+        if os.path.isdir(paths[name]):
+            shutil.rmtree(paths[name])
+        elif os.path.exists(paths[name]):
+            os.remove(paths[name])
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -155,6 +157,14 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
     paths = _paths(workdir)
     model = build_model(run, info.image_shape, info.num_classes)
     model.compile(jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+    quality_callback = None
+    if eval_every_epochs:
+        quality_callback = callbacks.SampleQualityEvery(
+            sample_quality_evaluator(run, quality, data_dir=data_dir),
+            os.path.join(paths["tensorboard"], "eval"), every_epochs=eval_every_epochs,
+            seed=eval_seed)
+    if overwrite:
+        _clear_outputs(workdir)
     checkpointer = Checkpointer(paths["checkpoints"], model)
     initial_epoch = checkpointer.restore_latest()
     if initial_epoch >= run.config.epochs:
@@ -163,18 +173,17 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
         return model
     _write_json(paths["config.json"], saved)
     steps_per_epoch = run.config.steps_per_epoch or info.num_examples // run.config.batch_size
+    # The seeded stream is replayed up to where the checkpoint left it, so a resumed run sees
+    # the batches an uninterrupted one would (about a second per 4,000 batches of digits).
+    dataset = dataset.skip(initial_epoch * steps_per_epoch)
     hparams = {"model": run.model, "dataset": run.dataset, "seed": run.seed,
                **{k: v if isinstance(v, (int, float, str, bool)) else str(v)
                   for k, v in config_lib.to_dict(run.config).items()}}
-    epoch_callbacks = [keras.callbacks.TerminateOnNaN(),
-                       callbacks.CheckpointEveryEpoch(checkpointer)]
-    if eval_every_epochs:
+    epoch_callbacks = [callbacks.StopOnNonFinite(), callbacks.CheckpointEveryEpoch(checkpointer)]
+    if quality_callback:
         # Before TensorBoardLogger, which restarts its images/s clock after its own epoch end,
         # so evaluation time is not counted as training time.
-        epoch_callbacks.append(callbacks.SampleQualityEvery(
-            sample_quality_evaluator(run, quality, data_dir=data_dir),
-            os.path.join(paths["tensorboard"], "eval"), every_epochs=eval_every_epochs,
-            seed=eval_seed))
+        epoch_callbacks.append(quality_callback)
     history = model.fit(
         dataset, epochs=run.config.epochs, initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch, verbose=verbose, shuffle=False,  # shuffled in data.load
@@ -185,9 +194,11 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
                                                samples_dir=paths["samples"])])
     final = {name: values[-1] for name, values in history.history.items() if values}
     if not all(math.isfinite(value) for value in final.values()):
-        raise RuntimeError(f"training diverged at step {int(model.global_step.numpy())} "
-                           f"({final}); the last finite checkpoint in {paths['checkpoints']} "
-                           "was kept")
+        kept = checkpointer.latest
+        raise TrainingDiverged(
+            f"training diverged by step {int(model.global_step.numpy())} ({final}); "
+            + (f"the last finite checkpoint, {kept}, is kept" if kept else
+               "no checkpoint was written") + "; lower the learning rate and rerun")
     return model
 
 
@@ -206,8 +217,14 @@ def restore(workdir: str, *, expected_model: str | None = None
     if expected_model is not None and saved.get("model") != expected_model:
         raise UserError(f"{workdir} holds a {saved.get('model')!r} run, "
                         f"not {expected_model!r}")
-    run = Run.from_json({k: v for k, v in saved.items() if k not in ("image_shape", "num_classes")})
-    model = build_model(run, tuple(saved["image_shape"]), saved["num_classes"])
+    try:
+        run = Run.from_json({k: v for k, v in saved.items()
+                             if k not in ("image_shape", "num_classes")})
+        image_shape, num_classes = tuple(saved["image_shape"]), saved["num_classes"]
+    except (KeyError, TypeError) as error:
+        raise UserError(f"{paths['config.json']} is not an aigc_zoo run config "
+                        f"({type(error).__name__}: {error})") from None
+    model = build_model(run, image_shape, num_classes)
     model.compile(jit_compile=False)  # creates the optimizers the checkpoint also holds
     checkpointer = Checkpointer(paths["checkpoints"], model)
     if checkpointer.restore_latest() == 0:
@@ -240,8 +257,8 @@ def sample_quality_evaluator(run: Run, options: sample_quality.Options, *,
 
 def evaluate(workdir: str, *, data_dir: str | None = None, seed: int = 0,
              batch_size: int = 100, expected_model: str | None = None,
-             quality: sample_quality.Options | None = sample_quality.DEFAULT_OPTIONS
-             ) -> dict[str, Any]:
+             quality: sample_quality.Options | None = sample_quality.DEFAULT_OPTIONS,
+             eval_split: str | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Evaluate the latest checkpoint; write `metrics.json` and TensorBoard (`tensorboard/eval`).
 
     Args:
@@ -251,11 +268,20 @@ def evaluate(workdir: str, *, data_dir: str | None = None, seed: int = 0,
         batch_size: examples per batch of the model's own evaluation.
         expected_model: when given, the model name the workdir must hold.
         quality: how to measure sample quality; None skips it.
+        eval_split: the split to measure instead of the run's own `eval_split`.
+        overrides: `name=value` changes to the config's evaluation fields (`eval_*`), such as
+            `eval_importance_samples=1000`; training fields cannot change after training.
     Returns:
         What `metrics.json` holds: the run, split, seed, step and date, `metrics` (the model's
         own `evaluate_model`, e.g. likelihoods) and `sample_quality`.
     """
     run, model = restore(workdir, expected_model=expected_model)
+    not_eval = [item for item in overrides if not item.strip().startswith("eval_")]
+    if not_eval:
+        raise UserError(f"--mode=eval can only change eval_* config fields, not {not_eval[0]!r}")
+    run.config = model.config = config_lib.override(run.config, overrides)
+    run.config.validate()
+    run.eval_split = eval_split or run.eval_split
     if not hasattr(model, "evaluate_model") and quality is None:
         raise UserError(f"{run.model} has no evaluation of its own; measure sample quality "
                         "with --eval_samples > 0")

@@ -119,6 +119,18 @@ def test_eval_mode_writes_metrics_json(trained, digits_classifier_dir):
     assert "sample_quality" not in metrics and metrics["metrics"]["nll_nats"] > 0
 
 
+def test_eval_mode_takes_eval_overrides_and_refuses_training_ones(trained):
+    workdir, flags = trained
+    run(*flags, "--mode=eval", "--eval_samples=0", "--eval_split=test[:40]",
+        "--set", "eval_importance_samples=2")
+    values = json.loads((workdir / "metrics.json").read_text())["metrics"]
+    assert values["importance_samples"] == 2 and values["num_examples"] == 40
+    refused = run(*flags, "--mode=eval", "--eval_samples=0", "--set", "latent_dim=3",
+                  check=False)
+    assert refused.returncode == 2
+    assert_one_line_error(refused, "only change eval_* config fields")
+
+
 def test_a_different_config_is_refused_and_nothing_is_lost(trained):
     workdir, flags = trained
     before = (workdir / "config.json").read_text()
@@ -138,6 +150,44 @@ def test_overwrite_starts_a_fresh_run(tmp_path, digits_data_dir):
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["config"]["latent_dim"] == 3
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-1")
+
+
+def _checkpoint_values(workdir):
+    reader = tf.train.load_checkpoint(str(workdir / "checkpoints"))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, digits_data_dir):
+    flags = ("--config=tiny", f"--data_dir={digits_data_dir}", "--steps_per_epoch=4")
+    run(*flags, f"--workdir={tmp_path / 'straight'}", "--epochs=2")
+    run(*flags, f"--workdir={tmp_path / 'resumed'}", "--epochs=1")
+    run(*flags, f"--workdir={tmp_path / 'resumed'}", "--epochs=2")
+    straight, resumed = _checkpoint_values(tmp_path / "straight"), _checkpoint_values(
+        tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        np.testing.assert_array_equal(straight[name], resumed[name], err_msg=name)
+
+
+def test_overwrite_with_a_broken_new_command_loses_nothing(tmp_path, digits_data_dir):
+    flags = ("--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={tmp_path}",
+             "--steps_per_epoch=2", "--epochs=1")
+    run(*flags)
+    before = sorted(os.listdir(tmp_path / "checkpoints"))
+    result = run(*flags, "--overwrite", "--image_size=30", check=False)  # 30 is not divisible by 4
+    assert result.returncode == 2
+    assert_one_line_error(result, "not divisible")
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+
+
+def test_divergence_stops_with_one_line_and_exit_1(tmp_path, digits_data_dir):
+    result = run("--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={tmp_path}",
+                 "--set", "likelihood=gaussian", "--set", "learning_rate=1e9",
+                 "--steps_per_epoch=20", "--epochs=2", check=False)
+    assert result.returncode == 1, result.stderr
+    assert_one_line_error(result, "training diverged")
+    assert "no checkpoint was written" in result.stderr
+    assert not list((tmp_path / "checkpoints").glob("ckpt-*.index"))
 
 
 def assert_one_line_error(result, fragment):
@@ -172,6 +222,28 @@ def test_user_errors_exit_2_with_one_line(flags, fragment, tmp_path, trained):
     result = run(f"--workdir={tmp_path / 'w'}", *flags, check=False)
     assert result.returncode == 2, result.stderr
     assert_one_line_error(result, fragment)
+
+
+def test_a_foreign_config_json_is_a_user_error(tmp_path):
+    (tmp_path / "config.json").write_text('{"model": "vae"}')
+    result = run("--mode=sample", f"--workdir={tmp_path}", check=False)
+    assert result.returncode == 2
+    assert_one_line_error(result, "is not an aigc_zoo run config")
+
+
+def test_offline_tfds_dataset_is_one_line_through_the_runner(tmp_path):
+    from aigc_zoo import data, network
+    from aigc_zoo.errors import UserError
+    try:
+        network.require_connection(*data._TFDS_HOSTS["cifar10"], message="offline")
+    except UserError:
+        pass
+    else:
+        pytest.skip("this machine reaches cifar10's download host; test_data covers the path")
+    result = run("--config=tiny", "--dataset=cifar10", f"--data_dir={tmp_path}",
+                 f"--workdir={tmp_path / 'w'}", check=False)
+    assert result.returncode == 2
+    assert_one_line_error(result, "--dataset=digits")
 
 
 def test_unwritable_workdir_is_a_user_error(tmp_path, digits_data_dir):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -309,3 +310,21 @@ def test_train_step_compiles_with_xla():
                         steps_per_epoch=2,
                         verbose=0)
     assert np.isfinite(history.history["loss"][-1])
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_trains_under_mixed_precision_with_float32_losses(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = _make()
+        losses_ = model.compute_losses(
+            {"image": tf.constant(TRAIN_IMAGES[:16]), "label": tf.constant(TRAIN_LABELS[:16])},
+            training=True)
+        assert all(value.dtype == tf.float32 for value in losses_.values())
+        history = _train(model, 3)
+        assert all(np.isfinite(values).all() for values in history.values())
+        assert model.generate(2, seed=0).dtype == tf.float32
+        scaled = policy == "mixed_float16"
+        assert isinstance(model.groups[0].optimizer, keras.optimizers.LossScaleOptimizer) is scaled
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

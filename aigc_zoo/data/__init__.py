@@ -11,12 +11,14 @@ Splits are `train` and `test`, with TFDS-style slices (`test[:9000]`, `train[:10
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from typing import Callable
 
 import numpy as np
 import tensorflow as tf
+from absl import logging as absl_logging
 
 from aigc_zoo import network
 from aigc_zoo.errors import UserError
@@ -188,13 +190,25 @@ def _open_folder(path: str, split: str, data_dir: str | None, image_size: int | 
 
 # -- TFDS ------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _absl_errors_only():
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(verbosity)
+
+
 def _open_tfds(name: str, split: str, data_dir: str | None, image_size: int | None):
     import tensorflow_datasets as tfds
     from aigc_zoo.data import digits
 
-    builder = (digits.Digits(data_dir=data_dir) if name == "digits"
-               else tfds.builder(name, data_dir=data_dir))
-    if not builder.is_prepared():
+    with _absl_errors_only():  # TFDS warns that an unprepared folder has no dataset_info.json
+        builder = (digits.Digits(data_dir=data_dir) if name == "digits"
+                   else tfds.builder(name, data_dir=data_dir))
+        prepared = builder.is_prepared()
+    if not prepared:
         if name in _TFDS_HOSTS:
             host, port = _TFDS_HOSTS[name]
             network.require_connection(host, port, message=(
@@ -202,7 +216,12 @@ def _open_tfds(name: str, split: str, data_dir: str | None, image_size: int | No
                 f"and cannot be downloaded (no connection to {host}); prepare it on a connected "
                 "machine and pass its folder with --data_dir, or train on the embedded dataset "
                 "with --dataset=digits"))
-        builder.download_and_prepare()
+        try:
+            builder.download_and_prepare()
+        except OSError as error:
+            where = error.filename or data_dir or "~/tensorflow_datasets"
+            raise UserError(f"cannot prepare {name} in {where}: {error.strerror or error}; "
+                            "pass a writable folder with --data_dir") from None
     parse_split(split)  # the same split syntax for every source
     try:
         # `load` caches training data itself; TFDS' own auto-cache would warn on partial reads.

@@ -6,7 +6,8 @@ p(x | z) is chosen by `likelihood`:
 - `bernoulli`: pixels are binarised (a fresh draw each time a batch is seen, the usual
   "dynamically binarised MNIST"), so the NLL in nats is comparable to published numbers;
 - `logistic`: a discretised logistic over the 256 grey levels (Salimans et al. 2017);
-- `gaussian`: a continuous Gaussian density with a learned per-pixel scale.
+- `gaussian`: a continuous Gaussian density with a learned per-pixel scale (`--mode=eval`
+  reports the NLL of the 8-bit image: the density times the bin width).
 
 The training objective is reconstruction + beta * KL, with beta ramped linearly from 0 over
 `kl_warmup_steps`; the reported `loss` is always the negative ELBO (beta = 1), in nats per image.
@@ -15,6 +16,7 @@ The training objective is reconstruction + beta * KL, with beta ramped linearly 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import keras
@@ -23,11 +25,13 @@ import tensorflow as tf
 from aigc_zoo import config as config_lib
 from aigc_zoo import losses
 from aigc_zoo import registry
+from aigc_zoo.errors import UserError
 from aigc_zoo.models import base
 from aigc_zoo.models import networks
 
 LIKELIHOODS = ("bernoulli", "logistic", "gaussian")
 _MIN_LOG_SCALE = -7.0  # keeps logistic/Gaussian scales from collapsing onto a grey level
+_LOG_HALF_LEVELS = math.log(255 / 2)  # -log of an 8-bit bin's width in [-1, 1]
 
 
 @dataclasses.dataclass
@@ -68,7 +72,7 @@ class VAEConfig(config_lib.TrainConfig):
         config_lib.check_positive("eval_importance_samples", self.eval_importance_samples)
         config_lib.check_range("eval_examples", self.eval_examples, 0, float("inf"))
         if not self.filters or min(self.filters) < 1:
-            raise config_lib.UserError(f"bad value filters={self.filters!r}: expected "
+            raise UserError(f"bad value filters={self.filters!r}: expected "
                                        "one or more positive integers, e.g. 32,64")
 
 
@@ -88,7 +92,7 @@ class VAE(base.GenerativeModel):
     def __init__(self, config: VAEConfig, **kwargs: Any):
         super().__init__(config, **kwargs)
         if self.conditional and not self.num_classes:
-            raise config_lib.UserError(f"{self.registered_name} needs a dataset with labels")
+            raise UserError(f"{self.registered_name} needs a dataset with labels")
         channels = self.image_shape[-1]
         label_dims = self.num_classes if self.conditional else 0
         decoder_channels = channels if config.likelihood == "bernoulli" else 2 * channels
@@ -123,12 +127,15 @@ class VAE(base.GenerativeModel):
             height, width = self.image_shape[:2]
             label_maps = tf.tile(one_hot[:, None, None, :], [1, height, width, 1])
             images = tf.concat([images, label_maps], axis=-1)
-        mean, log_var = tf.split(self.encoder(images), 2, axis=-1)
+        # float32 statistics whatever the compute dtype (mixed precision): the KL and the
+        # reparameterisation are computed in float32.
+        mean, log_var = tf.split(tf.cast(self.encoder(images), tf.float32), 2, axis=-1)
         return mean, log_var
 
     def _decoder_output(self, z: tf.Tensor, labels: tf.Tensor | None) -> tf.Tensor:
         one_hot = self._one_hot(labels, tf.shape(z)[0])
-        return self.decoder(z if one_hot is None else tf.concat([z, one_hot], axis=-1))
+        output = self.decoder(z if one_hot is None else tf.concat([z, one_hot], axis=-1))
+        return tf.cast(output, tf.float32)  # likelihoods in float32 under mixed precision
 
     def decode(self, z: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:
         """The decoder's mean image for latents `z`, in [-1, 1]."""
@@ -160,8 +167,8 @@ class VAE(base.GenerativeModel):
         if self.config.likelihood != "bernoulli":
             return images
         probabilities = (images + 1.0) / 2.0
-        noise = (tf.random.stateless_uniform(tf.shape(images), seed) if seed is not None
-                 else keras.random.uniform(tf.shape(images), seed=self.seed_generator))
+        seed = self.random_seed() if seed is None else seed
+        noise = tf.random.stateless_uniform(tf.shape(images), seed)
         return tf.cast(noise < probabilities, images.dtype)
 
     def _encoder_input(self, observation: tf.Tensor) -> tf.Tensor:
@@ -187,7 +194,7 @@ class VAE(base.GenerativeModel):
         labels = batch.get("label")
         observation = self._observation(batch["image"])
         mean, log_var = self.encode(self._encoder_input(observation), labels)
-        epsilon = keras.random.normal(tf.shape(mean), seed=self.seed_generator)
+        epsilon = tf.random.stateless_normal(tf.shape(mean), self.random_seed())
         z = mean + tf.exp(0.5 * log_var) * epsilon
         output = self._decoder_output(z, labels)
         reconstruction = -tf.reduce_mean(self._log_likelihood(observation, output))
@@ -265,6 +272,12 @@ class VAE(base.GenerativeModel):
                 break
         dims = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
         negative_elbo, nll = -sums["elbo"] / count, -sums["iw"] / count
+        if self.config.likelihood == "gaussian":
+            # A continuous density is not a probability: the 8-bit image's probability is about
+            # the density times the bin volume (2/255 per pixel in [-1, 1]), so its NLL is the
+            # density's plus D log(255/2). This keeps all likelihoods in comparable units.
+            negative_elbo += dims * _LOG_HALF_LEVELS
+            nll += dims * _LOG_HALF_LEVELS
         return {
             "negative_elbo_nats": negative_elbo,
             "negative_elbo_bits_per_dim": losses.bits_per_dim(negative_elbo, dims),
