@@ -109,9 +109,20 @@ def load(name: str, split: str, *, batch_size: int, training: bool, seed: int = 
         image_size: resize to image_size x image_size when given.
     """
     dataset, info = open_split(name, split, data_dir=data_dir, image_size=image_size)
+    return batches(dataset, info, split=split, batch_size=batch_size, training=training,
+                   seed=seed), info
+
+
+def batches(dataset: tf.data.Dataset, info: DatasetInfo, *, split: str, batch_size: int,
+            training: bool, seed: int = 0) -> tf.data.Dataset:
+    """The pipeline of `load` on a split already opened with `open_split`.
+
+    For callers that need the split's size before choosing `batch_size`, without opening it
+    twice.
+    """
     if info.num_examples < (batch_size if training else 1):
-        raise UserError(f"{name} split {split!r} has {info.num_examples} examples, fewer than "
-                        f"the batch size {batch_size}")
+        raise UserError(f"{info.name} split {split!r} has {info.num_examples} examples, fewer "
+                        f"than the batch size {batch_size}")
     if training:
         # Decoded examples are kept in memory after the first epoch, when they fit.
         if info.num_examples * int(np.prod(info.image_shape)) <= _CACHE_LIMIT_BYTES:
@@ -120,7 +131,7 @@ def load(name: str, split: str, *, batch_size: int, training: bool, seed: int = 
                                   reshuffle_each_iteration=True).repeat()
     dataset = dataset.batch(batch_size, drop_remainder=training)
     dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE), info
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def _to_float(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:

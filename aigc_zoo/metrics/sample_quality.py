@@ -120,16 +120,15 @@ class SampleQuality:
         return self._real
 
     def _split_features(self, split: str) -> dict[str, np.ndarray]:
-        _, info = data.open_split(self._data["name"], split, data_dir=self._data["data_dir"],
-                                  image_size=self._data["image_size"])
+        opened, info = data.open_split(self._data["name"], split,
+                                       data_dir=self._data["data_dir"],
+                                       image_size=self._data["image_size"])
         count = min(self.options.num_samples, info.num_examples)
         # The training pipeline's seeded shuffle draws a random subset (its first pass is a
         # permutation of the split): a split's files can be in class order (image folders are).
-        batches, _ = data.load(self._data["name"], split,
+        batches = data.batches(opened, info, split=split,
                                batch_size=min(self.options.batch_size, info.num_examples),
-                               training=True, seed=REFERENCE_SEED,
-                               data_dir=self._data["data_dir"],
-                               image_size=self._data["image_size"])
+                               training=True, seed=REFERENCE_SEED)
         images, labels = [], []
         for batch in batches:
             images.append(batch["image"].numpy())
@@ -146,7 +145,7 @@ class SampleQuality:
         """`num_samples` samples [N, H, W, C] and their requested labels (None: unconditional)."""
         count, batch = self.options.num_samples, self.options.batch_size
         labels = None
-        if getattr(model, "conditional", False):
+        if model.conditional:
             labels = (np.arange(count) % model.num_classes).astype(np.int32)
         # One independent seed per batch, so that batch sizes never overlap two seeds' draws.
         batch_seeds = np.random.SeedSequence(seed).generate_state((count + batch - 1) // batch)

@@ -80,6 +80,7 @@ class GenerativeModel(keras.Model):
     config_class: ClassVar[type[config_lib.TrainConfig]] = config_lib.TrainConfig
     loss_names: ClassVar[tuple[str, ...]] = ("loss",)
     default_dataset: ClassVar[str] = "digits"
+    conditional: ClassVar[bool] = False  # True: generate() and compute_losses use labels
     registered_name: ClassVar[str] = ""  # set by registry.register_model
 
     def __init__(self, config: config_lib.TrainConfig, *, image_shape: Sequence[int],

@@ -87,7 +87,6 @@ class VAE(base.GenerativeModel):
 
     config_class = VAEConfig
     loss_names = ("loss", "reconstruction", "kl")
-    conditional = False
 
     def __init__(self, config: VAEConfig, **kwargs: Any):
         super().__init__(config, **kwargs)
