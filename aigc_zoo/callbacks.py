@@ -1,5 +1,6 @@
 """Training callbacks: TensorBoard summaries, sample grids, checkpoints, sample-quality
-evaluation every N epochs; plus grid and scalar helpers.
+evaluation every N epochs, mode coverage on the 2D toy datasets; plus picture and scalar
+helpers.
 
 TensorBoard steps come from the model's own `global_step` variable, which checkpoints carry, so a
 resumed run continues its curves instead of restarting them at 0.
@@ -21,6 +22,8 @@ matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402  (after choosing the headless backend)
 
 from aigc_zoo.checkpoints import Checkpointer  # noqa: E402
+from aigc_zoo.data import toy  # noqa: E402
+from aigc_zoo.metrics import modes  # noqa: E402
 from aigc_zoo.metrics import sample_quality  # noqa: E402
 
 
@@ -57,6 +60,47 @@ def save_grid(path: str | os.PathLike, images: np.ndarray | tf.Tensor, *, title:
     plt.close(figure)
 
 
+def points_figure(points: np.ndarray | tf.Tensor, dataset: str, *, title: str = ""
+                  ) -> "plt.Figure":
+    """A scatter of 2D samples over the modes of toy dataset `dataset` (circles: 3 std)."""
+    points = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+    mixture = toy.MIXTURES[dataset]
+    reach = np.abs(mixture.centres).max() + 1.0
+    figure, axes = plt.subplots(figsize=(4.2, 4.2), dpi=100)
+    for centre in mixture.centres:
+        axes.add_patch(plt.Circle(centre, 3 * mixture.std, fill=False, color="tab:red", lw=0.8))
+    axes.scatter(points[:, 0], points[:, 1], s=2, alpha=0.4, color="tab:blue", linewidths=0)
+    axes.set_xlim(-reach, reach)
+    axes.set_ylim(-reach, reach)
+    axes.set_aspect("equal")
+    axes.tick_params(labelsize=7)
+    if title:
+        axes.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def figure_pixels(figure: "plt.Figure") -> np.ndarray:
+    """The rendered figure as a uint8 RGB array (and the figure closed)."""
+    figure.canvas.draw()
+    pixels = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(figure)
+    return pixels
+
+
+def save_samples(path: str | os.PathLike, samples: np.ndarray | tf.Tensor, *, dataset: str,
+                 title: str = "") -> np.ndarray:
+    """Write samples as a PNG (an image grid, or a scatter for 2D points); returns its pixels."""
+    samples = np.asarray(samples)
+    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    if samples.ndim == 2:
+        figure = points_figure(samples, dataset, title=title)
+        figure.savefig(path)
+        return figure_pixels(figure)
+    save_grid(path, samples, title=title)
+    return to_grid(samples)
+
+
 class TensorBoardLogger(keras.callbacks.Callback):
     """Losses, throughput, learning rates, hyperparameters and sample grids for TensorBoard.
 
@@ -66,19 +110,24 @@ class TensorBoardLogger(keras.callbacks.Callback):
         batch_size: global batch size, for images/s.
         log_every_steps: write per-step scalars every this many train steps.
         samples_dir: where each epoch's sample grid is also written as PNG.
-        num_samples: images in each sample grid (drawn with a fixed seed, so epochs compare).
+        num_samples: images in each sample grid (drawn with a fixed seed, so epochs compare);
+            on the 2D toy datasets, points in each scatter.
+        dataset: the dataset's name (toy datasets get a scatter over their modes).
     """
 
     def __init__(self, logdir: str, *, hparams: dict[str, Any], batch_size: int,
                  log_every_steps: int = 50, samples_dir: str | None = None,
-                 num_samples: int = 64, sample_seed: int = 1234):
+                 num_samples: int | None = None, sample_seed: int = 1234,
+                 dataset: str = ""):
         super().__init__()
         self._writer = tf.summary.create_file_writer(logdir)
         self._hparams = hparams
         self._batch_size = batch_size
         self._every = max(1, log_every_steps)
         self._samples_dir = samples_dir
-        self._num_samples = num_samples
+        self._points = toy.is_toy(dataset)
+        self._dataset = dataset
+        self._num_samples = num_samples or (modes.DEFAULT_NUM_SAMPLES if self._points else 64)
         self._sample_seed = sample_seed
         self._last_step = 0
         self._last_time: float | None = None  # None until the first step has run (and traced)
@@ -116,13 +165,18 @@ class TensorBoardLogger(keras.callbacks.Callback):
         self._writer.flush()
         if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
             return  # diverged weights draw nothing worth a picture
-        images = self.model.generate(self._num_samples, seed=self._sample_seed)
-        with self._writer.as_default(step=step):
-            tf.summary.image("samples", to_grid(images)[None], max_outputs=1)
-        self._writer.flush()
+        samples = self.model.generate(self._num_samples, seed=self._sample_seed).numpy()
+        title = f"{self.model.registered_name}, epoch {epoch + 1}, step {step}"
         if self._samples_dir:
-            save_grid(os.path.join(self._samples_dir, f"epoch_{epoch + 1:04d}.png"), images,
-                      title=f"{self.model.registered_name}, epoch {epoch + 1}, step {step}")
+            pixels = save_samples(os.path.join(self._samples_dir, f"epoch_{epoch + 1:04d}.png"),
+                                  samples, dataset=self._dataset, title=title)
+        elif self._points:
+            pixels = figure_pixels(points_figure(samples, self._dataset, title=title))
+        else:
+            pixels = to_grid(samples)
+        with self._writer.as_default(step=step):
+            tf.summary.image("samples", pixels[None], max_outputs=1)
+        self._writer.flush()
         # The sample draw and PNG are not training time; keep them out of images/s.
         self._last_time = time.perf_counter()
 
@@ -203,3 +257,32 @@ class SampleQualityEvery(keras.callbacks.Callback):
         print(f"\nepoch {epoch + 1}: {name} FD {values[f'{name}/fd']:.4f} (real vs real "
               f"{values[f'{name}/real_vs_real/fd']:.4f}), {results['num_samples']} samples, "
               f"{results['seconds']['total']:.1f} s", flush=True)
+
+
+class ModeCoverageEvery(keras.callbacks.Callback):
+    """Modes covered and high-quality share of samples (2D toy datasets) after every epoch.
+
+    Writes `eval/modes_covered`, `eval/high_quality_share` and `eval/mode_kl` to `logdir` (the
+    run's `tensorboard/eval`) at the model's `global_step`, and prints one line.
+
+    Args:
+        dataset: `ring8` or `grid25`.
+        logdir: where the scalars go.
+        seed: the samples' seed (the same each epoch, so epochs compare).
+    """
+
+    def __init__(self, dataset: str, logdir: str, *, seed: int = 0):
+        super().__init__()
+        self._dataset = dataset
+        self._logdir = logdir
+        self._seed = seed
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
+            return
+        points = self.model.generate(modes.DEFAULT_NUM_SAMPLES, seed=self._seed).numpy()
+        results = modes.mode_coverage(points, self._dataset)
+        write_scalars(self._logdir, int(self.model.global_step.numpy()),
+                      {f"eval/{name}": results[name]
+                       for name in ("modes_covered", "high_quality_share", "mode_kl")})
+        print(f"\nepoch {epoch + 1}: {modes.format_report(results)}", flush=True)

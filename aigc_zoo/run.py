@@ -48,6 +48,7 @@ from absl import app, flags, logging  # noqa: E402
 from aigc_zoo import config as config_lib  # noqa: E402
 from aigc_zoo import data, registry, train  # noqa: E402
 from aigc_zoo.errors import TrainingDiverged, UserError  # noqa: E402
+from aigc_zoo.metrics import modes  # noqa: E402
 from aigc_zoo.metrics import sample_quality  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -92,7 +93,9 @@ flags.DEFINE_bool("overwrite", False, "Start afresh in --workdir, deleting its c
 
 def _make_run() -> train.Run:
     model_class = registry.get_model(FLAGS.model)
-    base = model_class.tiny_config() if FLAGS.config == "tiny" else model_class.default_config()
+    dataset = FLAGS.dataset or model_class.default_dataset
+    base = (model_class.tiny_config() if FLAGS.config == "tiny"
+            else model_class.default_config(dataset))
     assignments = [f"{name}={FLAGS[name].value}"
                    for name in ("epochs", "steps_per_epoch", "batch_size")
                    if FLAGS[name].value is not None]
@@ -100,7 +103,7 @@ def _make_run() -> train.Run:
     config.validate()
     if FLAGS.image_size is not None and FLAGS.image_size < 1:
         raise UserError(f"bad value image_size={FLAGS.image_size}: expected an integer >= 1")
-    return train.Run(model=FLAGS.model, dataset=FLAGS.dataset or model_class.default_dataset,
+    return train.Run(model=FLAGS.model, dataset=dataset,
                      config=config, seed=FLAGS.seed, train_split=FLAGS.train_split,
                      eval_split=FLAGS.eval_split, image_size=FLAGS.image_size)
 
@@ -164,6 +167,8 @@ def main(argv: list[str]) -> None:
             print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
         if "sample_quality" in results:
             print(sample_quality.format_report(results["sample_quality"]))
+        if "mode_coverage" in results:
+            print(modes.format_report(results["mode_coverage"]))
         print(f"wrote {os.path.join(workdir, 'metrics.json')}")
 
 

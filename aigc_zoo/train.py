@@ -23,7 +23,9 @@ from aigc_zoo import config as config_lib
 from aigc_zoo import data
 from aigc_zoo import registry
 from aigc_zoo.checkpoints import Checkpointer
+from aigc_zoo.data import toy
 from aigc_zoo.errors import TrainingDiverged, UserError
+from aigc_zoo.metrics import modes
 from aigc_zoo.metrics import sample_quality
 from aigc_zoo.models.base import GenerativeModel
 
@@ -158,7 +160,7 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
     model = build_model(run, info.image_shape, info.num_classes)
     model.compile(jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     quality_callback = None
-    if eval_every_epochs:
+    if eval_every_epochs and not toy.is_toy(run.dataset):  # toy datasets: mode coverage
         quality_callback = callbacks.SampleQualityEvery(
             sample_quality_evaluator(run, quality, data_dir=data_dir),
             os.path.join(paths["tensorboard"], "eval"), every_epochs=eval_every_epochs,
@@ -180,6 +182,9 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
                **{k: v if isinstance(v, (int, float, str, bool)) else str(v)
                   for k, v in config_lib.to_dict(run.config).items()}}
     epoch_callbacks = [callbacks.StopOnNonFinite(), callbacks.CheckpointEveryEpoch(checkpointer)]
+    if toy.is_toy(run.dataset):
+        epoch_callbacks.append(callbacks.ModeCoverageEvery(
+            run.dataset, os.path.join(paths["tensorboard"], "eval"), seed=eval_seed))
     if quality_callback:
         # Before TensorBoardLogger, which restarts its images/s clock after its own epoch end,
         # so evaluation time is not counted as training time.
@@ -191,7 +196,8 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
                    callbacks.TensorBoardLogger(paths["tensorboard"], hparams=hparams,
                                                batch_size=run.config.batch_size,
                                                log_every_steps=log_every_steps,
-                                               samples_dir=paths["samples"])])
+                                               samples_dir=paths["samples"],
+                                               dataset=run.dataset)])
     final = {name: values[-1] for name, values in history.history.items() if values}
     if not all(math.isfinite(value) for value in final.values()):
         kept = checkpointer.latest
@@ -242,7 +248,8 @@ def sample(workdir: str, *, num_samples: int = 64, seed: int = 0,
     directory = _paths(workdir)["samples"]
     os.makedirs(directory, exist_ok=True)
     stem = os.path.join(directory, f"samples_step{int(model.global_step.numpy())}_seed{seed}")
-    callbacks.save_grid(stem + ".png", images, title=f"{run.model} on {run.dataset}, seed {seed}")
+    callbacks.save_samples(stem + ".png", images, dataset=run.dataset,
+                           title=f"{run.model} on {run.dataset}, seed {seed}")
     np.savez_compressed(stem + ".npz", images=images)
     return {"png": stem + ".png", "npz": stem + ".npz"}
 
@@ -273,7 +280,8 @@ def evaluate(workdir: str, *, data_dir: str | None = None, seed: int = 0,
             `eval_importance_samples=1000`; training fields cannot change after training.
     Returns:
         What `metrics.json` holds: the run, split, seed, step and date, `metrics` (the model's
-        own `evaluate_model`, e.g. likelihoods) and `sample_quality`.
+        own `evaluate_model`, e.g. likelihoods) and `sample_quality`; on the 2D toy datasets,
+        `mode_coverage` (`metrics.modes`) instead of `sample_quality`.
     """
     run, model = restore(workdir, expected_model=expected_model)
     not_eval = [item for item in overrides if not item.strip().startswith("eval_")]
@@ -282,12 +290,14 @@ def evaluate(workdir: str, *, data_dir: str | None = None, seed: int = 0,
     run.config = model.config = config_lib.override(run.config, overrides)
     run.config.validate()
     run.eval_split = eval_split or run.eval_split
-    if not hasattr(model, "evaluate_model") and quality is None:
+    points = toy.is_toy(run.dataset)
+    if not hasattr(model, "evaluate_model") and quality is None and not points:
         raise UserError(f"{run.model} has no evaluation of its own; measure sample quality "
                         "with --eval_samples > 0")
     # The extractor first: a missing one (no labels, no Inception weights offline) fails fast.
-    evaluator = None if quality is None else sample_quality_evaluator(run, quality,
-                                                                      data_dir=data_dir)
+    # Points of the toy datasets are measured by mode coverage instead.
+    evaluator = (None if quality is None or points
+                 else sample_quality_evaluator(run, quality, data_dir=data_dir))
     step = int(model.global_step.numpy())
     results = {
         "model": run.model, "dataset": run.dataset, "split": run.eval_split, "seed": seed,
@@ -306,6 +316,12 @@ def evaluate(workdir: str, *, data_dir: str | None = None, seed: int = 0,
         results.update(num_samples=quality_results["num_samples"],
                        extractor=quality_results["extractor"], sample_quality=quality_results)
         scalars.update(sample_quality.scalars(quality_results))
+    if points:
+        coverage = modes.mode_coverage(
+            model.generate(modes.DEFAULT_NUM_SAMPLES, seed=seed).numpy(), run.dataset)
+        results["mode_coverage"] = coverage
+        scalars.update({name: coverage[name]
+                        for name in ("modes_covered", "high_quality_share", "mode_kl")})
     _write_json(_paths(workdir)["metrics.json"], results)
     callbacks.write_scalars(os.path.join(_paths(workdir)["tensorboard"], "eval"), step,
                             {f"eval/{name}": value for name, value in scalars.items()})

@@ -271,3 +271,31 @@ def test_trains_on_real_mnist_idx_files(tmp_path):
     assert saved["num_classes"] == 10 and saved["image_shape"] == [28, 28, 1]
     latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
     assert pathlib.Path(latest + ".index").exists()
+
+
+def test_toy_dataset_run_logs_mode_coverage_scatters_and_evaluates(tmp_path):
+    workdir = tmp_path / "wgan"
+    flags = ("--model=wgan_gp", "--dataset=ring8", "--config=tiny", f"--workdir={workdir}")
+    result = run(*flags, "--steps_per_epoch=3", "--epochs=2", "--log_every_steps=1")
+    assert "modes covered" in result.stdout
+    assert (workdir / "samples" / "epoch_0002.png").stat().st_size > 0
+    eval_events = tensorboard_events(workdir / "tensorboard" / "eval")
+    for tag in ("eval/modes_covered", "eval/high_quality_share"):
+        assert [e.step for e in eval_events.Tensors(tag)] == [3, 6]
+    train_tags = set(tensorboard_events(workdir / "tensorboard").Tags()["tensors"])
+    assert {"train/d_loss", "train/g_loss", "train/d_real", "train/d_fake",
+            "train/gradient_penalty", "samples"} <= train_tags
+
+    result = run("--mode=eval", f"--workdir={workdir}")
+    assert "modes covered" in result.stdout
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    coverage = metrics["mode_coverage"]
+    assert coverage["num_modes"] == 8 and coverage["num_samples"] == 2500
+    assert 0 <= coverage["modes_covered"] <= 8 and "sample_quality" not in metrics
+
+    result = run("--mode=sample", f"--workdir={workdir}", "--num_samples=100")
+    npz = np.load(next((workdir / "samples").glob("samples_step6_seed0.npz")))
+    assert npz["images"].shape == (100, 2)
+
+    bad = run(*flags, "--image_size=28", "--overwrite", check=False)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "points" in bad.stderr

@@ -4,7 +4,9 @@ Images come out float32 in [-1, 1], NHWC; labels int32 where the dataset has the
 
 - `digits` (default): procedurally rendered digits, built offline by a TFDS builder;
 - TFDS names: `mnist`, `fashion_mnist`, `cifar10`, `celeb_a` (centre-cropped, 64x64);
-- `idx:<dir>`: MNIST-format IDX files; `folder:<dir>`: a folder of images.
+- `idx:<dir>`: MNIST-format IDX files; `folder:<dir>`: a folder of images;
+- `ring8`, `grid25`: 2D Gaussian mixtures for GAN mode-coverage checks (`data.toy`); their
+  examples are points (`"image"` is float32 [2] in data coordinates), not images.
 
 Splits are `train` and `test`, with TFDS-style slices (`test[:9000]`, `train[:10%]`).
 """
@@ -30,13 +32,13 @@ class DatasetInfo:
 
     Args:
         name: the dataset name as given by the user.
-        image_shape: (height, width, channels).
+        image_shape: (height, width, channels); (2,) for the 2D toy datasets.
         num_classes: number of labels, or None for unlabelled data.
         num_examples: examples in the split that was opened.
     """
 
     name: str
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, ...]
     num_classes: int | None
     num_examples: int
 
@@ -85,8 +87,10 @@ def open_split(name: str, split: str, *, data_dir: str | None = None,
         dataset, info = _DATASETS[name][0](name, split, data_dir, image_size)
     else:
         raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
-    height, width, channels = info.image_shape
-    if image_size and (height, width) != (image_size, image_size):
+    if image_size and len(info.image_shape) != 3:
+        raise UserError(f"{info.name} holds points, not images; drop --image_size")
+    if image_size and info.image_shape[:2] != (image_size, image_size):
+        channels = info.image_shape[-1]
         dataset = dataset.map(lambda ex: {**ex, "image": _resize(ex["image"], image_size)},
                               num_parallel_calls=tf.data.AUTOTUNE)
         info = dataclasses.replace(info, image_shape=(image_size, image_size, channels))
@@ -135,6 +139,8 @@ def batches(dataset: tf.data.Dataset, info: DatasetInfo, *, split: str, batch_si
 
 
 def _to_float(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    if example["image"].dtype != tf.uint8:
+        return example  # points of the toy datasets are float32 already
     return {**example, "image": tf.cast(example["image"], tf.float32) / 127.5 - 1.0}
 
 
@@ -272,6 +278,17 @@ for _name, _text in [
     ("celeb_a", "64x64x3 centre-cropped faces, no labels (TFDS; needs a manual download)"),
 ]:
     register_dataset(_name, _open_tfds, _text)
+
+
+def _open_toy(name: str, split: str, data_dir: str | None, image_size: int | None):
+    from aigc_zoo.data import toy
+    base, _ = parse_split(split)
+    points, labels = toy.split_arrays(name, base)
+    return from_arrays(name, points, labels, toy.MIXTURES[name].num_modes, split)
+
+
+register_dataset("ring8", _open_toy, "2D points: 8 Gaussians on a circle (GAN mode coverage)")
+register_dataset("grid25", _open_toy, "2D points: 5x5 grid of Gaussians (GAN mode coverage)")
 register_dataset("idx", _open_idx, "MNIST-format IDX files (train-/t10k- prefixes, .gz or raw)",
                  scheme=True)
 register_dataset("folder", _open_folder, "a folder of images, one sub-folder per class "

@@ -39,6 +39,9 @@ class UpdateGroup:
         optimizer: the group's own optimizer (its slots and step counter are its own).
         loss: key of the scalar in `compute_losses(...)` that this group minimises.
         repeats: optimizer steps of this group per train step (WGAN-GP's critic uses 5).
+        split_batch: when True, each repeat gets its own equal slice of the batch (along the
+            first axis) instead of the whole batch, so repeated steps see fresh examples
+            (WGAN-GP's five critic steps each take their own real batch).
     """
 
     name: str
@@ -46,6 +49,7 @@ class UpdateGroup:
     optimizer: keras.optimizers.Optimizer
     loss: str
     repeats: int = 1
+    split_batch: bool = False
 
 
 def _with_loss_scaling(group: UpdateGroup) -> UpdateGroup:
@@ -53,6 +57,17 @@ def _with_loss_scaling(group: UpdateGroup) -> UpdateGroup:
         return group
     scaled = keras.optimizers.LossScaleOptimizer(group.optimizer)
     return dataclasses.replace(group, optimizer=scaled)
+
+
+def _split(batch: dict[str, tf.Tensor], parts: int) -> list[dict[str, tf.Tensor]]:
+    """`parts` equal slices of every tensor in `batch` along the first axis."""
+    size = batch["image"].shape[0]
+    if size is None or size % parts:
+        raise ValueError(f"a batch of {size} examples does not split into {parts} equal parts; "
+                         "make batch_size a multiple of the group's repeats")
+    step = size // parts
+    return [{key: value[i * step:(i + 1) * step] for key, value in batch.items()}
+            for i in range(parts)]
 
 
 def resolve_jit_compile(jit_compile: str | bool) -> bool:
@@ -100,8 +115,12 @@ class GenerativeModel(keras.Model):
     # -- what subclasses provide ---------------------------------------------------------------
 
     @classmethod
-    def default_config(cls) -> config_lib.TrainConfig:
-        """The config the runner uses unless flags override it."""
+    def default_config(cls, dataset: str | None = None) -> config_lib.TrainConfig:
+        """The config the runner uses unless flags override it.
+
+        `dataset` lets a model pick different defaults for a very different dataset (the GANs'
+        2D toy datasets, for example); None means the model's default dataset.
+        """
         return cls.config_class()
 
     @classmethod
@@ -181,8 +200,11 @@ class GenerativeModel(keras.Model):
 
     def train_step(self, data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         for group in self._groups:
-            for _ in range(group.repeats):  # unrolled: repeats are small and static
-                self._step_group(group, data)
+            # Unrolled: repeats are small and static.
+            batches = (_split(data, group.repeats) if group.split_batch
+                       else [data] * group.repeats)
+            for batch in batches:
+                self._step_group(group, batch)
         self.global_step.assign_add(1)
         return self._results()
 

@@ -1,0 +1,384 @@
+"""The GAN family on the shared train step: `gan`, `dcgan`, `wgan_gp`, `sngan` and `cgan`.
+
+One class, `GAN`, with two update groups: the discriminator (stepped `d_steps` times, each on
+its own slice of the batch) and then the generator. The variants differ only in their config:
+
+| model     | networks            | loss           | discriminator                            |
+|-----------|---------------------|----------------|------------------------------------------|
+| `gan`     | fully connected     | non-saturating | plain (Goodfellow et al. 2014)           |
+| `dcgan`   | convolutional, BN G | non-saturating | plain (Radford et al. 2016)              |
+| `wgan_gp` | convolutional, BN G | Wasserstein    | 5 steps, gradient penalty (Gulrajani 2017) |
+| `sngan`   | convolutional, BN G | hinge          | spectral norm (Miyato et al. 2018)       |
+| `cgan`    | convolutional, BN G | hinge          | SN, projection (Miyato & Koyama 2018)   |
+
+On the 2D toy datasets (`ring8`, `grid25`) every variant uses fully connected networks of the
+same kind, with the variant's loss and regulariser (`default_config(dataset)`).
+
+`generate` samples from an exponential moving average of the generator's weights
+(`ema_decay`, Yazıcı et al. 2019); `ema_decay=0` samples from the live generator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from aigc_zoo import config as config_lib
+from aigc_zoo import losses
+from aigc_zoo import registry
+from aigc_zoo.data import toy
+from aigc_zoo.errors import UserError
+from aigc_zoo.models import base
+from aigc_zoo.models import ema
+from aigc_zoo.models import gan_networks
+
+# loss name -> (discriminator loss(real, fake), generator loss(fake))
+LOSSES = {
+    "minimax": (losses.minimax_discriminator_loss, losses.minimax_generator_loss),
+    "non_saturating": (losses.minimax_discriminator_loss, losses.non_saturating_generator_loss),
+    "wasserstein": (losses.wasserstein_critic_loss, losses.wasserstein_generator_loss),
+    "hinge": (losses.hinge_discriminator_loss, losses.wasserstein_generator_loss),
+    "least_squares": (losses.least_squares_discriminator_loss,
+                      losses.least_squares_generator_loss),
+}
+ARCHITECTURES = ("conv", "mlp")
+_STATISTICS_BATCH = 2048  # latents whose activations give the averaged generator's BN statistics
+_STATISTICS_SEED = 4321
+
+
+@dataclasses.dataclass
+class GANConfig(config_lib.TrainConfig):
+    """Hyperparameters shared by every GAN variant (each variant changes the defaults).
+
+    Args:
+        batch_size: real examples per train step; with `d_steps` > 1 every discriminator step
+            takes its own `batch_size / d_steps` of them, and the generator step draws as many
+            latents as one discriminator step.
+        latent_dim: dimensions of the generator's Gaussian latent.
+        architecture: `conv` or `mlp` for images (points always use `mlp`).
+        generator_filters / discriminator_filters: widths of the stride-2 layers, from the
+            highest resolution down (convolutional networks).
+        mlp_units: widths of the hidden layers (fully connected networks).
+        generator_batch_norm: batch norm in the generator's hidden layers.
+        spectral_norm: spectrally normalise every discriminator layer.
+        loss: one of `LOSSES`.
+        d_steps: discriminator updates per generator update.
+        gradient_penalty: weight lambda of the WGAN-GP penalty (0: off).
+        r1_gamma: weight gamma of the R1 penalty on real data, applied as gamma / 2 (0: off).
+        d_learning_rate / g_learning_rate: Adam step sizes.
+        beta_1 / beta_2: Adam's moment decays (both networks).
+        lr_decay_steps: decay both learning rates linearly to 0 over this many generator steps
+            (0: constant rates).
+        ema_decay: decay of the generator's weight average used by `generate` (0: off).
+    """
+
+    batch_size: int = 64
+    epochs: int = 5
+    latent_dim: int = 64
+    architecture: str = "conv"
+    generator_filters: tuple[int, ...] = (64, 128)
+    discriminator_filters: tuple[int, ...] = (64, 128)
+    mlp_units: tuple[int, ...] = (256, 512)
+    generator_batch_norm: bool = True
+    spectral_norm: bool = False
+    loss: str = "non_saturating"
+    d_steps: int = 1
+    gradient_penalty: float = 0.0
+    r1_gamma: float = 0.0
+    d_learning_rate: float = 2e-4
+    g_learning_rate: float = 2e-4
+    beta_1: float = 0.5
+    beta_2: float = 0.999
+    lr_decay_steps: int = 0
+    ema_decay: float = 0.999
+
+    def validate(self) -> None:
+        super().validate()
+        config_lib.check_positive("latent_dim", self.latent_dim)
+        config_lib.check_choice("architecture", self.architecture, ARCHITECTURES)
+        config_lib.check_choice("loss", self.loss, LOSSES)
+        config_lib.check_positive("d_steps", self.d_steps)
+        config_lib.check_range("gradient_penalty", self.gradient_penalty, 0.0, float("inf"))
+        config_lib.check_range("r1_gamma", self.r1_gamma, 0.0, float("inf"))
+        config_lib.check_positive("d_learning_rate", self.d_learning_rate)
+        config_lib.check_positive("g_learning_rate", self.g_learning_rate)
+        config_lib.check_range("beta_1", self.beta_1, 0.0, 0.999999)
+        config_lib.check_range("beta_2", self.beta_2, 0.0, 0.999999)
+        config_lib.check_range("lr_decay_steps", self.lr_decay_steps, 0, float("inf"))
+        config_lib.check_range("ema_decay", self.ema_decay, 0.0, 0.999999)
+        for name in ("generator_filters", "discriminator_filters", "mlp_units"):
+            value = getattr(self, name)
+            if not value or min(value) < 1:
+                raise UserError(f"bad value {name}={value!r}: expected one or more positive "
+                                "integers, e.g. 64,128")
+        if self.batch_size % self.d_steps:
+            raise UserError(f"bad value batch_size={self.batch_size}: expected a multiple of "
+                            f"d_steps={self.d_steps} (each discriminator step takes an equal "
+                            "share)")
+
+
+# The toy datasets' settings, the same for every variant: small fully connected networks, 256
+# points per discriminator step, a learning rate of 2e-4 and 20,000 generator steps (measured
+# with experiments/gan_modes.py: larger batches and the higher rate sharpened WGAN-GP's modes).
+_TOY_DEFAULTS = {"architecture": "mlp", "mlp_units": (128, 128, 128), "latent_dim": 16,
+                 "d_learning_rate": 2e-4, "g_learning_rate": 2e-4, "epochs": 20,
+                 "steps_per_epoch": 1000}
+_TOY_BATCH_PER_STEP = 256
+
+
+class GAN(base.GenerativeModel):
+    """A generator and a discriminator trained in alternation on the shared train step.
+
+    Args:
+        config: a `GANConfig`.
+        **kwargs: `image_shape`, `num_classes`, `seed`, as for `GenerativeModel`.
+    """
+
+    config_class = GANConfig
+
+    def __init__(self, config: GANConfig, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        if self.conditional and not self.num_classes:
+            raise UserError(f"{self.registered_name} needs a dataset with labels")
+        self.points = len(self.image_shape) == 1
+        classes = self.num_classes if self.conditional else None
+        if self.points or config.architecture == "mlp":
+            self.generator = gan_networks.mlp_generator(
+                config.latent_dim, self.image_shape, config.mlp_units,
+                batch_norm=config.generator_batch_norm, tanh=not self.points,
+                num_classes=classes)
+            self.discriminator = gan_networks.mlp_discriminator(
+                self.image_shape, config.mlp_units, spectral_norm=config.spectral_norm,
+                num_classes=classes)
+        else:
+            self.generator = gan_networks.conv_generator(
+                config.latent_dim, self.image_shape, config.generator_filters,
+                batch_norm=config.generator_batch_norm, num_classes=classes)
+            self.discriminator = gan_networks.conv_discriminator(
+                self.image_shape, config.discriminator_filters,
+                spectral_norm=config.spectral_norm, num_classes=classes)
+        self.generator_average = (ema.WeightAverage(self.generator, decay=config.ema_decay)
+                                  if config.ema_decay > 0 else None)
+        self._d_loss, self._g_loss = LOSSES[config.loss]
+        self._statistics_at = -1  # update count of the average's batch-norm statistics
+
+    @property
+    def loss_names(self) -> tuple[str, ...]:
+        names = ("d_loss", "g_loss", "d_real", "d_fake")
+        if self.config.gradient_penalty:
+            names += ("gradient_penalty",)
+        if self.config.r1_gamma:
+            names += ("r1_penalty",)
+        return names
+
+    @classmethod
+    def default_config(cls, dataset: str | None = None) -> GANConfig:
+        config = cls.config_class()
+        if dataset is not None and toy.is_toy(dataset):
+            config = dataclasses.replace(config, **_TOY_DEFAULTS,
+                                         batch_size=_TOY_BATCH_PER_STEP * config.d_steps)
+        return config
+
+    @classmethod
+    def tiny_config(cls) -> GANConfig:
+        return dataclasses.replace(
+            cls.config_class(), batch_size=8 * cls.config_class.d_steps, epochs=1,
+            steps_per_epoch=3, latent_dim=8, generator_filters=(8, 16),
+            discriminator_filters=(8, 16), mlp_units=(16, 16))
+
+    def update_groups(self) -> list[base.UpdateGroup]:
+        config = self.config
+
+        def adam(learning_rate, steps_per_update):
+            if config.lr_decay_steps:
+                # The schedule reads the group's own step count: d_steps per generator step.
+                learning_rate = keras.optimizers.schedules.PolynomialDecay(
+                    learning_rate, config.lr_decay_steps * steps_per_update, 0.0)
+            return keras.optimizers.Adam(learning_rate, beta_1=config.beta_1,
+                                         beta_2=config.beta_2)
+
+        return [
+            base.UpdateGroup("discriminator", self.discriminator.trainable_variables,
+                             adam(config.d_learning_rate, config.d_steps), loss="d_loss",
+                             repeats=config.d_steps, split_batch=config.d_steps > 1),
+            base.UpdateGroup("generator", self.generator.trainable_variables,
+                             adam(config.g_learning_rate, 1), loss="g_loss"),
+        ]
+
+    def after_update(self, group: str) -> None:
+        if group == "generator" and self.generator_average is not None:
+            self.generator_average.update()
+
+    # -- networks ------------------------------------------------------------------------------
+
+    def _latents(self, count, seed: tf.Tensor) -> tf.Tensor:
+        return tf.random.stateless_normal([count, self.config.latent_dim], seed)
+
+    def _generate(self, network: keras.Model, latents: tf.Tensor, labels: tf.Tensor | None,
+                  training: bool) -> tf.Tensor:
+        inputs = [latents, labels] if self.conditional else latents
+        return tf.cast(network(inputs, training=training), tf.float32)
+
+    def _score(self, samples: tf.Tensor, labels: tf.Tensor | None, training: bool) -> tf.Tensor:
+        inputs = [samples, labels] if self.conditional else samples
+        return tf.cast(self.discriminator(inputs, training=training), tf.float32)
+
+    def _random_labels(self, count, seed: tf.Tensor) -> tf.Tensor | None:
+        if not self.conditional:
+            return None
+        return tf.random.stateless_uniform([count], seed, 0, self.num_classes, dtype=tf.int32)
+
+    # -- objective -----------------------------------------------------------------------------
+
+    def compute_losses(self, batch: dict[str, tf.Tensor], *, training: bool,
+                       group: str | None = None) -> dict[str, tf.Tensor]:
+        real = batch["image"]
+        labels = batch.get("label") if self.conditional else None
+        results: dict[str, tf.Tensor] = {}
+        if group in (None, "discriminator"):
+            count = tf.shape(real)[0]
+            fake = self._generate(self.generator, self._latents(count, self.random_seed()),
+                                  labels, training)
+            real_scores = self._score(real, labels, training)
+            fake_scores = self._score(fake, labels, training)
+            d_loss = self._d_loss(real_scores, fake_scores)
+            results.update(d_real=tf.reduce_mean(real_scores),
+                           d_fake=tf.reduce_mean(fake_scores))
+            if self.config.gradient_penalty:
+                epsilon = tf.random.stateless_uniform([count], self.random_seed())
+                penalty = losses.gradient_penalty(
+                    lambda x: self._score(x, labels, training), real, fake, epsilon)
+                results["gradient_penalty"] = penalty
+                d_loss += self.config.gradient_penalty * penalty
+            if self.config.r1_gamma:
+                penalty = losses.r1_penalty(lambda x: self._score(x, labels, training), real)
+                results["r1_penalty"] = penalty
+                d_loss += 0.5 * self.config.r1_gamma * penalty
+            results["d_loss"] = d_loss
+        if group in (None, "generator"):
+            # As many fakes as one discriminator step sees.
+            count = self.config.batch_size // self.config.d_steps
+            fake_labels = self._random_labels(count, self.random_seed())
+            fake = self._generate(self.generator, self._latents(count, self.random_seed()),
+                                  fake_labels, training)
+            # The discriminator is not being trained here: no spectral-norm power iteration.
+            results["g_loss"] = self._g_loss(self._score(fake, fake_labels, training=False))
+        return results
+
+    # -- sampling ------------------------------------------------------------------------------
+
+    def _refresh_statistics(self) -> None:
+        """Standing batch-norm statistics for the averaged generator, once per weight change."""
+        average = self.generator_average
+        updates = int(average.updates.numpy())
+        if not average.batch_norms or updates == self._statistics_at:
+            return
+        count = _STATISTICS_BATCH
+        latents = self._latents(count, tf.constant([_STATISTICS_SEED, 1], tf.int32))
+        labels = tf.range(count) % self.num_classes if self.conditional else None
+        average.recompute_statistics([latents, labels] if self.conditional else latents)
+        self._statistics_at = updates
+
+    def generate(self, num_samples: int, *, seed: int = 0, labels: Any = None,
+                 average: bool = True, standing: bool = True, **options: Any) -> tf.Tensor:
+        """`num_samples` samples, deterministic for `seed`: images in [-1, 1] or 2D points.
+
+        Args:
+            labels: class labels [num_samples] for `cgan` (default: 0, 1, 2, ... cycling).
+            average: sample from the weight average (when `ema_decay` > 0).
+            standing: give the average batch-norm statistics of its own activations first
+                (False keeps whatever it holds: for experiments/ema_batchnorm.py).
+        """
+        if options:
+            raise TypeError(f"unknown generate options {sorted(options)}")
+        network = self.generator
+        if average and self.generator_average is not None:
+            network = self.generator_average.averaged
+            if standing:
+                self._refresh_statistics()
+        seed_tensor = tf.constant([seed, 0], tf.int32)
+        latents = self._latents(num_samples, seed_tensor)
+        if self.conditional:
+            labels = (tf.range(num_samples) % self.num_classes if labels is None
+                      else tf.reshape(tf.cast(labels, tf.int32), [num_samples]))
+        samples = self._generate(network, latents, labels, training=False)
+        return samples if self.points else tf.clip_by_value(samples, -1.0, 1.0)
+
+
+@dataclasses.dataclass
+class VanillaGANConfig(GANConfig):
+    """`gan` defaults."""
+
+    architecture: str = "mlp"
+    generator_batch_norm: bool = False
+
+
+@registry.register_model("gan")
+class VanillaGAN(GAN):
+    """The original fully connected GAN (Goodfellow et al. 2014), non-saturating loss."""
+
+    config_class = VanillaGANConfig
+
+
+@registry.register_model("dcgan")
+class DCGAN(GAN):
+    """DCGAN (Radford et al. 2016): convolutional, batch norm in G, leaky ReLU in D."""
+
+    config_class = GANConfig
+
+
+@dataclasses.dataclass
+class WGANGPConfig(GANConfig):
+    """`wgan_gp` defaults."""
+
+    batch_size: int = 320  # 64 per critic step
+    loss: str = "wasserstein"
+    d_steps: int = 5
+    gradient_penalty: float = 10.0
+    d_learning_rate: float = 1e-4
+    g_learning_rate: float = 1e-4
+    beta_1: float = 0.0
+    beta_2: float = 0.9
+
+
+@registry.register_model("wgan_gp")
+class WGANGP(GAN):
+    """WGAN-GP (Gulrajani et al. 2017): 5 critic steps, lambda = 10, Adam(0, 0.9), no BN in D."""
+
+    config_class = WGANGPConfig
+
+
+@dataclasses.dataclass
+class SNGANConfig(GANConfig):
+    """`sngan` defaults."""
+
+    loss: str = "hinge"
+    spectral_norm: bool = True
+    generator_batch_norm: bool = True
+
+
+@registry.register_model("sngan")
+class SNGAN(GAN):
+    """SNGAN (Miyato et al. 2018): hinge loss, spectral norm in every discriminator layer."""
+
+    config_class = SNGANConfig
+
+
+@dataclasses.dataclass
+class ConditionalGANConfig(GANConfig):
+    """`cgan` defaults."""
+
+    loss: str = "hinge"
+    spectral_norm: bool = True
+
+
+@registry.register_model("cgan")
+class ConditionalGAN(GAN):
+    """Class-conditional GAN: label embedding in G, projection discriminator with SN, hinge."""
+
+    conditional = True
+
+    config_class = ConditionalGANConfig
