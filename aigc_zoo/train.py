@@ -31,6 +31,9 @@ from aigc_zoo.models.base import GenerativeModel
 
 # Fields that may change between invocations in one workdir: training longer is resuming.
 _RESUMABLE_FIELDS = {"epochs"}
+# Config fields that only affect evaluation or sampling (e.g. the diffusion models'
+# `sample_steps`), so `--mode=eval --set` may change them after training.
+_EVAL_TIME_PREFIXES = ("eval_", "sample_")
 
 
 @dataclasses.dataclass
@@ -276,17 +279,19 @@ def evaluate(workdir: str, *, data_dir: str | None = None, seed: int = 0,
         expected_model: when given, the model name the workdir must hold.
         quality: how to measure sample quality; None skips it.
         eval_split: the split to measure instead of the run's own `eval_split`.
-        overrides: `name=value` changes to the config's evaluation fields (`eval_*`), such as
-            `eval_importance_samples=1000`; training fields cannot change after training.
+        overrides: `name=value` changes to the config's evaluation and sampling fields
+            (`eval_*`, `sample_*`), such as `eval_importance_samples=1000` or
+            `sample_steps=50`; training fields cannot change after training.
     Returns:
         What `metrics.json` holds: the run, split, seed, step and date, `metrics` (the model's
         own `evaluate_model`, e.g. likelihoods) and `sample_quality`; on the 2D toy datasets,
         `mode_coverage` (`metrics.modes`) instead of `sample_quality`.
     """
     run, model = restore(workdir, expected_model=expected_model)
-    not_eval = [item for item in overrides if not item.strip().startswith("eval_")]
+    not_eval = [item for item in overrides if not item.strip().startswith(_EVAL_TIME_PREFIXES)]
     if not_eval:
-        raise UserError(f"--mode=eval can only change eval_* config fields, not {not_eval[0]!r}")
+        raise UserError("--mode=eval can only change eval_* and sample_* config fields, not "
+                        f"{not_eval[0]!r}")
     run.config = model.config = config_lib.override(run.config, overrides)
     run.config.validate()
     run.eval_split = eval_split or run.eval_split

@@ -5,8 +5,9 @@
 Each workdir's latest checkpoint is evaluated with `aigc_zoo.metrics.sample_quality` (the same
 code as `--mode=eval`; the model's own likelihood metrics are not run, and nothing is written
 into the workdirs) once per seed. The table for a dataset goes to
-`experiments/results/<dataset>.md` under a header with the date, the machine, the command and
-the extractor (with the domain classifier's test accuracy), and shows:
+`experiments/results/<prefix><dataset>.md` (`--prefix`, default empty) under a header with the
+date, the machine, the command and the extractor (with the domain classifier's test
+accuracy), and shows:
 
 - a real-vs-real row per seed: train-split images in place of samples, the floor;
 - a row per workdir and seed, with the seconds that evaluation took (real features, sampling,
@@ -133,7 +134,7 @@ def write_table(dataset: str, entries: list[dict], args: argparse.Namespace,
     text = "\n".join(lines) + "\n"
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset).strip("_")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.md").write_text(text)
+    (RESULTS / f"{args.prefix}{name}.md").write_text(text)
     return text
 
 
@@ -147,6 +148,8 @@ def main() -> None:
     parser.add_argument("--inception_weights", default=None)
     parser.add_argument("--classifier_dir", default=None)
     parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--prefix", default="", help="prefix of the results file name, e.g. "
+                        "gans_ writes experiments/results/gans_digits.md")
     args = parser.parse_args()
     args.seeds = [int(seed) for seed in args.seeds.split(",")]
     options = sample_quality.Options(num_samples=args.eval_samples, extractor=args.extractor,

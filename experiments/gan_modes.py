@@ -4,7 +4,8 @@
     python experiments/gan_modes.py --models=wgan_gp --datasets=ring8
 
 For each pair, trains the default config (`python -m aigc_zoo.run --model=M --dataset=D
---workdir=runs/M-D`, timed; a workdir that is already trained is only evaluated) and
+--workdir=runs/M-D`, timed into the workdir's `train_seconds.txt`; a workdir that is already
+trained is only evaluated) and
 evaluates it with `python -m aigc_zoo.run --mode=eval` (2,500 samples from the weight average,
 seed 0; `aigc_zoo.metrics.modes`). Writes `experiments/results/gan_modes.md` (date, machine,
 command) and `docs/images/gan_modes.png` (the evaluated samples over the modes).
@@ -61,7 +62,10 @@ def measure(model: str, dataset: str, runs: pathlib.Path) -> dict:
     start = time.perf_counter()
     output = _runner(f"--model={model}", f"--dataset={dataset}", f"--workdir={workdir}",
                      "--log_every_steps=100").stdout
-    seconds = None if "already trained" in output else time.perf_counter() - start
+    timing = workdir / "train_seconds.txt"  # kept, so a rerun that only evaluates reports it
+    if "already trained" not in output:
+        timing.write_text(f"{time.perf_counter() - start:.1f}\n")
+    seconds = float(timing.read_text()) if timing.exists() else None
     _runner("--mode=eval", f"--workdir={workdir}")
     metrics = json.loads((workdir / "metrics.json").read_text())
     _runner("--mode=sample", f"--workdir={workdir}", "--num_samples=2500")

@@ -62,3 +62,32 @@ def test_average_is_tracked_once_non_trainable_and_starts_equal():
 def test_rejects_a_decay_outside_zero_one():
     with pytest.raises(ValueError, match="decay"):
         WeightAverage(_network(), decay=1.0)
+
+
+def test_recomputed_statistics_are_the_moments_of_each_layers_own_input():
+    inputs = keras.Input((3,))
+    x = keras.layers.Dense(5)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Dense(4)(keras.layers.ReLU()(x))
+    outputs = keras.layers.BatchNormalization()(x)
+    network = keras.Model(inputs, outputs)
+    average = WeightAverage(network, decay=0.9)
+    for weight in average.averaged.weights:
+        if "kernel" in weight.path:
+            weight.assign(weight + 0.5)  # averaged weights that differ from the live ones
+    batch = np.random.default_rng(0).normal(size=(256, 3)).astype(np.float32)
+    average.recompute_statistics(batch)
+    first, second = average.batch_norms
+    hidden = average.averaged.layers[1](batch)  # the first Dense
+    np.testing.assert_allclose(first.moving_mean.numpy(), hidden.numpy().mean(0), atol=1e-5)
+    np.testing.assert_allclose(first.moving_variance.numpy(), hidden.numpy().var(0), rtol=1e-4)
+    # The second layer's input passes through the first with its new statistics.
+    second_input = keras.Model(average.averaged.inputs, second.input)(batch, training=False)
+    np.testing.assert_allclose(second.moving_mean.numpy(), second_input.numpy().mean(0),
+                               atol=1e-5)
+    np.testing.assert_allclose(second.moving_variance.numpy(), second_input.numpy().var(0),
+                               rtol=1e-4)
+    # With those statistics the averaged network normalises the batch: mean 0, variance 1.
+    normalised = average.averaged(batch, training=False).numpy()
+    np.testing.assert_allclose(normalised.mean(0), 0.0, atol=1e-3)
+    np.testing.assert_allclose(normalised.var(0), 1.0, atol=0.05)  # var / (var + epsilon)

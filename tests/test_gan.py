@@ -177,3 +177,27 @@ def test_a_short_run_on_ring8_covers_more_modes_than_the_untrained_generator():
     assert before["modes_covered"] == 0 and before["high_quality_share"] < 0.01
     assert after["modes_covered"] >= 6, after
     assert after["high_quality_share"] > 0.05, after
+
+
+def test_labels_out_of_range_or_for_an_unconditional_model_are_refused():
+    model = _build("cgan")
+    with pytest.raises(ValueError, match=r"\[0, 8\)"):
+        model.generate(2, labels=[0, 8])
+    with pytest.raises(ValueError, match="2 labels for 3"):
+        model.generate(3, labels=[0, 1])
+    with pytest.raises(ValueError, match="unconditional"):
+        _build("dcgan").generate(2, labels=[0, 1])
+
+
+def test_mixed_float16_keeps_float32_scores_points_and_losses():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = _build("wgan_gp")
+        assert model.discriminator.output.dtype == "float32"
+        assert model.generator.output.dtype == "float32"
+        history = model.fit(_points(model.config.batch_size), epochs=1, steps_per_epoch=2,
+                            verbose=0, shuffle=False)
+        assert all(np.isfinite(values[-1]) for values in history.history.values())
+        assert model.generate(4, seed=0).dtype == tf.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -128,7 +128,7 @@ def test_eval_mode_takes_eval_overrides_and_refuses_training_ones(trained):
     refused = run(*flags, "--mode=eval", "--eval_samples=0", "--set", "latent_dim=3",
                   check=False)
     assert refused.returncode == 2
-    assert_one_line_error(refused, "only change eval_* config fields")
+    assert_one_line_error(refused, "only change eval_* and sample_* config fields")
 
 
 def test_a_different_config_is_refused_and_nothing_is_lost(trained):

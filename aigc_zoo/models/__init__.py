@@ -1,3 +1,5 @@
 """Model families; importing this package registers every model with `aigc_zoo.registry`."""
 
+from aigc_zoo.models import diffusion  # noqa: F401
+from aigc_zoo.models import gan  # noqa: F401
 from aigc_zoo.models import vae  # noqa: F401

@@ -24,6 +24,7 @@ import dataclasses
 from typing import Any, ClassVar, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from aigc_zoo import config as config_lib
@@ -184,6 +185,28 @@ class GenerativeModel(keras.Model):
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
         return list(self.trackers.values())
+
+    def sample_labels(self, labels: Any, num_samples: int) -> tf.Tensor | None:
+        """The int32 labels [num_samples] for `generate`, checked; None for unconditional models.
+
+        A conditional model without `labels` cycles 0, 1, 2, ...; labels outside
+        [0, num_classes) or of the wrong length raise `ValueError`, and so do labels given to an
+        unconditional model (which would ignore them).
+        """
+        if not self.conditional:
+            if labels is not None:
+                raise ValueError(f"{self.registered_name or type(self).__name__} is "
+                                 "unconditional and takes no labels")
+            return None
+        if labels is None:
+            return tf.range(num_samples, dtype=tf.int32) % self.num_classes
+        values = np.asarray(labels).reshape(-1)
+        if values.shape[0] != num_samples:
+            raise ValueError(f"got {values.shape[0]} labels for {num_samples} samples")
+        if values.size and (values.min() < 0 or values.max() >= self.num_classes):
+            raise ValueError(f"labels must be in [0, {self.num_classes}), got "
+                             f"{values.min()}..{values.max()}")
+        return tf.constant(values, tf.int32)
 
     def random_seed(self) -> tf.Tensor:
         """A fresh stateless seed ([2] ints) for one random draw, distinct on every replica.

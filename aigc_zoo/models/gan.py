@@ -76,7 +76,7 @@ class GANConfig(config_lib.TrainConfig):
     """
 
     batch_size: int = 64
-    epochs: int = 5
+    epochs: int = 8
     latent_dim: int = 64
     architecture: str = "conv"
     generator_filters: tuple[int, ...] = (64, 128)
@@ -259,8 +259,8 @@ class GAN(base.GenerativeModel):
                 d_loss += 0.5 * self.config.r1_gamma * penalty
             results["d_loss"] = d_loss
         if group in (None, "generator"):
-            # As many fakes as one discriminator step sees.
-            count = self.config.batch_size // self.config.d_steps
+            # As many fakes as one discriminator step sees (per replica under tf.distribute).
+            count = tf.shape(real)[0] // self.config.d_steps
             fake_labels = self._random_labels(count, self.random_seed())
             fake = self._generate(self.generator, self._latents(count, self.random_seed()),
                                   fake_labels, training)
@@ -299,11 +299,8 @@ class GAN(base.GenerativeModel):
             network = self.generator_average.averaged
             if standing:
                 self._refresh_statistics()
-        seed_tensor = tf.constant([seed, 0], tf.int32)
-        latents = self._latents(num_samples, seed_tensor)
-        if self.conditional:
-            labels = (tf.range(num_samples) % self.num_classes if labels is None
-                      else tf.reshape(tf.cast(labels, tf.int32), [num_samples]))
+        labels = self.sample_labels(labels, num_samples)
+        latents = self._latents(num_samples, tf.constant([seed, 0], tf.int32))
         samples = self._generate(network, latents, labels, training=False)
         return samples if self.points else tf.clip_by_value(samples, -1.0, 1.0)
 
@@ -312,6 +309,7 @@ class GAN(base.GenerativeModel):
 class VanillaGANConfig(GANConfig):
     """`gan` defaults."""
 
+    epochs: int = 20
     architecture: str = "mlp"
     generator_batch_norm: bool = False
 
@@ -335,6 +333,7 @@ class WGANGPConfig(GANConfig):
     """`wgan_gp` defaults."""
 
     batch_size: int = 320  # 64 per critic step
+    epochs: int = 6
     loss: str = "wasserstein"
     d_steps: int = 5
     gradient_penalty: float = 10.0
@@ -357,7 +356,6 @@ class SNGANConfig(GANConfig):
 
     loss: str = "hinge"
     spectral_norm: bool = True
-    generator_batch_norm: bool = True
 
 
 @registry.register_model("sngan")
@@ -371,6 +369,7 @@ class SNGAN(GAN):
 class ConditionalGANConfig(GANConfig):
     """`cgan` defaults."""
 
+    epochs: int = 3  # the labels make it converge faster than the unconditional variants
     loss: str = "hinge"
     spectral_norm: bool = True
 

@@ -32,6 +32,9 @@ class _SpectralNorm:
 
     The singular value comes from one power iteration per training call, with the vectors
     held fixed in the gradient (as in the paper), so the gradient flows through W / sigma(W).
+    Every training call advances the iteration, so the real, fake and penalty passes of one
+    discriminator step use slightly different estimates, as in the reference implementations.
+    The projection discriminator's label embedding is not normalised.
     Unlike `keras.layers.SpectralNormalization`, which overwrites the kernel with its
     normalised value, the trained variable stays the unnormalised W.
     """
@@ -125,8 +128,9 @@ def mlp_generator(latent_dim: int, output_shape: Sequence[int], units: Sequence[
     size = 1
     for dim in output_shape:
         size *= int(dim)
-    x = keras.layers.Dense(size, activation="tanh" if tanh else None)(x)
-    outputs = keras.layers.Reshape(tuple(output_shape))(x)
+    # float32 output layers under mixed precision: float16 would round 2D points to ~0.002.
+    x = keras.layers.Dense(size, activation="tanh" if tanh else None, dtype="float32")(x)
+    outputs = keras.layers.Reshape(tuple(output_shape), dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -164,7 +168,8 @@ def _score(features, spectral_norm: bool, num_classes: int | None, inputs: list)
         embedded = keras.layers.Embedding(num_classes, features.shape[-1])(labels)
         projection = keras.layers.Dot(axes=1)([embedded, features])
         score = keras.layers.Add()([score, projection])
-    return keras.layers.Reshape(())(keras.layers.Activation("linear", dtype="float32")(score))
+    return keras.layers.Reshape((), dtype="float32")(
+        keras.layers.Activation("linear", dtype="float32")(score))
 
 
 def mlp_discriminator(input_shape: Sequence[int], units: Sequence[int], *, spectral_norm: bool,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import keras
@@ -11,6 +12,9 @@ from aigc_zoo.errors import UserError
 
 def check_downsampling(image_shape: Sequence[int], num_halvings: int) -> None:
     """`UserError` unless height and width halve `num_halvings` times without remainder."""
+    if len(image_shape) != 3:
+        raise UserError(f"this model needs images (height, width, channels), not data of shape "
+                        f"{tuple(image_shape)}; the 2D toy datasets are for the GANs")
     height, width = image_shape[:2]
     factor = 2 ** num_halvings
     if height % factor or width % factor:
@@ -53,4 +57,156 @@ def conv_decoder(input_dim: int, image_shape: Sequence[int], filters: Sequence[i
         x = keras.layers.Conv2DTranspose(width_, 3, strides=2, padding="same",
                                          activation="silu")(x)
     outputs = keras.layers.Conv2D(output_channels, 3, padding="same")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+# -- a small U-Net for diffusion models (Ho et al. 2020, after PixelCNN++ / Wide ResNets) --------
+
+
+class SinusoidalEmbedding(keras.layers.Layer):
+    """Transformer-style sinusoidal features of a scalar per example (Vaswani et al. 2017).
+
+    Maps t [batch] to [batch, dim]: sin and cos of t * 10000^(-i / (dim / 2 - 1)), the
+    diffusion timestep embedding of Ho et al. (2020).
+
+    Args:
+        dim: output features (even).
+        max_period: the longest wavelength.
+    """
+
+    def __init__(self, dim: int, *, max_period: float = 10000.0, **kwargs):
+        super().__init__(**kwargs)
+        if dim % 2 or dim < 4:
+            raise ValueError(f"embedding dim must be even and >= 4, got {dim}")
+        self.dim = dim
+        self.max_period = max_period
+
+    def call(self, t):
+        half = self.dim // 2
+        exponents = keras.ops.arange(half, dtype="float32") / (half - 1)
+        frequencies = keras.ops.exp(-math.log(self.max_period) * exponents)
+        angles = keras.ops.cast(t, "float32")[:, None] * frequencies[None, :]
+        return keras.ops.concatenate([keras.ops.sin(angles), keras.ops.cos(angles)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.dim)
+
+    def get_config(self):
+        return {**super().get_config(), "dim": self.dim, "max_period": self.max_period}
+
+
+def _groups(channels: int) -> int:
+    """GroupNorm groups: 8 when they divide the channels (8 groups of >= 4), else fewer."""
+    for groups in (8, 4, 2):
+        if channels % groups == 0 and channels // groups >= 2:
+            return groups
+    return 1
+
+
+def _residual_block(x, embedding, channels: int, dropout: float, name: str):
+    """GroupNorm-SiLU-conv twice, with the (time, class) embedding added in between."""
+    skip = x
+    h = keras.layers.GroupNormalization(_groups(x.shape[-1]), name=f"{name}_norm1")(x)
+    h = keras.layers.Activation("silu")(h)
+    h = keras.layers.Conv2D(channels, 3, padding="same", name=f"{name}_conv1")(h)
+    shift = keras.layers.Dense(channels, name=f"{name}_embedding")(embedding)
+    h = keras.layers.Add()([h, keras.layers.Reshape((1, 1, channels))(shift)])
+    h = keras.layers.GroupNormalization(_groups(channels), name=f"{name}_norm2")(h)
+    h = keras.layers.Activation("silu")(h)
+    if dropout:
+        h = keras.layers.Dropout(dropout)(h)
+    # Zero-initialised: each block starts as the identity, which steadies early training.
+    h = keras.layers.Conv2D(channels, 3, padding="same", kernel_initializer="zeros",
+                            name=f"{name}_conv2")(h)
+    if skip.shape[-1] != channels:
+        skip = keras.layers.Conv2D(channels, 1, name=f"{name}_skip")(skip)
+    return keras.layers.Add()([skip, h])
+
+
+def _attention_block(x, heads: int, name: str):
+    """Self-attention over the H*W positions, with a residual connection."""
+    height, width, channels = x.shape[1:]
+    h = keras.layers.GroupNormalization(_groups(channels), name=f"{name}_norm")(x)
+    h = keras.layers.Reshape((height * width, channels))(h)
+    h = keras.layers.MultiHeadAttention(heads, channels // heads, name=f"{name}_attention")(h, h)
+    h = keras.layers.Reshape((height, width, channels))(h)
+    return keras.layers.Add()([x, h])
+
+
+def unet(image_shape: Sequence[int], widths: Sequence[int], *, blocks_per_level: int = 1,
+         attention: bool = True, attention_heads: int = 4, embedding_dim: int = 128,
+         num_classes: int | None = None, dropout: float = 0.0, name: str = "unet") -> keras.Model:
+    """A small U-Net denoiser: [x_t, t(, label)] -> a tensor shaped like x_t.
+
+    Level i works at resolution H / 2^i with `widths[i]` channels and `blocks_per_level`
+    residual blocks on the way down (`blocks_per_level + 1` on the way up, each taking a skip
+    connection); the middle is residual, attention (if `attention`), residual at the lowest
+    resolution, where the residual blocks also get attention. The timestep's sinusoidal
+    embedding goes through a 2-layer MLP and, with `num_classes`, a learned class embedding
+    is added to it; label `num_classes` is the "null" class of classifier-free guidance.
+
+    Args:
+        image_shape: (H, W, C) of x_t; H and W must halve len(widths) - 1 times.
+        widths: channels per resolution, from the highest resolution down.
+        blocks_per_level: residual blocks per level on the way down.
+        attention: self-attention at the lowest resolution.
+        attention_heads: heads of each attention layer (must divide the lowest width).
+        embedding_dim: width of the time (and class) embedding.
+        num_classes: None for an unconditional network; else labels in [0, num_classes].
+        dropout: dropout rate inside the residual blocks.
+        name: the model's name.
+    Returns:
+        A functional model taking [x_t float32 [B, H, W, C], t float32 [B](, label int32 [B]]).
+    """
+    if not widths or min(widths) < 1 or blocks_per_level < 1:
+        raise UserError(f"bad U-Net widths={tuple(widths)!r} / blocks_per_level="
+                        f"{blocks_per_level}: expected positive values, e.g. 32,64,64 and 1")
+    if attention and widths[-1] % attention_heads:
+        raise UserError(f"the lowest width {widths[-1]} is not divisible by "
+                        f"{attention_heads} attention heads")
+    check_downsampling(image_shape, len(widths) - 1)
+    x_input = keras.Input(tuple(image_shape), name="x_t")
+    t_input = keras.Input((), name="t")
+    inputs = [x_input, t_input]
+    embedding = SinusoidalEmbedding(embedding_dim, name="time_features")(t_input)
+    embedding = keras.layers.Dense(embedding_dim, activation="silu", name="time_mlp1")(embedding)
+    embedding = keras.layers.Dense(embedding_dim, name="time_mlp2")(embedding)
+    if num_classes:
+        label_input = keras.Input((), dtype="int32", name="label")
+        inputs.append(label_input)
+        labels = keras.layers.Embedding(num_classes + 1, embedding_dim,
+                                        name="class_embedding")(label_input)
+        embedding = keras.layers.Add()([embedding, labels])
+    embedding = keras.layers.Activation("silu")(embedding)
+
+    lowest = len(widths) - 1
+    h = keras.layers.Conv2D(widths[0], 3, padding="same", name="conv_in")(x_input)
+    skips = [h]
+    for level, channels in enumerate(widths):
+        for block in range(blocks_per_level):
+            h = _residual_block(h, embedding, channels, dropout, f"down{level}_{block}")
+            if attention and level == lowest:
+                h = _attention_block(h, attention_heads, f"down{level}_{block}_attn")
+            skips.append(h)
+        if level < lowest:
+            h = keras.layers.Conv2D(channels, 3, strides=2, padding="same",
+                                    name=f"downsample{level}")(h)
+            skips.append(h)
+    h = _residual_block(h, embedding, widths[-1], dropout, "middle1")
+    if attention:
+        h = _attention_block(h, attention_heads, "middle_attn")
+    h = _residual_block(h, embedding, widths[-1], dropout, "middle2")
+    for level in reversed(range(len(widths))):
+        for block in range(blocks_per_level + 1):
+            h = keras.layers.Concatenate()([h, skips.pop()])
+            h = _residual_block(h, embedding, widths[level], dropout, f"up{level}_{block}")
+            if attention and level == lowest:
+                h = _attention_block(h, attention_heads, f"up{level}_{block}_attn")
+        if level > 0:
+            h = keras.layers.UpSampling2D(2, name=f"upsample{level}")(h)
+            h = keras.layers.Conv2D(widths[level], 3, padding="same", name=f"upconv{level}")(h)
+    h = keras.layers.GroupNormalization(_groups(widths[0]), name="norm_out")(h)
+    h = keras.layers.Activation("silu")(h)
+    outputs = keras.layers.Conv2D(image_shape[-1], 3, padding="same", kernel_initializer="zeros",
+                                  name="conv_out")(h)
     return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,285 @@
+"""Denoising diffusion: `ddpm` (Ho et al. 2020) and the class-conditional `cddpm`.
+
+Training draws a timestep t uniformly from [0, T), noises the image to x_t (`schedules`), and
+regresses a U-Net's output onto epsilon (Ho et al.'s L_simple) or onto v = sqrt(a) eps -
+sqrt(1 - a) x_0 (Salimans & Ho 2022), optionally weighted per example by min(SNR, gamma)
+(Hang et al. 2023). An exponential moving average of the weights (`ema.WeightAverage`) is
+updated after every optimizer step and is what `generate` samples with, by DDIM (Song et al.
+2021) or ancestral DDPM steps (`samplers`).
+
+`cddpm` adds a class embedding and replaces the label with a "null" class for a fraction
+`label_dropout` of the training examples, so the same network also predicts unconditionally;
+`generate(guidance=s)` then mixes the two predictions (classifier-free guidance, Ho & Salimans
+2022): s = 0 is unconditional, 1 conditional, above 1 guided.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from aigc_zoo import config as config_lib
+from aigc_zoo import registry, samplers, schedules
+from aigc_zoo.errors import UserError
+from aigc_zoo.models import base, ema, networks
+
+SAMPLERS = ("ddim", "ddpm")
+
+
+@dataclasses.dataclass
+class DiffusionConfig(config_lib.TrainConfig):
+    """Hyperparameters of the diffusion models.
+
+    Run: `python -m aigc_zoo.run --model=ddpm` (21 minutes on a 2-core CPU; see
+    docs/diffusion.md).
+
+    Args:
+        timesteps: T, the number of discrete noise levels.
+        schedule: noise schedule, one of `schedules.SCHEDULES`.
+        prediction: what the network predicts, "epsilon" or "v".
+        min_snr_gamma: gamma of min-SNR loss weighting; 0 turns it off (plain MSE).
+        widths: U-Net channels per resolution, from the full resolution down.
+        blocks_per_level: residual blocks per U-Net level.
+        attention: self-attention at the lowest resolution.
+        embedding_dim: width of the time and class embedding.
+        dropout: dropout rate in the residual blocks.
+        learning_rate: Adam's step size.
+        gradient_clip: global gradient-norm clip (0: none).
+        ema_decay: decay of the sampling weights' moving average.
+        label_dropout: `cddpm`: share of training labels replaced by the null class.
+        guidance: `cddpm`: default classifier-free guidance scale of `generate`.
+        sample_steps: network evaluations per sample of `generate` by default, which is
+            what the per-epoch grid, `--mode=sample` and `--mode=eval` use.
+        sample_eta: DDIM's eta by default (0: deterministic).
+        sample_spacing: which timesteps the sampler visits, one of `samplers.SPACINGS`.
+    """
+
+    batch_size: int = 128
+    epochs: int = 6
+    steps_per_epoch: int = 500
+    timesteps: int = 1000
+    schedule: str = "cosine"
+    prediction: str = "epsilon"
+    min_snr_gamma: float = 0.0
+    widths: tuple[int, ...] = (16, 32, 64)
+    blocks_per_level: int = 1
+    attention: bool = True
+    embedding_dim: int = 128
+    dropout: float = 0.0
+    learning_rate: float = 1e-3
+    gradient_clip: float = 1.0
+    ema_decay: float = 0.995
+    label_dropout: float = 0.1
+    guidance: float = 2.0
+    sample_steps: int = 20
+    sample_eta: float = 0.0
+    sample_spacing: str = "trailing"
+
+    def validate(self) -> None:
+        super().validate()
+        config_lib.check_range("timesteps", self.timesteps, 2, 100_000)
+        config_lib.check_choice("schedule", self.schedule, schedules.SCHEDULES)
+        config_lib.check_choice("prediction", self.prediction, schedules.PREDICTIONS)
+        config_lib.check_range("min_snr_gamma", self.min_snr_gamma, 0.0, float("inf"))
+        if not self.widths or min(self.widths) < 1:
+            raise UserError(f"bad value widths={self.widths!r}: expected one or more positive "
+                            "integers, e.g. 16,32,64")
+        config_lib.check_positive("blocks_per_level", self.blocks_per_level)
+        if self.embedding_dim < 4 or self.embedding_dim % 2:
+            raise UserError(f"bad value embedding_dim={self.embedding_dim}: expected an even "
+                            "integer >= 4")
+        config_lib.check_range("dropout", self.dropout, 0.0, 0.99)
+        config_lib.check_positive("learning_rate", self.learning_rate)
+        config_lib.check_range("gradient_clip", self.gradient_clip, 0.0, float("inf"))
+        config_lib.check_range("ema_decay", self.ema_decay, 0.0, 0.999999)
+        config_lib.check_range("label_dropout", self.label_dropout, 0.0, 1.0)
+        config_lib.check_range("guidance", self.guidance, 0.0, float("inf"))
+        config_lib.check_range("sample_steps", self.sample_steps, 1, self.timesteps)
+        config_lib.check_range("sample_eta", self.sample_eta, 0.0, 1.0)
+        config_lib.check_choice("sample_spacing", self.sample_spacing, samplers.SPACINGS)
+        try:
+            samplers.timesteps(self.timesteps, self.sample_steps, self.sample_spacing)
+        except ValueError as error:
+            raise UserError(f"bad value sample_steps={self.sample_steps}: {error}") from None
+
+
+@registry.register_model("ddpm")
+class DDPM(base.GenerativeModel):
+    """Denoising diffusion probabilistic model with a U-Net denoiser and EMA sampling weights.
+
+    Args:
+        config: a `DiffusionConfig`.
+        **kwargs: `image_shape`, `num_classes`, `seed`, as for `GenerativeModel`.
+    """
+
+    config_class = DiffusionConfig
+    loss_names = ("loss",)
+
+    def __init__(self, config: DiffusionConfig, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        if self.conditional and not self.num_classes:
+            raise UserError(f"{self.registered_name} needs a dataset with labels")
+        if len(self.image_shape) != 3:
+            raise UserError(f"{self.registered_name} needs images (height, width, channels), "
+                            f"not examples of shape {self.image_shape}")
+        self.alphas_cumprod = schedules.make_alphas_cumprod(config.schedule, config.timesteps)
+        self.unet = networks.unet(
+            self.image_shape, config.widths, blocks_per_level=config.blocks_per_level,
+            attention=config.attention, embedding_dim=config.embedding_dim,
+            num_classes=self.num_classes if self.conditional else None,
+            dropout=config.dropout)
+        self.ema = ema.WeightAverage(self.unet, decay=config.ema_decay)
+        # Built once: traced again only for new Python options (steps, eta, guidance, ...).
+        self._sample_graph = tf.function(self._sample,
+                                         jit_compile=base.resolve_jit_compile("auto"))
+
+    @classmethod
+    def tiny_config(cls) -> DiffusionConfig:
+        return DiffusionConfig(batch_size=8, epochs=1, steps_per_epoch=3, timesteps=50,
+                               widths=(8, 16), embedding_dim=16, sample_steps=3)
+
+    def update_groups(self) -> list[base.UpdateGroup]:
+        optimizer = keras.optimizers.Adam(self.config.learning_rate,
+                                          global_clipnorm=self.config.gradient_clip or None)
+        return [base.UpdateGroup("diffusion", self.unet.trainable_variables, optimizer,
+                                 loss="loss")]
+
+    def after_update(self, group: str) -> None:
+        self.ema.update()
+
+    # -- objective -----------------------------------------------------------------------------
+
+    def _network_inputs(self, x_t: tf.Tensor, t: tf.Tensor, labels: tf.Tensor | None
+                        ) -> list[tf.Tensor]:
+        inputs = [x_t, tf.cast(t, tf.float32)]
+        if self.conditional:
+            if labels is None:
+                raise ValueError(f"{self.registered_name} needs labels")
+            inputs.append(tf.cast(tf.reshape(labels, [-1]), tf.int32))
+        return inputs
+
+    def compute_losses(self, batch: dict[str, tf.Tensor], *, training: bool,
+                       group: str | None = None) -> dict[str, tf.Tensor]:
+        x_start = batch["image"]
+        size = tf.shape(x_start)[0]
+        seeds = tf.random.experimental.stateless_split(tf.cast(self.random_seed(), tf.int64), 3)
+        t = tf.random.stateless_uniform([size], seeds[0], minval=0,
+                                        maxval=self.config.timesteps, dtype=tf.int32)
+        noise = tf.random.stateless_normal(tf.shape(x_start), seeds[1])
+        alpha_bar = tf.gather(tf.constant(self.alphas_cumprod, tf.float32), t)
+        x_t = schedules.q_sample(x_start, alpha_bar, noise)
+        labels = batch.get("label")
+        if self.conditional and training and self.config.label_dropout > 0:
+            dropped = tf.random.stateless_uniform([size], seeds[2]) < self.config.label_dropout
+            labels = tf.where(dropped, self.num_classes, tf.cast(labels, tf.int32))
+        output = tf.cast(self.unet(self._network_inputs(x_t, t, labels), training=training),
+                         tf.float32)  # the loss in float32 under mixed precision
+        if self.config.prediction == "epsilon":
+            target = noise
+        else:
+            target = schedules.v_target(x_start, noise, alpha_bar)
+        mse = tf.reduce_mean(tf.square(output - target), axis=[1, 2, 3])
+        if self.config.min_snr_gamma > 0:
+            mse *= schedules.min_snr_weight(alpha_bar, gamma=self.config.min_snr_gamma,
+                                            prediction=self.config.prediction)
+        return {"loss": tf.reduce_mean(mse)}
+
+    # -- sampling ------------------------------------------------------------------------------
+
+    def _denoise_fn(self, labels: tf.Tensor | None, guidance: float) -> samplers.DenoiseFn:
+        """The EMA network as the samplers' (x_t, t) -> prediction, guided for `cddpm`."""
+        network = self.ema.averaged
+
+        def predict(x, t, these_labels):
+            return tf.cast(network(self._network_inputs(x, t, these_labels), training=False),
+                           tf.float32)
+
+        if not self.conditional:
+            return lambda x, t: predict(x, t, None)
+        null = tf.fill(tf.shape(labels), self.num_classes)
+        if guidance == 1.0:
+            return lambda x, t: predict(x, t, labels)
+        if guidance == 0.0:
+            return lambda x, t: predict(x, t, null)
+
+        def guided(x, t):
+            # One network call on the doubled batch: conditional first, then null labels.
+            both = predict(tf.concat([x, x], 0), tf.concat([t, t], 0),
+                           tf.concat([labels, null], 0))
+            conditional, unconditional = tf.split(both, 2)
+            return samplers.classifier_free_guidance(unconditional, conditional, guidance)
+
+        return guided
+
+    def _sample(self, seed: tf.Tensor, labels: tf.Tensor, *, num_samples: int, steps: int,
+                eta: float, guidance: float, sampler: str, spacing: str,
+                return_trajectory: bool) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
+        noise = tf.random.stateless_normal([num_samples, *self.image_shape], seed)
+        denoise_fn = self._denoise_fn(labels if self.conditional else None, guidance)
+        step_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+        options = dict(steps=steps, spacing=spacing, prediction=self.config.prediction,
+                       seed=step_seed, return_trajectory=return_trajectory)
+        if sampler == "ddim":
+            return samplers.ddim_sample(denoise_fn, noise, self.alphas_cumprod, eta=eta,
+                                        **options)
+        return samplers.ddpm_sample(denoise_fn, noise, self.alphas_cumprod, **options)
+
+    def sample(self, num_samples: int, *, seed: int = 0, steps: int | None = None,
+               eta: float | None = None, guidance: float | None = None, labels: Any = None,
+               sampler: str = "ddim", spacing: str | None = None,
+               return_trajectory: bool = False) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
+        """Samples with the EMA weights, clipped to [-1, 1]; optionally x_t at every step.
+
+        Args:
+            num_samples: images to draw.
+            seed: the same seed gives the same images.
+            steps: network evaluations (default `sample_steps`; DDPM: all T when None).
+            eta: DDIM's eta (default `sample_eta`); ignored by DDPM.
+            guidance: `cddpm`'s classifier-free guidance scale (default `guidance`).
+            labels: `cddpm`'s labels [num_samples] (default 0, 1, 2, ... cycling).
+            sampler: "ddim" or "ddpm" (ancestral).
+            spacing: timestep spacing (default `sample_spacing`).
+            return_trajectory: also return x_t after every step, [steps + 1, N, H, W, C].
+        """
+        config = self.config
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+        if steps is None:
+            steps = config.sample_steps if sampler == "ddim" else config.timesteps
+        if not 1 <= steps <= config.timesteps:
+            raise ValueError(f"steps must be in [1, {config.timesteps}], got {steps}")
+        eta = config.sample_eta if eta is None else float(eta)
+        guidance = config.guidance if guidance is None else float(guidance)
+        labels = self.sample_labels(labels, num_samples)
+        if labels is None:  # unconditional: the graph takes a labels tensor all the same
+            labels = tf.zeros([num_samples], tf.int32)
+        result = self._sample_graph(
+            tf.constant([seed, 0], tf.int64), labels, num_samples=int(num_samples),
+            steps=int(steps), eta=eta, guidance=guidance if self.conditional else 1.0,
+            sampler=sampler, spacing=spacing or config.sample_spacing,
+            return_trajectory=return_trajectory)
+        if return_trajectory:
+            return tf.clip_by_value(result[0], -1.0, 1.0), result[1]
+        return tf.clip_by_value(result, -1.0, 1.0)
+
+    def generate(self, num_samples: int, *, seed: int = 0, steps: int | None = None,
+                 eta: float | None = None, guidance: float | None = None, labels: Any = None,
+                 sampler: str = "ddim", **options: Any) -> tf.Tensor:
+        """`num_samples` images in [-1, 1], NHWC, deterministic for `seed` (see `sample`)."""
+        if options:
+            raise TypeError(f"unexpected options {sorted(options)}")
+        return self.sample(num_samples, seed=seed, steps=steps, eta=eta, guidance=guidance,
+                           labels=labels, sampler=sampler)
+
+
+@registry.register_model("cddpm")
+class CDDPM(DDPM):
+    """Class-conditional DDPM with classifier-free guidance (Ho & Salimans 2022).
+
+    Run: `python -m aigc_zoo.run --model=cddpm`
+    """
+
+    conditional = True
