@@ -16,7 +16,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import shlex
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import numpy as np  # noqa: E402
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
 
+from evaluate_table import _cpu_name  # noqa: E402  (experiments/, this script's folder)
+
 GANS = ("gan", "dcgan", "wgan_gp", "sngan", "cgan")
 DATASETS = ("ring8", "grid25")
 
@@ -43,17 +44,6 @@ def _runner(*flags: str) -> subprocess.CompletedProcess:
     if result.returncode:
         sys.exit(f"runner failed: {' '.join(flags)}\n{result.stderr[-2000:]}")
     return result
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def measure(model: str, dataset: str, runs: pathlib.Path) -> dict:
