@@ -82,7 +82,7 @@ def test_recomputed_statistics_are_the_moments_of_each_layers_own_input():
     np.testing.assert_allclose(first.moving_mean.numpy(), hidden.numpy().mean(0), atol=1e-5)
     np.testing.assert_allclose(first.moving_variance.numpy(), hidden.numpy().var(0), rtol=1e-4)
     # The second layer's input passes through the first with its new statistics.
-    second_input = keras.Model(average.averaged.inputs, second.input)(batch, training=False)
+    second_input = keras.Model(average.averaged.input, second.input)(batch, training=False)
     np.testing.assert_allclose(second.moving_mean.numpy(), second_input.numpy().mean(0),
                                atol=1e-5)
     np.testing.assert_allclose(second.moving_variance.numpy(), second_input.numpy().var(0),

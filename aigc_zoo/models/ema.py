@@ -101,7 +101,7 @@ class WeightAverage(keras.layers.Layer):
         if not self.batch_norms:
             return
         if self._live.probes is None:
-            self._live.probes = [keras.Model(self.averaged.inputs, layer.input)
+            self._live.probes = [keras.Model(self.averaged.input, layer.input)
                                  for layer in self.batch_norms]
         for layer, probe in zip(self.batch_norms, self._live.probes):
             activations = tf.cast(probe(inputs, training=False), tf.float32)
