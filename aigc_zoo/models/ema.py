@@ -59,7 +59,7 @@ class WeightAverage(keras.layers.Layer):
         self._live = _Untracked(network=network, pairs=[
             (average, live, id(live) in trainable)
             for average, live in zip(self.averaged.weights, network.weights, strict=True)],
-            probes=None)
+            probes=None, statistics_at=-1)
         self.batch_norms = [layer for layer in self.averaged.layers
                             if isinstance(layer, keras.layers.BatchNormalization)]
         self.built = True
@@ -89,6 +89,16 @@ class WeightAverage(keras.layers.Layer):
             else:
                 average.assign(live)
         self.updates.assign_add(1)
+
+    def ensure_statistics(self, make_inputs) -> None:
+        """`recompute_statistics(make_inputs())` unless done since the last `update`.
+
+        Cheap to call before every sampling; `make_inputs` is only called when needed.
+        """
+        updates = int(self.updates.numpy())
+        if self.batch_norms and updates != self._live.statistics_at:
+            self.recompute_statistics(make_inputs())
+            self._live.statistics_at = updates
 
     def recompute_statistics(self, inputs) -> None:
         """Set the averaged copy's batch-norm statistics to those of its own activations.

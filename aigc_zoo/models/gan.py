@@ -163,7 +163,6 @@ class GAN(base.GenerativeModel):
         self.generator_average = (ema.WeightAverage(self.generator, decay=config.ema_decay)
                                   if config.ema_decay > 0 else None)
         self._d_loss, self._g_loss = LOSSES[config.loss]
-        self._statistics_at = -1  # update count of the average's batch-norm statistics
 
     @property
     def loss_names(self) -> tuple[str, ...]:
@@ -270,17 +269,13 @@ class GAN(base.GenerativeModel):
 
     # -- sampling ------------------------------------------------------------------------------
 
-    def _refresh_statistics(self) -> None:
-        """Standing batch-norm statistics for the averaged generator, once per weight change."""
-        average = self.generator_average
-        updates = int(average.updates.numpy())
-        if not average.batch_norms or updates == self._statistics_at:
-            return
+    def _statistics_inputs(self):
+        """Fixed latents (and labels) whose activations give the average's BN statistics."""
         count = _STATISTICS_BATCH
         latents = self._latents(count, tf.constant([_STATISTICS_SEED, 1], tf.int32))
-        labels = tf.range(count) % self.num_classes if self.conditional else None
-        average.recompute_statistics([latents, labels] if self.conditional else latents)
-        self._statistics_at = updates
+        if not self.conditional:
+            return latents
+        return [latents, tf.range(count) % self.num_classes]
 
     def generate(self, num_samples: int, *, seed: int = 0, labels: Any = None,
                  average: bool = True, standing: bool = True, **options: Any) -> tf.Tensor:
@@ -298,7 +293,7 @@ class GAN(base.GenerativeModel):
         if average and self.generator_average is not None:
             network = self.generator_average.averaged
             if standing:
-                self._refresh_statistics()
+                self.generator_average.ensure_statistics(self._statistics_inputs)
         labels = self.sample_labels(labels, num_samples)
         latents = self._latents(num_samples, tf.constant([seed, 0], tf.int32))
         samples = self._generate(network, latents, labels, training=False)

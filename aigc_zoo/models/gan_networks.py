@@ -39,10 +39,17 @@ class _SpectralNorm:
     normalised value, the trained variable stays the unnormalised W.
     """
 
-    def _build_sigma(self, kernel_shape: Sequence[int]) -> None:
-        self.u = self.add_weight(shape=(1, kernel_shape[-1]), trainable=False, name="sn_u",
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.u = self.add_weight(shape=(1, self.kernel.shape[-1]), trainable=False, name="sn_u",
                                  initializer=keras.initializers.RandomNormal(stddev=1.0),
                                  aggregation="only_first_replica")
+
+    def call(self, inputs, training=False):
+        outputs = self._apply_kernel(inputs, self._normalised_kernel(training))
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs
 
     def _normalised_kernel(self, training: bool):
         kernel = ops.cast(self.kernel, "float32")
@@ -65,32 +72,17 @@ def _l2_normalise(x):
 class SpectralDense(_SpectralNorm, keras.layers.Dense):
     """`keras.layers.Dense` with a spectrally normalised kernel."""
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_sigma(self.kernel.shape)
-
-    def call(self, inputs, training=False):
-        outputs = ops.matmul(inputs, self._normalised_kernel(training))
-        if self.use_bias:
-            outputs = outputs + self.bias
-        return self.activation(outputs) if self.activation is not None else outputs
+    def _apply_kernel(self, inputs, kernel):
+        return ops.matmul(inputs, kernel)
 
 
 @keras.saving.register_keras_serializable(package="aigc_zoo")
 class SpectralConv2D(_SpectralNorm, keras.layers.Conv2D):
     """`keras.layers.Conv2D` with a spectrally normalised kernel."""
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_sigma(self.kernel.shape)
-
-    def call(self, inputs, training=False):
-        outputs = ops.conv(inputs, self._normalised_kernel(training), strides=self.strides,
-                           padding=self.padding, dilation_rate=self.dilation_rate,
-                           data_format=self.data_format)
-        if self.use_bias:
-            outputs = outputs + self.bias
-        return self.activation(outputs) if self.activation is not None else outputs
+    def _apply_kernel(self, inputs, kernel):
+        return ops.conv(inputs, kernel, strides=self.strides, padding=self.padding,
+                        dilation_rate=self.dilation_rate, data_format=self.data_format)
 
 
 def _dense(units: int, spectral_norm: bool, **kwargs) -> keras.layers.Layer:
