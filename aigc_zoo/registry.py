@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
+import keras
+
 from aigc_zoo.errors import UserError
 
 _MODELS: dict[str, type] = {}
@@ -27,7 +29,9 @@ def register_model(name: str) -> Callable[[T], T]:
                              f"({_MODELS[name].__qualname__} and {cls.__qualname__})")
         cls.registered_name = name
         _MODELS[name] = cls
-        return cls
+        # `.keras` files name the class as "aigc_zoo>ClassName"; `keras.saving.load_model`
+        # (also with safe_mode) finds it here once `aigc_zoo.models` is imported.
+        return keras.saving.register_keras_serializable(package="aigc_zoo")(cls)
 
     return decorate
 

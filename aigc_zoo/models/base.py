@@ -105,6 +105,7 @@ class GenerativeModel(keras.Model):
         self.config = config
         self.image_shape = tuple(int(d) for d in image_shape)
         self.num_classes = num_classes
+        self.seed = int(seed)
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
         # Counts train steps across processes (restored from checkpoints), unlike Keras' own
         # per-`fit` counters; TensorBoard steps and warm-up schedules read it.
@@ -149,6 +150,34 @@ class GenerativeModel(keras.Model):
         """`num_samples` images in [-1, 1], NHWC, deterministic for `seed`."""
         raise NotImplementedError
 
+    # -- serialisation (`.keras` files) ---------------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        """Everything `from_config` needs to rebuild the model (weights come separately)."""
+        return {**super().get_config(), "model": self.registered_name,
+                "config": config_lib.to_dict(self.config), "image_shape": list(self.image_shape),
+                "num_classes": self.num_classes, "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "GenerativeModel":
+        values = dict(config)
+        name = values.pop("model", cls.registered_name)
+        if name != cls.registered_name:
+            raise ValueError(f"a saved {name!r} model cannot be loaded as "
+                             f"{cls.registered_name!r}")
+        model_config = config_lib.from_dict(cls.config_class, values.pop("config"))
+        return cls(model_config, image_shape=values.pop("image_shape"),
+                   num_classes=values.pop("num_classes"), seed=values.pop("seed"), **values)
+
+    def get_compile_config(self) -> dict[str, Any]:
+        # `compile` is this class's own, so Keras' default (its optimizer, loss, ...) would not
+        # fit; a loaded model is compiled again with the same options (fresh optimizers: the
+        # `.keras` file is for inference and fine-tuning, checkpoints carry the training state).
+        return dict(self._compile_options) if self.compiled else {}
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        self.compile(**config)
+
     # -- what the base class does --------------------------------------------------------------
 
     def compile(self, *, jit_compile: str | bool = "auto", steps_per_execution: int = 1,
@@ -159,6 +188,8 @@ class GenerativeModel(keras.Model):
             jit_compile: True, False or "auto" (XLA only where a GPU or TPU is present).
             steps_per_execution: train steps per call of the compiled function.
         """
+        self._compile_options = {"jit_compile": jit_compile,
+                                 "steps_per_execution": steps_per_execution}
         groups = self.update_groups()
         if self.dtype_policy.name == "mixed_float16":
             # float16 gradients underflow without loss scaling; Keras only adds it to the

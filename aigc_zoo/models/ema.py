@@ -31,6 +31,7 @@ class _Untracked:
         self.__dict__.update(values)
 
 
+@keras.saving.register_keras_serializable(package="aigc_zoo")
 class WeightAverage(keras.layers.Layer):
     """An averaged copy of `network` (a functional or sequential Keras model).
 
@@ -63,6 +64,19 @@ class WeightAverage(keras.layers.Layer):
         self.batch_norms = [layer for layer in self.averaged.layers
                             if isinstance(layer, keras.layers.BatchNormalization)]
         self.built = True
+
+    def get_config(self) -> dict:
+        # The live network is serialised whole, so `from_config` rebuilds a standalone average
+        # (its weights come from the saved file). Inside a model, the model's own constructor
+        # makes the average from its live network instead.
+        return {**super().get_config(), "network": keras.saving.serialize_keras_object(self.live),
+                "decay": self.decay, "warmup": self.warmup}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "WeightAverage":
+        values = dict(config)
+        network = keras.saving.deserialize_keras_object(values.pop("network"))
+        return cls(network, **values)
 
     @property
     def live(self) -> keras.Model:

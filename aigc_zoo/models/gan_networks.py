@@ -45,6 +45,14 @@ class _SpectralNorm:
                                  initializer=keras.initializers.RandomNormal(stddev=1.0),
                                  aggregation="only_first_replica")
 
+    # Dense's and Conv2D's own (quantisation-aware) serialisation writes only kernel and bias;
+    # the base Layer's writes every variable of the layer, so `.keras` files keep `sn_u`.
+    def save_own_variables(self, store):
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
     def call(self, inputs, training=False):
         outputs = self._apply_kernel(inputs, self._normalised_kernel(training))
         if self.use_bias:

@@ -63,6 +63,7 @@ def conv_decoder(input_dim: int, image_shape: Sequence[int], filters: Sequence[i
 # -- a small U-Net for diffusion models (Ho et al. 2020, after PixelCNN++ / Wide ResNets) --------
 
 
+@keras.saving.register_keras_serializable(package="aigc_zoo")
 class SinusoidalEmbedding(keras.layers.Layer):
     """Transformer-style sinusoidal features of a scalar per example (Vaswani et al. 2017).
 
