@@ -3,6 +3,7 @@
     python -m aigc_zoo.run --model=vae                       # train on the embedded digits
     python -m aigc_zoo.run --model=vae --mode=sample         # PNG grid + .npz from the workdir
     python -m aigc_zoo.run --model=vae --mode=eval           # likelihoods, FD, KID... -> JSON
+    python -m aigc_zoo.run --model=vae --mode=export         # SavedModel for TF Serving
     python -m aigc_zoo.run --model=vae --set latent_dim=32 --set beta=0.5
 
 A mistake in the command line ends with one line on stderr and exit status 2.
@@ -46,7 +47,7 @@ _import_tensorflow_quietly()
 from absl import app, flags, logging  # noqa: E402
 
 from aigc_zoo import config as config_lib  # noqa: E402
-from aigc_zoo import data, registry, train  # noqa: E402
+from aigc_zoo import data, export, registry, train  # noqa: E402
 from aigc_zoo.errors import TrainingDiverged, UserError  # noqa: E402
 from aigc_zoo.metrics import modes  # noqa: E402
 from aigc_zoo.metrics import sample_quality  # noqa: E402
@@ -61,7 +62,8 @@ flags.DEFINE_string("dataset", None, "Dataset (default: the model's own). One of
 flags.DEFINE_string("data_dir", None, "Where TFDS datasets are prepared (TFDS' default if unset).")
 flags.DEFINE_integer("image_size", None, "Resize images to this square size.")
 flags.DEFINE_string("workdir", None, "Run folder (default: runs/<model>-<dataset>).")
-flags.DEFINE_enum("mode", "train", ["train", "sample", "eval"], "What to do.")
+flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "export"],
+                  "What to do (export: a SavedModel with serving signatures).")
 flags.DEFINE_enum("config", "default", ["default", "tiny"],
                   "Start from the model's default config or its tiny test config.")
 flags.DEFINE_integer("epochs", None, "Epochs to train (config field `epochs`).")
@@ -87,6 +89,8 @@ flags.DEFINE_string("classifier_dir", None, "Cache of domain classifiers (defaul
                     "$AIGC_ZOO_CACHE/classifiers or ~/.cache/aigc_zoo/classifiers).")
 flags.DEFINE_integer("eval_every_epochs", 0, "While training, measure sample quality every "
                      "N epochs into tensorboard/eval (0: never).")
+flags.DEFINE_string("export_dir", None, "Where --mode=export writes the SavedModel (default: "
+                    "<workdir>/export/<global_step>); must not exist yet.")
 flags.DEFINE_bool("overwrite", False, "Start afresh in --workdir, deleting its checkpoints, "
                   "events, samples and metrics (needed when it holds a different run).")
 
@@ -151,6 +155,13 @@ def main(argv: list[str]) -> None:
     model_class = registry.get_model(FLAGS.model)
     workdir = _workdir(FLAGS.model, FLAGS.dataset or model_class.default_dataset)
     expected_model = FLAGS.model if FLAGS["model"].present else None
+    if FLAGS.mode == "export":
+        if FLAGS.set:
+            raise UserError("--set changes training and --mode=eval settings, not exports")
+        path = export.export_run(workdir, export_dir=FLAGS.export_dir,
+                                 expected_model=expected_model)
+        print(f"wrote SavedModel {path}")
+        return
     if FLAGS.mode == "sample":
         if FLAGS.set:
             raise UserError("--set changes training and --mode=eval settings, not sampling")

@@ -32,6 +32,9 @@ DenoiseFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 def timesteps(num_timesteps: int, steps: int, spacing: str = "trailing") -> np.ndarray:
     """The `steps` timesteps a sampler visits, in descending order, all distinct, in [0, T).
 
+    The values come from `timesteps_tensor`, the in-graph computation the samplers (and the
+    exported SavedModels, whose `steps` is a runtime input) use, so both always agree.
+
     Args:
         num_timesteps: T of the trained model.
         steps: how many network evaluations, 1 <= steps <= T.
@@ -42,21 +45,55 @@ def timesteps(num_timesteps: int, steps: int, spacing: str = "trailing") -> np.n
     """
     if not 1 <= steps <= num_timesteps:
         raise ValueError(f"steps must be in [1, {num_timesteps}], got {steps}")
-    if spacing == "trailing":
-        # Integer step indices: a float stride in np.arange can yield one value too many.
-        values = np.round(num_timesteps - np.arange(steps) * (num_timesteps / steps)) - 1
-    elif spacing == "linspace":
-        values = np.round(np.linspace(num_timesteps - 1, 0, steps))
-    elif spacing == "leading":
-        values = np.arange(steps)[::-1] * (num_timesteps // steps)
-    elif spacing == "quadratic":
-        values = np.floor(np.linspace(0, np.sqrt(num_timesteps * 0.8), steps) ** 2)[::-1]
-    else:
+    if spacing not in SPACINGS:
         raise ValueError(f"unknown spacing {spacing!r}; choose one of {SPACINGS}")
-    values = values.astype(np.int64)
+    values = timesteps_tensor(num_timesteps, tf.constant(steps, tf.int32), spacing,
+                              check=False).numpy().astype(np.int64)
     if len(np.unique(values)) != steps:
         raise ValueError(f"spacing {spacing!r} repeats timesteps with steps={steps} of "
                          f"{num_timesteps}; use fewer steps or another spacing")
+    return values
+
+
+def _linspace(start: tf.Tensor, stop: tf.Tensor, num: tf.Tensor) -> tf.Tensor:
+    """float64 `np.linspace(start, stop, num)`, operation for operation (so bit for bit)."""
+    divisions = tf.cast(tf.maximum(num - 1, 1), tf.float64)
+    values = tf.range(num, dtype=tf.float64) * ((stop - start) / divisions) + start
+    # numpy sets the last value to `stop` exactly (a single value is `start`).
+    return tf.where((tf.range(num) == num - 1) & (num > 1), stop, values)
+
+
+def timesteps_tensor(num_timesteps: int, steps: tf.Tensor, spacing: str = "trailing", *,
+                     check: bool = True) -> tf.Tensor:
+    """`timesteps` as int32 [steps] for a runtime `steps` (an int32 scalar tensor).
+
+    `spacing` is a Python string: each spacing is a different graph. With `check`, a `steps`
+    outside [1, T] or one that repeats a timestep fails with `InvalidArgumentError` when run.
+    """
+    steps = tf.cast(steps, tf.int32)
+    if check:
+        tf.debugging.assert_greater_equal(steps, 1, message="steps must be >= 1")
+        tf.debugging.assert_less_equal(steps, num_timesteps,
+                                       message=f"steps must be <= {num_timesteps}")
+    total = tf.constant(num_timesteps, tf.float64)
+    index = tf.range(steps, dtype=tf.float64)
+    if spacing == "trailing":
+        values = tf.round(total - index * (total / tf.cast(steps, tf.float64))) - 1
+    elif spacing == "linspace":
+        values = tf.round(_linspace(total - 1, tf.constant(0.0, tf.float64), steps))
+    elif spacing == "leading":
+        values = tf.reverse(index, [0]) * tf.cast(num_timesteps // steps, tf.float64)
+    elif spacing == "quadratic":
+        top = tf.sqrt(total * 0.8)
+        values = tf.reverse(tf.floor(tf.square(_linspace(tf.constant(0.0, tf.float64), top,
+                                                         steps))), [0])
+    else:
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {SPACINGS}")
+    values = tf.cast(values, tf.int32)
+    if check:
+        tf.debugging.assert_equal(
+            tf.size(tf.unique(values).y), steps,
+            message=f"spacing {spacing!r} repeats timesteps with these steps; use fewer steps")
     return values
 
 
@@ -70,13 +107,19 @@ def classifier_free_guidance(unconditional: tf.Tensor, conditional: tf.Tensor,
     return unconditional + scale * (conditional - unconditional)
 
 
-def _chain(alphas_cumprod: np.ndarray, steps: int, spacing: str
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Timesteps and alpha_bar at each step and at the step after it (1 after the last)."""
+def _chain(alphas_cumprod: np.ndarray, steps: int | tf.Tensor, spacing: str
+           ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Timesteps and float64 alpha_bar at each step and at the step after it (1 after the last).
+
+    In-graph, so `steps` may be a runtime tensor; the coefficients derived from these are
+    computed in float64 and cast to float32 once.
+    """
     alphas_cumprod = np.asarray(alphas_cumprod, np.float64)
-    visited = timesteps(len(alphas_cumprod), steps, spacing)
-    alpha_bar = alphas_cumprod[visited]
-    alpha_bar_next = np.concatenate([alphas_cumprod[visited[1:]], [1.0]])
+    visited = timesteps_tensor(len(alphas_cumprod), steps, spacing)
+    alphas_cumprod = tf.constant(alphas_cumprod, tf.float64)
+    alpha_bar = tf.gather(alphas_cumprod, visited)
+    alpha_bar_next = tf.concat([tf.gather(alphas_cumprod, visited[1:]),
+                                tf.ones([1], tf.float64)], 0)
     return visited, alpha_bar, alpha_bar_next
 
 
@@ -113,7 +156,7 @@ def _step_noise(x: tf.Tensor, seed: tf.Tensor, i: tf.Tensor) -> tf.Tensor:
 
 
 def ddim_sample(denoise_fn: DenoiseFn, noise: tf.Tensor, alphas_cumprod: np.ndarray, *,
-                steps: int, eta: float = 0.0, spacing: str = "trailing",
+                steps: int | tf.Tensor, eta: float = 0.0, spacing: str = "trailing",
                 prediction: str = "epsilon", seed: tf.Tensor | tuple[int, int] = (0, 0),
                 clip_denoised: bool = True, return_trajectory: bool = False
                 ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
@@ -134,12 +177,11 @@ def ddim_sample(denoise_fn: DenoiseFn, noise: tf.Tensor, alphas_cumprod: np.ndar
         x_0 (and the trajectory).
     """
     visited, alpha_bar, alpha_bar_next = _chain(alphas_cumprod, steps, spacing)
-    sigma = eta * np.sqrt((1 - alpha_bar_next) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_next))
-    direction = np.sqrt(np.maximum(1 - alpha_bar_next - sigma ** 2, 0.0))
-    constants = {name: tf.constant(value, noise.dtype) for name, value in (
-        ("alpha_bar", alpha_bar), ("signal_next", np.sqrt(alpha_bar_next)),
+    sigma = eta * tf.sqrt((1 - alpha_bar_next) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_next))
+    direction = tf.sqrt(tf.maximum(1 - alpha_bar_next - tf.square(sigma), 0.0))
+    constants = {name: tf.cast(value, noise.dtype) for name, value in (
+        ("alpha_bar", alpha_bar), ("signal_next", tf.sqrt(alpha_bar_next)),
         ("direction", direction), ("sigma", sigma))}
-    visited = tf.constant(visited, tf.int32)
     stochastic = eta != 0.0
 
     def step(i, x):
@@ -154,7 +196,8 @@ def ddim_sample(denoise_fn: DenoiseFn, noise: tf.Tensor, alphas_cumprod: np.ndar
 
 
 def ddpm_sample(denoise_fn: DenoiseFn, noise: tf.Tensor, alphas_cumprod: np.ndarray, *,
-                steps: int | None = None, spacing: str = "trailing", variance: str = "posterior",
+                steps: int | tf.Tensor | None = None, spacing: str = "trailing",
+                variance: str = "posterior",
                 prediction: str = "epsilon", seed: tf.Tensor | tuple[int, int] = (0, 0),
                 clip_denoised: bool = True, return_trajectory: bool = False
                 ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
@@ -184,14 +227,14 @@ def ddpm_sample(denoise_fn: DenoiseFn, noise: tf.Tensor, alphas_cumprod: np.ndar
     visited, alpha_bar, alpha_bar_next = _chain(alphas_cumprod, steps, spacing)
     alpha = alpha_bar / alpha_bar_next
     beta = 1.0 - alpha
-    start_coef = np.sqrt(alpha_bar_next) * beta / (1.0 - alpha_bar)
-    x_coef = np.sqrt(alpha) * (1.0 - alpha_bar_next) / (1.0 - alpha_bar)
+    start_coef = tf.sqrt(alpha_bar_next) * beta / (1.0 - alpha_bar)
+    x_coef = tf.sqrt(alpha) * (1.0 - alpha_bar_next) / (1.0 - alpha_bar)
     posterior = beta * (1.0 - alpha_bar_next) / (1.0 - alpha_bar)
-    std = np.sqrt(posterior if variance == "posterior" else beta)
-    std[-1] = 0.0  # the last step returns the mean (Ho et al.: z = 0 at t = 1)
-    constants = {name: tf.constant(value, noise.dtype) for name, value in (
+    std = tf.sqrt(posterior if variance == "posterior" else beta)
+    # The last step returns the mean (Ho et al.: z = 0 at t = 1).
+    std = tf.concat([std[:-1], tf.zeros([1], tf.float64)], 0)
+    constants = {name: tf.cast(value, noise.dtype) for name, value in (
         ("alpha_bar", alpha_bar), ("start_coef", start_coef), ("x_coef", x_coef), ("std", std))}
-    visited = tf.constant(visited, tf.int32)
 
     def step(i, x):
         x_start, _ = _denoised(denoise_fn, x, visited[i], constants["alpha_bar"][i],

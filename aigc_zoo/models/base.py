@@ -21,7 +21,7 @@ Keras compiles `train_step` with `tf.function(jit_compile=...)`; XLA comes from
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import keras
 import numpy as np
@@ -51,6 +51,22 @@ class UpdateGroup:
     loss: str
     repeats: int = 1
     split_batch: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingEndpoint:
+    """One signature of an exported SavedModel (see `aigc_zoo.export`).
+
+    Args:
+        function: takes the named inputs of `inputs` as keyword arguments and returns a dict of
+            named output tensors; traced once with `inputs` as its input signature.
+        inputs: the named, typed inputs (TF Serving's request keys).
+        doc: what the signature does, for docs/export.md and `export_info.json`.
+    """
+
+    function: Callable[..., dict[str, tf.Tensor]]
+    inputs: Sequence[tf.TensorSpec]
+    doc: str
 
 
 def _with_loss_scaling(group: UpdateGroup) -> UpdateGroup:
@@ -149,6 +165,58 @@ class GenerativeModel(keras.Model):
     def generate(self, num_samples: int, *, seed: int = 0, **options: Any) -> tf.Tensor:
         """`num_samples` images in [-1, 1], NHWC, deterministic for `seed`."""
         raise NotImplementedError
+
+    def generate_tensors(self, num_samples: tf.Tensor, seed: tf.Tensor,
+                         labels: tf.Tensor | None) -> tf.Tensor:
+        """`generate`'s default samples as one traceable computation (no Python-side checks).
+
+        Both `generate` and the exported SavedModel's `generate` signature run it, so they give
+        the same samples for a seed.
+
+        Args:
+            num_samples: int32 scalar.
+            seed: int64 scalar; the stateless draws use the seed pair [seed, 0].
+            labels: int32 [num_samples] for conditional models (already checked), else None.
+        """
+        raise NotImplementedError
+
+    def prepare_sampling(self) -> None:
+        """Bring sampling-only state up to date before export (GANs: standing BN statistics)."""
+
+    def serving_endpoints(self) -> dict[str, ServingEndpoint]:
+        """The signatures `aigc_zoo.export` writes; families add theirs to this `generate`."""
+        inputs = [tf.TensorSpec([], tf.int32, name="num_samples"),
+                  tf.TensorSpec([], tf.int32, name="seed")]
+        doc = "images [num_samples, H, W, C] in [-1, 1] (points for 2D datasets)"
+        if self.conditional:
+            inputs.append(tf.TensorSpec([None], tf.int32, name="labels"))
+            doc += "; labels [num_samples] in [0, num_classes), or [] for 0, 1, 2, ... cycling"
+
+        def generate(num_samples, seed, labels=None):
+            labels = self.graph_labels(labels, num_samples) if self.conditional else None
+            return {"images": self.generate_tensors(num_samples, tf.cast(seed, tf.int64), labels)}
+
+        return {"generate": ServingEndpoint(generate, inputs, doc)}
+
+    def graph_labels(self, labels: tf.Tensor, num_samples: tf.Tensor) -> tf.Tensor:
+        """In-graph `sample_labels`: [] means 0, 1, 2, ... cycling; others are checked when run."""
+        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+        cycling = tf.range(num_samples, dtype=tf.int32) % self.num_classes
+        labels = tf.cond(tf.size(labels) == 0, lambda: cycling, lambda: labels)
+        tf.debugging.assert_equal(tf.size(labels), num_samples,
+                                  message="need one label per sample")
+        tf.debugging.assert_greater_equal(labels, 0, message="labels must be >= 0")
+        tf.debugging.assert_less(labels, self.num_classes,
+                                 message=f"labels must be < {self.num_classes}")
+        return labels
+
+    def _generate_in_graph(self, num_samples: int, seed: int, labels: Any) -> tf.Tensor:
+        """`generate_tensors` through one cached `tf.function`, as the SavedModel runs it."""
+        if getattr(self, "_generate_function", None) is None:
+            self._generate_function = tf.function(self.generate_tensors)
+        return self._generate_function(
+            tf.constant(num_samples, tf.int32), tf.constant(seed, tf.int64),
+            self.sample_labels(labels, num_samples))
 
     # -- serialisation (`.keras` files) ---------------------------------------------------------
 

@@ -189,8 +189,13 @@ class DDPM(base.GenerativeModel):
 
     # -- sampling ------------------------------------------------------------------------------
 
-    def _denoise_fn(self, labels: tf.Tensor | None, guidance: float) -> samplers.DenoiseFn:
-        """The EMA network as the samplers' (x_t, t) -> prediction, guided for `cddpm`."""
+    def _denoise_fn(self, labels: tf.Tensor | None, guidance: tf.Tensor) -> samplers.DenoiseFn:
+        """The EMA network as the samplers' (x_t, t) -> prediction, guided for `cddpm`.
+
+        `guidance` is a float32 scalar tensor (a runtime input of the exported `sample`):
+        exactly 1 is the conditional prediction alone, exactly 0 the null-label one, anything
+        else one network call on the doubled batch, mixed by classifier-free guidance.
+        """
         network = self.ema.averaged
 
         def predict(x, t, these_labels):
@@ -200,24 +205,25 @@ class DDPM(base.GenerativeModel):
         if not self.conditional:
             return lambda x, t: predict(x, t, None)
         null = tf.fill(tf.shape(labels), self.num_classes)
-        if guidance == 1.0:
-            return lambda x, t: predict(x, t, labels)
-        if guidance == 0.0:
-            return lambda x, t: predict(x, t, null)
 
         def guided(x, t):
-            # One network call on the doubled batch: conditional first, then null labels.
+            # Conditional first, then null labels.
             both = predict(tf.concat([x, x], 0), tf.concat([t, t], 0),
                            tf.concat([labels, null], 0))
             conditional, unconditional = tf.split(both, 2)
             return samplers.classifier_free_guidance(unconditional, conditional, guidance)
 
-        return guided
+        return lambda x, t: tf.case(
+            [(tf.equal(guidance, 1.0), lambda: predict(x, t, labels)),
+             (tf.equal(guidance, 0.0), lambda: predict(x, t, null))], default=lambda: guided(x, t))
 
-    def _sample(self, seed: tf.Tensor, labels: tf.Tensor, *, num_samples: int, steps: int,
-                eta: float, guidance: float, sampler: str, spacing: str,
+    def _sample(self, seed: tf.Tensor, labels: tf.Tensor, num_samples: tf.Tensor,
+                steps: tf.Tensor, guidance: tf.Tensor, *, eta: float, sampler: str, spacing: str,
                 return_trajectory: bool) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
-        noise = tf.random.stateless_normal([num_samples, *self.image_shape], seed)
+        """Unclipped samples; `seed` int64 scalar, `num_samples` and `steps` int32 scalars,
+        `guidance` float32 scalar, all runtime tensors; the keyword options are static."""
+        seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+        noise = tf.random.stateless_normal(tf.stack([num_samples, *self.image_shape]), seed)
         denoise_fn = self._denoise_fn(labels if self.conditional else None, guidance)
         step_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         options = dict(steps=steps, spacing=spacing, prediction=self.config.prediction,
@@ -249,18 +255,19 @@ class DDPM(base.GenerativeModel):
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
         if steps is None:
             steps = config.sample_steps if sampler == "ddim" else config.timesteps
-        if not 1 <= steps <= config.timesteps:
-            raise ValueError(f"steps must be in [1, {config.timesteps}], got {steps}")
+        spacing = spacing or config.sample_spacing
+        samplers.timesteps(config.timesteps, steps, spacing)  # ValueError for bad steps
         eta = config.sample_eta if eta is None else float(eta)
         guidance = config.guidance if guidance is None else float(guidance)
         labels = self.sample_labels(labels, num_samples)
         if labels is None:  # unconditional: the graph takes a labels tensor all the same
             labels = tf.zeros([num_samples], tf.int32)
+        # steps and guidance are tensors, as in the exported `sample`: one trace serves them all.
         result = self._sample_graph(
-            tf.constant([seed, 0], tf.int64), labels, num_samples=int(num_samples),
-            steps=int(steps), eta=eta, guidance=guidance if self.conditional else 1.0,
-            sampler=sampler, spacing=spacing or config.sample_spacing,
-            return_trajectory=return_trajectory)
+            tf.constant(seed, tf.int64), labels, tf.constant(num_samples, tf.int32),
+            tf.constant(steps, tf.int32),
+            tf.constant(guidance if self.conditional else 1.0, tf.float32),
+            eta=eta, sampler=sampler, spacing=spacing, return_trajectory=return_trajectory)
         if return_trajectory:
             return tf.clip_by_value(result[0], -1.0, 1.0), result[1]
         return tf.clip_by_value(result, -1.0, 1.0)
@@ -273,6 +280,43 @@ class DDPM(base.GenerativeModel):
             raise TypeError(f"unexpected options {sorted(options)}")
         return self.sample(num_samples, seed=seed, steps=steps, eta=eta, guidance=guidance,
                            labels=labels, sampler=sampler)
+
+    def generate_tensors(self, num_samples: tf.Tensor, seed: tf.Tensor,
+                         labels: tf.Tensor | None) -> tf.Tensor:
+        """`generate` with the config's sampling defaults (DDIM), as one traceable call."""
+        config = self.config
+        return self._exported_sample(num_samples, seed, tf.constant(config.sample_steps),
+                                     tf.constant(config.guidance, tf.float32), labels)
+
+    def _exported_sample(self, num_samples, seed, steps, guidance, labels) -> tf.Tensor:
+        if labels is None:
+            labels = tf.zeros([num_samples], tf.int32)
+        samples = self._sample(tf.cast(seed, tf.int64), labels, num_samples, steps,
+                               guidance if self.conditional else tf.constant(1.0),
+                               eta=self.config.sample_eta, sampler="ddim",
+                               spacing=self.config.sample_spacing, return_trajectory=False)
+        return tf.clip_by_value(samples, -1.0, 1.0)
+
+    def serving_endpoints(self) -> dict[str, base.ServingEndpoint]:
+        endpoints = super().serving_endpoints()
+        inputs = [tf.TensorSpec([], tf.int32, name="num_samples"),
+                  tf.TensorSpec([], tf.int32, name="seed"),
+                  tf.TensorSpec([], tf.int32, name="steps")]
+        doc = (f"DDIM images [num_samples, H, W, C] in [-1, 1] with `steps` network evaluations "
+               f"(1..{self.config.timesteps}); eta={self.config.sample_eta} and spacing "
+               f"{self.config.sample_spacing!r} are fixed at export")
+        if self.conditional:
+            inputs += [tf.TensorSpec([], tf.float32, name="guidance"),
+                       tf.TensorSpec([None], tf.int32, name="labels")]
+            doc += "; guidance: classifier-free scale; labels as for generate"
+
+        def sample(num_samples, seed, steps, guidance=None, labels=None):
+            if self.conditional:
+                labels = self.graph_labels(labels, num_samples)
+            return {"images": self._exported_sample(num_samples, seed, steps, guidance, labels)}
+
+        endpoints["sample"] = base.ServingEndpoint(sample, inputs, doc)
+        return endpoints
 
 
 @registry.register_model("cddpm")

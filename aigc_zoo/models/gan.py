@@ -289,14 +289,32 @@ class GAN(base.GenerativeModel):
         """
         if options:
             raise TypeError(f"unknown generate options {sorted(options)}")
+        if average and standing:  # the default: what `generate_tensors` and exports do
+            self.prepare_sampling()
+            return self._generate_in_graph(num_samples, seed, labels)
         network = self.generator
         if average and self.generator_average is not None:
             network = self.generator_average.averaged
-            if standing:
-                self.generator_average.ensure_statistics(self._statistics_inputs)
-        labels = self.sample_labels(labels, num_samples)
-        latents = self._latents(num_samples, tf.constant([seed, 0], tf.int32))
-        samples = self._generate(network, latents, labels, training=False)
+        return self._samples(network, num_samples, tf.constant(seed, tf.int64),
+                             self.sample_labels(labels, num_samples))
+
+    def prepare_sampling(self) -> None:
+        """Give the weight average standing batch-norm statistics (if not done since training)."""
+        if self.generator_average is not None:
+            self.generator_average.ensure_statistics(self._statistics_inputs)
+
+    def generate_tensors(self, num_samples: tf.Tensor, seed: tf.Tensor,
+                         labels: tf.Tensor | None) -> tf.Tensor:
+        """Samples of the weight average (call `prepare_sampling` first) or the generator."""
+        network = (self.generator if self.generator_average is None
+                   else self.generator_average.averaged)
+        return self._samples(network, num_samples, seed, labels)
+
+    def _samples(self, network: keras.Model, num_samples, seed: tf.Tensor,
+                 labels: tf.Tensor | None) -> tf.Tensor:
+        seed_pair = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+        samples = self._generate(network, self._latents(num_samples, seed_pair), labels,
+                                 training=False)
         return samples if self.points else tf.clip_by_value(samples, -1.0, 1.0)
 
 

@@ -154,10 +154,37 @@ class VAE(base.GenerativeModel):
         """Decoded prior samples; `cvae` takes `labels` (default: 0, 1, 2, ... cycling)."""
         if options:
             raise TypeError(f"unexpected options {sorted(options)}")
-        z = tf.random.stateless_normal([num_samples, self.config.latent_dim], seed=[seed, 0])
-        if self.conditional and labels is None:
-            labels = tf.range(num_samples) % self.num_classes
-        return self.decode(z, labels if self.conditional else None)
+        return self._generate_in_graph(num_samples, seed, labels)
+
+    def generate_tensors(self, num_samples: tf.Tensor, seed: tf.Tensor,
+                         labels: tf.Tensor | None) -> tf.Tensor:
+        seed_pair = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+        z = tf.random.stateless_normal([num_samples, self.config.latent_dim], seed=seed_pair)
+        return self.decode(z, labels)
+
+    def serving_endpoints(self) -> dict[str, base.ServingEndpoint]:
+        endpoints = super().serving_endpoints()
+        label_inputs = ([tf.TensorSpec([None], tf.int32, name="labels")] if self.conditional
+                        else [])
+        label_doc = "; labels [batch]" if self.conditional else ""
+
+        def encode(images, labels=None):
+            mean, log_var = self.encode(images, labels)
+            return {"mean": mean, "log_var": log_var}
+
+        def decode(latents, labels=None):
+            return {"images": self.decode(latents, labels)}
+
+        endpoints["encode"] = base.ServingEndpoint(
+            encode, [tf.TensorSpec([None, *self.image_shape], tf.float32, name="images"),
+                     *label_inputs],
+            "mean and log_var [batch, latent_dim] of q(z | images); images in [-1, 1]"
+            + label_doc)
+        endpoints["decode"] = base.ServingEndpoint(
+            decode, [tf.TensorSpec([None, self.config.latent_dim], tf.float32, name="latents"),
+                     *label_inputs],
+            "the decoder's mean images in [-1, 1] for latents [batch, latent_dim]" + label_doc)
+        return endpoints
 
     # -- objective -----------------------------------------------------------------------------
 
