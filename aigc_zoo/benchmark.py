@@ -79,6 +79,14 @@ def matmul_peak(dtype: str, *, size: int = 4096, budget_seconds: float = 4.0) ->
             "gflops": 2 * size**3 / median / 1e9}
 
 
+def _matmul_peaks(*, quick: bool) -> list[dict[str, Any]]:
+    peaks = [matmul_peak(dtype, size=1024 if quick else 4096)
+             for dtype in ("float32", "bfloat16", "float16")]
+    print("matmul peak: " + ", ".join(f"{p['dtype']} {p['gflops']:.0f}" for p in peaks)
+          + " GFLOP/s", flush=True)
+    return peaks
+
+
 # -- train steps -------------------------------------------------------------------------------
 
 class _WindowClock(keras.callbacks.Callback):
@@ -160,7 +168,8 @@ def train_throughput(run: train.Run, info: data.DatasetInfo, batch: dict[str, tf
     in_memory = tf.data.Dataset.from_tensors(batch).repeat()
     clock = _WindowClock(window_seconds=window_seconds, windows=windows)
     # Enough steps for any window length; the clock stops `fit` once its windows are timed.
-    model.fit(in_memory, epochs=1, steps_per_epoch=10**6 * spe, verbose=0, callbacks=[clock])
+    model.fit(in_memory, epochs=1, steps_per_epoch=10**6 * spe, verbose=0, shuffle=False,
+              callbacks=[clock])
     if len(clock.stamps) < clock.needed_stamps():
         raise RuntimeError("fit stopped before the timed windows were complete")
     first, second = clock.stamps[1] - clock.stamps[0], clock.stamps[2] - clock.stamps[1]
@@ -300,10 +309,7 @@ def run_benchmark(models: list[str], *, quick: bool, grid: str, large_spe: int,
     machine = device.describe()
     precisions = device.supported_precisions(machine)
     print(f"{machine['name']}; precisions: {', '.join(precisions)}", flush=True)
-    peaks = [matmul_peak(dtype, size=1024 if quick else 4096)
-             for dtype in ("float32", "bfloat16", "float16")]
-    for peak in peaks:
-        print(f"matmul {peak['dtype']}: {peak['gflops']:.0f} GFLOP/s", flush=True)
+    peaks = _matmul_peaks(quick=quick)
     results = []
     for name in models:
         print(f"{name}:", flush=True)
@@ -314,10 +320,13 @@ def run_benchmark(models: list[str], *, quick: bool, grid: str, large_spe: int,
     datasets = sorted({r["dataset"] for r in results}) if quick else PIPELINE_DATASETS
     pipelines = [pipeline_throughput(name, batch_size=128, data_dir=data_dir,
                                      seconds=0.5 if quick else 2.0) for name in datasets]
+    # Measured again at the end: a peak that moved means something else used the CPU.
+    peaks_after = _matmul_peaks(quick=quick)
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": machine, "precisions": precisions, "quick": quick, "grid": grid,
             "command": " ".join(["python -m aigc_zoo.benchmark", *sys.argv[1:]]),
-            "matmul_peaks": peaks, "models": results, "input_pipelines": pipelines,
+            "matmul_peaks": peaks, "matmul_peaks_after": peaks_after, "models": results,
+            "input_pipelines": pipelines,
             "total_seconds": time.perf_counter() - started}
 
 

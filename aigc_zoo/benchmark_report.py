@@ -95,13 +95,18 @@ def markdown(results: dict[str, Any]) -> str:
     machine = results["device"]
     peaks = ", ".join(f"{p['dtype']} {p['gflops']:.0f} GFLOP/s" for p in results["matmul_peaks"])
     size = results["matmul_peaks"][0]["size"]
+    after = ", ".join(f"{p['dtype']} {p['gflops']:.0f}" for p in results["matmul_peaks_after"])
+    drift = results["matmul_peaks_after"][0]["gflops"] / results["matmul_peaks"][0]["gflops"] - 1
     lines = [
         f"# Benchmark: {machine['name']}", "",
         f"Measured {results['date']} with TensorFlow {machine['tensorflow']}, Keras "
         f"{machine['keras']}, by `{results['command']}` ({results['total_seconds'] / 60:.1f} "
         f"min{', quick' if results['quick'] else ''}; settings grid `{results['grid']}`).", "",
-        f"Matmul peak ({size}x{size}, median): {peaks}. MFU = model FLOPs per step (TF profiler "
-        "count, a multiply-add is 2 FLOPs) x steps/s / the float32 peak. Train steps run "
+        f"Matmul peak ({size}x{size}, median): {peaks}; at the end of the run: {after} "
+        f"(float32 {drift:+.0%}{'; the machine was not quiet' if abs(drift) > 0.1 else ''}). "
+        "MFU = model FLOPs per step (TF profiler "
+        "count, a multiply-add is 2 FLOPs) x steps/s / the float32 peak at the start. Train "
+        "steps run "
         "`model.fit` on one real batch held in memory; images/s is the median of timed "
         "windows after a warm-up.", "", "## Summary", "", *_summary_table(results), "",
         "## Train step", "", *_train_table(results), "",

@@ -49,6 +49,16 @@ def test_einsum_flops_are_counted():
     assert flops.count(lambda x, y: tf.einsum("bij,bjk->bik", x, y), a, b) == 2 * 2 * 3 * 4 * 5
 
 
+def test_batch_matmul_flops_follow_the_adjoint_flags():
+    a, b = tf.TensorSpec([2, 7, 3]), tf.TensorSpec([2, 7, 5])
+    # a^T b: [2, 3, 5] outputs, each a sum over 7 products.
+    counted = flops.count(lambda x, y: tf.matmul(x, y, adjoint_a=True), a, b)
+    assert counted == 2 * 2 * 3 * 5 * 7
+    c = tf.TensorSpec([2, 5, 3])
+    counted = flops.count(lambda x, y: tf.matmul(x, y, adjoint_b=True), tf.TensorSpec([2, 4, 3]), c)
+    assert counted == 2 * 2 * 4 * 5 * 3
+
+
 def test_quick_benchmark_writes_every_field(tmp_path, digits_data_dir):
     result = subprocess.run(
         [sys.executable, "-m", "aigc_zoo.benchmark", "--quick", "--models=gan",
@@ -58,8 +68,8 @@ def test_quick_benchmark_writes_every_field(tmp_path, digits_data_dir):
     (json_path,) = tmp_path.glob("*_quick.json")
     assert json_path.with_suffix(".md").exists() and json_path.with_suffix(".png").exists()
     results = json.loads(json_path.read_text())
-    assert {"date", "device", "precisions", "command", "matmul_peaks", "models",
-            "input_pipelines", "total_seconds"} <= set(results)
+    assert {"date", "device", "precisions", "command", "matmul_peaks", "matmul_peaks_after",
+            "models", "input_pipelines", "total_seconds"} <= set(results)
     assert results["precisions"][0] == "float32"
     assert [p["dtype"] for p in results["matmul_peaks"]] == ["float32", "bfloat16", "float16"]
     assert all(p["gflops"] > 0 for p in results["matmul_peaks"])
