@@ -49,7 +49,7 @@ flags.DEFINE_bool("quick", False, "One model (the first of --models, else dcgan)
 flags.DEFINE_enum("grid", "auto", ["auto", "full"], "Which settings to measure (see --help).")
 flags.DEFINE_integer("large_spe", 4, "The larger steps_per_execution measured.")
 flags.DEFINE_float("window_seconds", 1.0, "Length of one timed window of training.")
-flags.DEFINE_integer("windows", 3, "Timed windows per setting (the median is reported).")
+flags.DEFINE_integer("windows", 5, "Timed windows per setting (the median is reported).")
 flags.DEFINE_string("output_dir", "experiments/benchmarks", "Where the results are written.")
 flags.DEFINE_string("docs_chart", "docs/images/benchmark.png", "Copy of the chart for the "
                     "docs, written by a full run (not --quick, not --models); empty: none.")
