@@ -131,6 +131,18 @@ def _reset_peak_memory() -> None:
         pass
 
 
+def _resident_memory_mib() -> float:
+    """This process's resident memory now (Linux), else 0."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def _peak_memory_mib() -> float:
     """Peak resident memory since the last reset (Linux), else of the whole process; on a GPU,
     the device's peak."""
@@ -163,6 +175,9 @@ def train_throughput(run: train.Run, info: data.DatasetInfo, batch: dict[str, tf
                      jit: bool, spe: int, precision: str, window_seconds: float,
                      windows: int) -> dict[str, Any]:
     """images/s of `model.fit` on `batch` repeated, median over `windows` timed windows."""
+    # Memory TensorFlow kept from earlier settings stays resident, so the peak alone would
+    # grow down the table; the resident size before this setting is recorded next to it.
+    resident_before = _resident_memory_mib()
     _reset_peak_memory()
     model = _build(run, info, jit=jit, spe=spe, precision=precision)
     in_memory = tf.data.Dataset.from_tensors(batch).repeat()
@@ -181,7 +196,8 @@ def train_throughput(run: train.Run, info: data.DatasetInfo, batch: dict[str, tf
               "seconds_per_step": seconds_per_step,
               "window_images_per_second": [calls * spe * run.config.batch_size / t
                                            for t in window_times],
-              "trace_seconds": float(first - second), "peak_memory_mib": _peak_memory_mib()}
+              "trace_seconds": float(first - second), "peak_memory_mib": _peak_memory_mib(),
+              "resident_before_mib": resident_before}
     del model
     keras.backend.clear_session()
     gc.collect()

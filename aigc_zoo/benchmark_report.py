@@ -30,10 +30,17 @@ def fastest(model: dict[str, Any], precision: str | None = None) -> dict[str, An
     return max(rows, key=lambda r: r["images_per_second"], default=None)
 
 
+def _memory(row: dict[str, Any]) -> str:
+    text = f"{row['peak_memory_mib']:,.0f}"
+    if "resident_before_mib" in row:  # absent from runs before 2026-11-29 17:15 UTC
+        text += f" (+{row['peak_memory_mib'] - row['resident_before_mib']:,.0f})"
+    return text
+
+
 def _train_table(results: dict[str, Any]) -> list[str]:
     lines = ["| model | batch | GFLOP / image | setting | images/s | first call extra (s) | "
-             "peak RSS (MiB) | GFLOP/s | MFU |", "| --- | ---: | ---: | --- | ---: | ---: | "
-             "---: | ---: | ---: |"]
+             "peak RSS, MiB (+ over the RSS before) | GFLOP/s | MFU |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for model in results["models"]:
         best = fastest(model)
         for row in model["train"]:
@@ -44,7 +51,7 @@ def _train_table(results: dict[str, Any]) -> list[str]:
             else:
                 mark = " **(fastest)**" if row is best else ""
                 cells += [f"{row['images_per_second']:,.0f}{mark}", f"{row['trace_seconds']:.1f}",
-                          f"{row['peak_memory_mib']:,.0f}", f"{row['gflops_per_second']:.1f}",
+                          _memory(row), f"{row['gflops_per_second']:.1f}",
                           f"{row['mfu']:.0%}"]
             lines.append("| " + " | ".join(cells) + " |")
     return lines

@@ -80,9 +80,10 @@ def test_quick_benchmark_writes_every_field(tmp_path, digits_data_dir):
     for row in model["train"]:
         assert "error" not in row, row
         for key in ("images_per_second", "seconds_per_step", "trace_seconds",
-                    "peak_memory_mib", "gflops_per_second", "mfu"):
+                    "peak_memory_mib", "resident_before_mib", "gflops_per_second", "mfu"):
             assert row[key] > 0 or key == "trace_seconds", (key, row)
         assert len(row["window_images_per_second"]) == 2
+        assert row["peak_memory_mib"] >= row["resident_before_mib"]
     (sampling,) = model["sampling"]
     assert sampling["images_per_second"] > 0 and sampling["num_samples"] > 0
     assert [p["dataset"] for p in results["input_pipelines"]] == ["digits"]
