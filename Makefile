@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install run test tensorboard lint clean
+.PHONY: install run test benchmark tensorboard lint clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ run: install
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q tests $(ARGS)
+
+# Train-step speed, MFU, sampling and input-pipeline throughput; results in experiments/benchmarks/.
+benchmark: install
+	$(PY) -m aigc_zoo.benchmark $(ARGS)
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir runs

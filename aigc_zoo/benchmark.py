@@ -1,0 +1,380 @@
+"""Train-step speed, model FLOPs utilisation and sampling throughput on the machine at hand.
+
+    make benchmark                                    # the full table (about 15 min, 2 cores)
+    python -m aigc_zoo.benchmark --models=dcgan,ddpm  # some models
+    python -m aigc_zoo.benchmark --quick              # one model, short windows (a smoke test)
+
+Writes `<device>_<date>.json`, `.md` and `.png` into `--output_dir` (experiments/benchmarks)
+and prints the table. What is measured (numbers in the JSON; see docs/performance.md):
+
+1. The matmul peak of the device, per dtype (float32; bfloat16 and float16 too), in the run.
+2. Per model at its default config, on one real batch of its default dataset held in memory
+   (so the input pipeline is not timed; item 4 times it): images/s of `model.fit` per setting
+   of `jit_compile`, `steps_per_execution` and the dtype policy; the first call's extra time
+   (tracing and compiling); peak host memory (RSS); FLOPs per train step (`aigc_zoo.flops`)
+   and model FLOPs utilisation: achieved FLOP/s over the float32 matmul peak.
+3. images/s of `generate()` per model (diffusion at 10, 50 and 250 sampling steps).
+4. images/s of each offline dataset's training pipeline (`data.load`) on its own.
+
+The settings grid (`--grid`): `auto` measures every model in float32 with jit_compile off and
+on and steps_per_execution 1 and `--large_spe`, then each other supported precision with both
+jit settings at the float32 winner's steps_per_execution (that choice barely interacts with the
+dtype); `full` measures every combination.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import datetime  # noqa: E402
+import gc  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from aigc_zoo import benchmark_report, data, device, flops, registry, train  # noqa: E402
+from aigc_zoo.errors import UserError  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", [], "Models to measure (default: every registered model).")
+flags.DEFINE_bool("quick", False, "One model (the first of --models, else dcgan), short "
+                  "windows, float32 and graph mode only: checks the benchmark runs.")
+flags.DEFINE_enum("grid", "auto", ["auto", "full"], "Which settings to measure (see --help).")
+flags.DEFINE_integer("large_spe", 4, "The larger steps_per_execution measured.")
+flags.DEFINE_float("window_seconds", 1.0, "Length of one timed window of training.")
+flags.DEFINE_integer("windows", 5, "Timed windows per setting (the median is reported).")
+flags.DEFINE_string("output_dir", "experiments/benchmarks", "Where the results are written.")
+flags.DEFINE_string("docs_chart", "docs/images/benchmark.png", "Copy of the chart for the "
+                    "docs, written by a full run (not --quick, not --models); empty: none.")
+flags.DEFINE_string("data_dir", None, "TFDS data folder (digits is built there if missing).")
+
+PIPELINE_DATASETS = ("digits", "ring8", "grid25")  # the offline ones; TFDS needs a download
+DIFFUSION_STEPS = (10, 50, 250)
+
+
+# -- the machine's ceiling ---------------------------------------------------------------------
+
+def matmul_peak(dtype: str, *, size: int = 4096, budget_seconds: float = 4.0) -> dict[str, Any]:
+    """GFLOP/s of a size x size matmul in `dtype`: median of timed calls after a warm-up."""
+    generator = tf.random.Generator.from_seed(0)
+    a = tf.cast(generator.normal([size, size]), dtype)
+    b = tf.cast(generator.normal([size, size]), dtype)
+    # One element is fetched, so the timing waits for the product without copying it out.
+    product = tf.function(lambda a, b: tf.matmul(a, b)[0, 0])
+    product(a, b).numpy()
+    seconds = []
+    while len(seconds) < 2 or (sum(seconds) < budget_seconds and len(seconds) < 7):
+        start = time.perf_counter()
+        product(a, b).numpy()
+        seconds.append(time.perf_counter() - start)
+    median = float(np.median(seconds))
+    return {"dtype": dtype, "size": size, "seconds": median, "calls": len(seconds),
+            "gflops": 2 * size**3 / median / 1e9}
+
+
+def _matmul_peaks(*, quick: bool) -> list[dict[str, Any]]:
+    peaks = [matmul_peak(dtype, size=1024 if quick else 4096)
+             for dtype in ("float32", "bfloat16", "float16")]
+    print("matmul peak: " + ", ".join(f"{p['dtype']} {p['gflops']:.0f}" for p in peaks)
+          + " GFLOP/s", flush=True)
+    return peaks
+
+
+# -- train steps -------------------------------------------------------------------------------
+
+class _WindowClock(keras.callbacks.Callback):
+    """Times `windows` windows of compiled calls of `fit`, then stops it.
+
+    The first call traces (and with XLA compiles); the second gives the time of one call,
+    which sets how many calls make a window of about `window_seconds`.
+    """
+
+    def __init__(self, *, window_seconds: float, windows: int) -> None:
+        super().__init__()
+        self.window_seconds, self.windows = window_seconds, windows
+        self.stamps: list[float] = []
+        self.calls_per_window = 0
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        self.stamps = [time.perf_counter()]
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.stamps.append(time.perf_counter())
+        if len(self.stamps) == 3:
+            call_seconds = self.stamps[2] - self.stamps[1]
+            self.calls_per_window = max(1, round(self.window_seconds / call_seconds))
+        if self.calls_per_window and len(self.stamps) >= self.needed_stamps():
+            self.model.stop_training = True
+
+    def needed_stamps(self) -> int:
+        return 3 + self.windows * self.calls_per_window
+
+    def window_seconds_measured(self) -> list[float]:
+        """Durations of the timed windows (they start after the second call)."""
+        start, calls = 2, self.calls_per_window
+        return [self.stamps[start + (i + 1) * calls] - self.stamps[start + i * calls]
+                for i in range(self.windows)]
+
+
+def _reset_peak_memory() -> None:
+    try:  # Linux: "5" resets the peak resident set size (VmHWM) of this process
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def _resident_memory_mib() -> float:
+    """This process's resident memory now (Linux), else 0."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _peak_memory_mib() -> float:
+    """Peak resident memory since the last reset (Linux), else of the whole process; on a GPU,
+    the device's peak."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        return tf.config.experimental.get_memory_info(gpus[0].name)["peak"] / 2**20
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _build(run: train.Run, info: data.DatasetInfo, *, jit: bool, spe: int, precision: str
+           ) -> Any:
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        model = train.build_model(run, info.image_shape, info.num_classes)
+        model.compile(jit_compile=jit, steps_per_execution=spe)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # the policy is read when built
+    return model
+
+
+def train_throughput(run: train.Run, info: data.DatasetInfo, batch: dict[str, tf.Tensor], *,
+                     jit: bool, spe: int, precision: str, window_seconds: float,
+                     windows: int) -> dict[str, Any]:
+    """images/s of `model.fit` on `batch` repeated, median over `windows` timed windows."""
+    # Memory TensorFlow kept from earlier settings stays resident, so the peak alone would
+    # grow down the table; the resident size before this setting is recorded next to it.
+    resident_before = _resident_memory_mib()
+    _reset_peak_memory()
+    model = _build(run, info, jit=jit, spe=spe, precision=precision)
+    in_memory = tf.data.Dataset.from_tensors(batch).repeat()
+    clock = _WindowClock(window_seconds=window_seconds, windows=windows)
+    # Enough steps for any window length; the clock stops `fit` once its windows are timed.
+    model.fit(in_memory, epochs=1, steps_per_epoch=10**6 * spe, verbose=0, shuffle=False,
+              callbacks=[clock])
+    if len(clock.stamps) < clock.needed_stamps():
+        raise RuntimeError("fit stopped before the timed windows were complete")
+    first, second = clock.stamps[1] - clock.stamps[0], clock.stamps[2] - clock.stamps[1]
+    window_times = np.asarray(clock.window_seconds_measured())
+    calls = clock.calls_per_window
+    seconds_per_step = float(np.median(window_times)) / (calls * spe)
+    result = {"jit_compile": jit, "steps_per_execution": spe, "precision": precision,
+              "images_per_second": run.config.batch_size / seconds_per_step,
+              "seconds_per_step": seconds_per_step,
+              "window_images_per_second": [calls * spe * run.config.batch_size / t
+                                           for t in window_times],
+              "trace_seconds": float(first - second), "peak_memory_mib": _peak_memory_mib(),
+              "resident_before_mib": resident_before}
+    del model
+    keras.backend.clear_session()
+    gc.collect()
+    return result
+
+
+def _settings(precisions: list[str], *, grid: str, large_spe: int, quick: bool
+              ) -> list[tuple[bool, int, str]]:
+    spes = [1, large_spe]
+    if quick:
+        return [(False, spe, "float32") for spe in spes]
+    if grid == "full":
+        return [(jit, spe, p) for p in precisions for jit in (False, True) for spe in spes]
+    return [(jit, spe, "float32") for jit in (False, True) for spe in spes]
+
+
+def benchmark_model(name: str, *, precisions: list[str], peak_gflops: float, data_dir: str | None,
+                    grid: str, large_spe: int, quick: bool, window_seconds: float,
+                    windows: int) -> dict[str, Any]:
+    """Every train-step setting, the FLOP count and sampling speed of one model."""
+    model_class = registry.get_model(name)
+    dataset = model_class.default_dataset
+    run = train.Run(model=name, dataset=dataset, config=model_class.default_config(dataset))
+    pipeline, info = data.load(dataset, run.train_split, batch_size=run.config.batch_size,
+                               training=True, data_dir=data_dir)
+    batch = next(iter(pipeline))
+    model = _build(run, info, jit=False, spe=1, precision="float32")
+    step_flops = flops.train_step_flops(model, batch)
+    sampling = sampling_throughput(model, quick=quick)
+    del model
+    keras.backend.clear_session()
+    options = dict(window_seconds=window_seconds, windows=windows)
+    rows = []
+    for jit, spe, precision in _settings(precisions, grid=grid, large_spe=large_spe,
+                                         quick=quick):
+        rows.append(_measure(run, info, batch, jit=jit, spe=spe, precision=precision, **options))
+    if grid == "auto" and not quick:
+        fastest = max((r for r in rows if "images_per_second" in r),
+                      key=lambda r: r["images_per_second"], default=None)
+        spe = fastest["steps_per_execution"] if fastest else 1
+        for precision in precisions[1:]:
+            for jit in (False, True):
+                rows.append(_measure(run, info, batch, jit=jit, spe=spe, precision=precision,
+                                     **options))
+    for row in rows:
+        if "images_per_second" in row:
+            achieved = step_flops * row["images_per_second"] / run.config.batch_size
+            row["gflops_per_second"] = achieved / 1e9
+            row["mfu"] = achieved / 1e9 / peak_gflops
+    return {"model": name, "dataset": dataset, "image_shape": list(info.image_shape),
+            "batch_size": run.config.batch_size, "flops_per_step": step_flops,
+            "flops_per_image": step_flops / run.config.batch_size, "train": rows,
+            "sampling": sampling}
+
+
+def _measure(run: train.Run, info: data.DatasetInfo, batch: dict[str, tf.Tensor], **settings: Any
+             ) -> dict[str, Any]:
+    described = (f"{run.model}: jit_compile={settings['jit']} steps_per_execution="
+                 f"{settings['spe']} {settings['precision']}")
+    print(f"  {described} ...", end="", flush=True)
+    try:
+        row = train_throughput(run, info, batch, **settings)
+    except Exception as error:  # noqa: BLE001 - a failing setting is a result, not a crash
+        keras.mixed_precision.set_global_policy("float32")
+        keras.backend.clear_session()
+        message = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        print(f" failed ({message})", flush=True)
+        return {"jit_compile": settings["jit"], "steps_per_execution": settings["spe"],
+                "precision": settings["precision"], "error": message}
+    print(f" {row['images_per_second']:,.0f} images/s (trace {row['trace_seconds']:.1f} s)",
+          flush=True)
+    return row
+
+
+# -- sampling and input pipelines --------------------------------------------------------------
+
+def _time_generate(model: Any, num_samples: int, calls: int, **options: Any) -> dict[str, Any]:
+    start = time.perf_counter()
+    model.generate(num_samples, seed=0, **options).numpy()  # traces; GANs' BN statistics
+    first = time.perf_counter() - start
+    seconds = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        model.generate(num_samples, seed=0, **options).numpy()
+        seconds.append(time.perf_counter() - start)
+    median = float(np.median(seconds))
+    return {**options, "num_samples": num_samples, "images_per_second": num_samples / median,
+            "seconds": median, "first_call_seconds": first}
+
+
+def sampling_throughput(model: Any, *, quick: bool) -> list[dict[str, Any]]:
+    """images/s of `generate()` (diffusion: per number of sampling steps), after a warm-up."""
+    if not hasattr(model, "alphas_cumprod"):  # one network pass per image
+        return [_time_generate(model, 64 if quick else 512, 1 if quick else 3)]
+    steps = DIFFUSION_STEPS[:1] if quick else DIFFUSION_STEPS
+    # 8 samples at every step count: 250 steps of a bigger batch would dominate the run time.
+    return [_time_generate(model, 8, 1, steps=count) for count in steps]
+
+
+def pipeline_throughput(name: str, *, batch_size: int, data_dir: str | None,
+                        seconds: float = 2.0) -> dict[str, Any]:
+    """images/s of the training pipeline of dataset `name` alone (after its cache is filled)."""
+    pipeline, info = data.load(name, "train", batch_size=batch_size, training=True,
+                               data_dir=data_dir)
+    iterator = iter(pipeline)
+    start = time.perf_counter()
+    for _ in range(max(1, info.num_examples // batch_size) + 5):  # one pass fills the cache
+        next(iterator)
+    warm_up = time.perf_counter() - start
+    batches, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        next(iterator)
+        batches += 1
+    elapsed = time.perf_counter() - start
+    return {"dataset": name, "batch_size": batch_size, "num_examples": info.num_examples,
+            "images_per_second": batches * batch_size / elapsed, "first_pass_seconds": warm_up}
+
+
+# -- the whole run -----------------------------------------------------------------------------
+
+def run_benchmark(models: list[str], *, quick: bool, grid: str, large_spe: int,
+                  window_seconds: float, windows: int, data_dir: str | None) -> dict[str, Any]:
+    """Measure everything; returns what the JSON file holds."""
+    started = time.perf_counter()
+    machine = device.describe()
+    precisions = device.supported_precisions(machine)
+    print(f"{machine['name']}; precisions: {', '.join(precisions)}", flush=True)
+    peaks = _matmul_peaks(quick=quick)
+    results = []
+    for name in models:
+        print(f"{name}:", flush=True)
+        results.append(benchmark_model(
+            name, precisions=precisions, peak_gflops=peaks[0]["gflops"], data_dir=data_dir,
+            grid=grid, large_spe=large_spe, quick=quick, window_seconds=window_seconds,
+            windows=windows))
+    datasets = sorted({r["dataset"] for r in results}) if quick else PIPELINE_DATASETS
+    pipelines = [pipeline_throughput(name, batch_size=128, data_dir=data_dir,
+                                     seconds=0.5 if quick else 2.0) for name in datasets]
+    # Measured again at the end: a peak that moved means something else used the CPU.
+    peaks_after = _matmul_peaks(quick=quick)
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": machine, "precisions": precisions, "quick": quick, "grid": grid,
+            "command": " ".join(["python -m aigc_zoo.benchmark", *sys.argv[1:]]),
+            "matmul_peaks": peaks, "matmul_peaks_after": peaks_after, "models": results,
+            "input_pipelines": pipelines,
+            "total_seconds": time.perf_counter() - started}
+
+
+def main(argv: list[str]) -> None:
+    logging.set_verbosity(logging.WARNING)  # TFDS' INFO lines would bury the progress
+    if len(argv) > 1:
+        raise UserError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+    if FLAGS.large_spe < 2 or FLAGS.windows < 1 or FLAGS.window_seconds <= 0:
+        raise UserError("bad value: --large_spe must be >= 2, --windows >= 1 and "
+                        "--window_seconds > 0")
+    models = FLAGS.models or registry.list_models()
+    for name in models:
+        registry.get_model(name)  # an unknown name is a UserError before any work
+    if FLAGS.quick:
+        models = models[:1] if FLAGS.models else ["dcgan"]
+    quick = FLAGS.quick
+    results = run_benchmark(models, quick=quick, grid=FLAGS.grid, large_spe=FLAGS.large_spe,
+                            window_seconds=0.3 if quick else FLAGS.window_seconds,
+                            windows=2 if quick else FLAGS.windows, data_dir=FLAGS.data_dir)
+    chart_copy = FLAGS.docs_chart if not (quick or FLAGS.models) else ""
+    paths = benchmark_report.write(results, FLAGS.output_dir, chart_copy=chart_copy)
+    print(benchmark_report.markdown(results))
+    print("wrote " + ", ".join(paths))
+
+
+def _main_with_errors(argv: list[str]) -> None:
+    try:
+        main(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    app.run(_main_with_errors)

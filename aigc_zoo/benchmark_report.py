@@ -1,0 +1,175 @@
+"""The benchmark's outputs: a markdown table, a chart and the JSON, from the results dict.
+
+`aigc_zoo.benchmark` measures; this module only formats, so a saved JSON can be re-rendered:
+
+    python -c "import json, aigc_zoo.benchmark_report as r; \
+        print(r.markdown(json.load(open('experiments/benchmarks/<file>.json'))))"
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+# The issue's MFU targets (share of the float32 matmul peak), by model family.
+MFU_TARGETS = {"dcgan": 0.8, "wgan_gp": 0.8, "sngan": 0.8, "cgan": 0.8, "ddpm": 0.6,
+               "cddpm": 0.6}
+
+
+def _setting(row: dict[str, Any]) -> str:
+    return (f"{'XLA' if row['jit_compile'] else 'graph'}, spe {row['steps_per_execution']}, "
+            f"{row['precision']}")
+
+
+def fastest(model: dict[str, Any], precision: str | None = None) -> dict[str, Any] | None:
+    """The model's fastest measured train-step setting (of one precision, when given)."""
+    rows = [r for r in model["train"] if "images_per_second" in r
+            and (precision is None or r["precision"] == precision)]
+    return max(rows, key=lambda r: r["images_per_second"], default=None)
+
+
+def _memory(row: dict[str, Any]) -> str:
+    text = f"{row['peak_memory_mib']:,.0f}"
+    if "resident_before_mib" in row:  # absent from runs before 2026-11-29 17:15 UTC
+        text += f" (+{row['peak_memory_mib'] - row['resident_before_mib']:,.0f})"
+    return text
+
+
+def _train_table(results: dict[str, Any]) -> list[str]:
+    lines = ["| model | batch | GFLOP / image | setting | images/s | first call extra (s) | "
+             "peak RSS, MiB (+ over the RSS before) | GFLOP/s | MFU |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for model in results["models"]:
+        best = fastest(model)
+        for row in model["train"]:
+            cells = [model["model"], str(model["batch_size"]),
+                     f"{model['flops_per_image'] / 1e9:.3f}", _setting(row)]
+            if "error" in row:
+                cells += [f"failed: {row['error'][:80]}", "", "", "", ""]
+            else:
+                mark = " **(fastest)**" if row is best else ""
+                cells += [f"{row['images_per_second']:,.0f}{mark}", f"{row['trace_seconds']:.1f}",
+                          _memory(row), f"{row['gflops_per_second']:.1f}",
+                          f"{row['mfu']:.0%}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _summary_table(results: dict[str, Any]) -> list[str]:
+    lines = ["| model | fastest setting | images/s | MFU | fastest float32 setting | float32 "
+             "MFU | target |", "| --- | --- | ---: | ---: | --- | ---: | --- |"]
+    for model in results["models"]:
+        best, best32 = fastest(model), fastest(model, "float32")
+        if best is None or best32 is None:
+            continue
+        target = MFU_TARGETS.get(model["model"])
+        verdict = ("–" if target is None else
+                   f">= {target:.0%}: {'met' if best32['mfu'] >= target else 'NOT met'}")
+        lines.append(f"| {model['model']} | {_setting(best)} | {best['images_per_second']:,.0f} "
+                     f"| {best['mfu']:.0%} | {_setting(best32)} | {best32['mfu']:.0%} | "
+                     f"{verdict} |")
+    return lines
+
+
+def _sampling_table(results: dict[str, Any]) -> list[str]:
+    lines = ["| model | sampling steps | samples | images/s | seconds | first call (s) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for model in results["models"]:
+        for row in model["sampling"]:
+            lines.append(f"| {model['model']} | {row.get('steps', 1)} | {row['num_samples']} | "
+                         f"{row['images_per_second']:,.1f} | {row['seconds']:.2f} | "
+                         f"{row['first_call_seconds']:.1f} |")
+    return lines
+
+
+def _pipeline_table(results: dict[str, Any]) -> list[str]:
+    lines = ["| dataset | batch | pipeline images/s | fastest train step on it (images/s) | "
+             "ratio |", "| --- | ---: | ---: | ---: | ---: |"]
+    for row in results["input_pipelines"]:
+        steps = [fastest(m) for m in results["models"] if m["dataset"] == row["dataset"]]
+        steps = [s["images_per_second"] for s in steps if s]
+        consumed = f"{max(steps):,.0f}" if steps else "– (no default model trains on it)"
+        ratio = f"{row['images_per_second'] / max(steps):.0f}x" if steps else "–"
+        lines.append(f"| {row['dataset']} | {row['batch_size']} | "
+                     f"{row['images_per_second']:,.0f} | {consumed} | {ratio} |")
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Every table of the run, under a header naming the machine, date and command."""
+    machine = results["device"]
+    peaks = ", ".join(f"{p['dtype']} {p['gflops']:.0f} GFLOP/s" for p in results["matmul_peaks"])
+    size = results["matmul_peaks"][0]["size"]
+    after = ", ".join(f"{p['dtype']} {p['gflops']:.0f}" for p in results["matmul_peaks_after"])
+    drift = results["matmul_peaks_after"][0]["gflops"] / results["matmul_peaks"][0]["gflops"] - 1
+    lines = [
+        f"# Benchmark: {machine['name']}", "",
+        f"Measured {results['date']} with TensorFlow {machine['tensorflow']}, Keras "
+        f"{machine['keras']}, by `{results['command']}` ({results['total_seconds'] / 60:.1f} "
+        f"min{', quick' if results['quick'] else ''}; settings grid `{results['grid']}`).", "",
+        f"Matmul peak ({size}x{size}, median): {peaks}; at the end of the run: {after} "
+        f"(float32 {drift:+.0%}{'; the machine was not quiet' if abs(drift) > 0.1 else ''}). "
+        "MFU = model FLOPs per step (TF profiler "
+        "count, a multiply-add is 2 FLOPs) x steps/s / the float32 peak at the start. Train "
+        "steps run "
+        "`model.fit` on one real batch held in memory; images/s is the median of timed "
+        "windows after a warm-up.", "", "## Summary", "", *_summary_table(results), "",
+        "## Train step", "", *_train_table(results), "",
+        "## Sampling (`generate()`, float32)", "", *_sampling_table(results), "",
+        "## Input pipelines (`data.load`, training pipeline, alone)", "",
+        *_pipeline_table(results), ""]
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, Any], path: str) -> None:
+    """Bars of train images/s per model and setting, and float32 MFU against the targets."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    models = results["models"]
+    settings = sorted({_setting(r) for m in models for r in m["train"] if "error" not in r})
+    figure, (speed, mfu) = plt.subplots(1, 2, figsize=(14, 5),
+                                        gridspec_kw={"width_ratios": [3, 1.4]})
+    width = 0.8 / max(1, len(settings))
+    for i, setting in enumerate(settings):
+        values = [next((r["images_per_second"] for r in m["train"] if "error" not in r
+                        and _setting(r) == setting), 0) for m in models]
+        speed.bar([j + i * width for j in range(len(models))], values, width, label=setting)
+    speed.set_xticks([j + 0.4 - width / 2 for j in range(len(models))],
+                     [m["model"] for m in models])
+    speed.set_yscale("log")
+    speed.set_ylabel("train images/s (log)")
+    speed.legend(fontsize=7, ncol=2)
+    speed.set_title(f"train step, {results['device']['name']}")
+    shares = [(fastest(m, "float32") or {}).get("mfu", 0) for m in models]
+    mfu.barh([m["model"] for m in models], shares, color="tab:blue")
+    for j, m in enumerate(models):
+        if m["model"] in MFU_TARGETS:
+            mfu.plot([MFU_TARGETS[m["model"]]] * 2, [j - 0.4, j + 0.4], color="tab:red")
+    mfu.set_xlabel("MFU of the fastest float32 setting (red: target)")
+    mfu.set_xlim(0, 1)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write(results: dict[str, Any], output_dir: str, *, chart_copy: str = "") -> list[str]:
+    """`<slug>_<date>.json`, `.md` and `.png` in `output_dir` (+ a copy of the chart)."""
+    os.makedirs(output_dir, exist_ok=True)
+    stem = os.path.join(output_dir,
+                        f"{results['device']['slug']}_{results['date'][:10]}"
+                        + ("_quick" if results["quick"] else ""))
+    with open(stem + ".json", "w") as handle:
+        json.dump(results, handle, indent=1)
+        handle.write("\n")
+    with open(stem + ".md", "w") as handle:
+        handle.write(markdown(results))
+    chart(results, stem + ".png")
+    paths = [stem + ".json", stem + ".md", stem + ".png"]
+    if chart_copy:
+        os.makedirs(os.path.dirname(chart_copy) or ".", exist_ok=True)
+        shutil.copyfile(stem + ".png", chart_copy)
+        paths.append(chart_copy)
+    return paths

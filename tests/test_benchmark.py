@@ -1,0 +1,99 @@
+"""The FLOP counter against closed forms, and `python -m aigc_zoo.benchmark --quick` end to end."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import keras
+import tensorflow as tf
+
+from aigc_zoo import flops
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_dense_flops_match_the_closed_form():
+    layer = keras.layers.Dense(16)
+    layer.build((8, 32))
+    # A [8, 32] x [32, 16] matmul is 2*8*32*16 FLOPs (multiply-add = 2); the bias adds 8*16.
+    assert flops.count(lambda x: layer(x), tf.TensorSpec([8, 32])) == 2 * 8 * 32 * 16 + 8 * 16
+
+
+def test_conv2d_flops_match_the_closed_form():
+    layer = keras.layers.Conv2D(8, 3, strides=2, padding="same")
+    layer.build((4, 10, 10, 3))
+    # Output 4 x 5 x 5 x 8; each output element is a 3x3x3 multiply-add, plus its bias.
+    outputs = 4 * 5 * 5 * 8
+    expected = 2 * outputs * 3 * 3 * 3 + outputs
+    assert flops.count(lambda x: layer(x), tf.TensorSpec([4, 10, 10, 3])) == expected
+
+
+def test_dense_gradient_flops_count_both_backward_matmuls():
+    layer = keras.layers.Dense(16, use_bias=False)
+    layer.build((8, 32))
+
+    def gradients(x):
+        with tf.GradientTape() as tape:
+            y = layer(x)
+        return tape.gradient(y, [x, layer.kernel], output_gradients=tf.ones_like(y))
+
+    # Forward, input gradient and kernel gradient: three matmuls of 2*8*32*16 each.
+    counted = flops.count(lambda x: gradients(x), tf.TensorSpec([8, 32]))
+    assert counted == 3 * 2 * 8 * 32 * 16
+
+
+def test_einsum_flops_are_counted():
+    a, b = tf.TensorSpec([2, 3, 4]), tf.TensorSpec([2, 4, 5])
+    # Indices b=2, i=3, j=4, k=5: one multiply-add per combination.
+    assert flops.count(lambda x, y: tf.einsum("bij,bjk->bik", x, y), a, b) == 2 * 2 * 3 * 4 * 5
+
+
+def test_batch_matmul_flops_follow_the_adjoint_flags():
+    a, b = tf.TensorSpec([2, 7, 3]), tf.TensorSpec([2, 7, 5])
+    # a^T b: [2, 3, 5] outputs, each a sum over 7 products.
+    counted = flops.count(lambda x, y: tf.matmul(x, y, adjoint_a=True), a, b)
+    assert counted == 2 * 2 * 3 * 5 * 7
+    c = tf.TensorSpec([2, 5, 3])
+    counted = flops.count(lambda x, y: tf.matmul(x, y, adjoint_b=True), tf.TensorSpec([2, 4, 3]), c)
+    assert counted == 2 * 2 * 4 * 5 * 3
+
+
+def test_quick_benchmark_writes_every_field(tmp_path, digits_data_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "aigc_zoo.benchmark", "--quick", "--models=gan",
+         f"--output_dir={tmp_path}", f"--data_dir={digits_data_dir}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (json_path,) = tmp_path.glob("*_quick.json")
+    assert json_path.with_suffix(".md").exists() and json_path.with_suffix(".png").exists()
+    results = json.loads(json_path.read_text())
+    assert {"date", "device", "precisions", "command", "matmul_peaks", "matmul_peaks_after",
+            "models", "input_pipelines", "total_seconds"} <= set(results)
+    assert results["precisions"][0] == "float32"
+    assert [p["dtype"] for p in results["matmul_peaks"]] == ["float32", "bfloat16", "float16"]
+    assert all(p["gflops"] > 0 for p in results["matmul_peaks"])
+    (model,) = results["models"]
+    assert model["model"] == "gan" and model["flops_per_step"] > 0
+    assert {(r["jit_compile"], r["steps_per_execution"]) for r in model["train"]} == {
+        (False, 1), (False, 4)}
+    for row in model["train"]:
+        assert "error" not in row, row
+        for key in ("images_per_second", "seconds_per_step", "trace_seconds",
+                    "peak_memory_mib", "resident_before_mib", "gflops_per_second", "mfu"):
+            assert row[key] > 0 or key == "trace_seconds", (key, row)
+        assert len(row["window_images_per_second"]) == 2
+        assert row["peak_memory_mib"] >= row["resident_before_mib"]
+    (sampling,) = model["sampling"]
+    assert sampling["images_per_second"] > 0 and sampling["num_samples"] > 0
+    assert [p["dataset"] for p in results["input_pipelines"]] == ["digits"]
+    assert results["input_pipelines"][0]["images_per_second"] > 0
+    assert "| gan |" in result.stdout  # the table is printed
+
+
+def test_unknown_model_is_one_error_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "aigc_zoo.benchmark", "--models=nope", f"--output_dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown model 'nope'")
