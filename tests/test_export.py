@@ -33,7 +33,12 @@ LOADER = textwrap.dedent('''
         # TF Serving's REST predict: {"inputs": {name: value}} onto the signature's inputs.
         inputs = {name: tf.constant(value, specs[name].dtype)
                   for name, value in request["inputs"].items()}
-        for name, value in signature(**inputs).items():
+        try:
+            results = signature(**inputs)
+        except tf.errors.InvalidArgumentError as error:  # a bad request
+            outputs[f"{index}/error"] = np.array(error.message)
+            continue
+        for name, value in results.items():
             outputs[f"{index}/{name}"] = value.numpy()
     assert not [name for name in sys.modules if name.startswith("aigc_zoo")]
     np.savez(sys.argv[2], **outputs)
@@ -105,6 +110,12 @@ def _requests_and_expected(exported):
                                 "guidance": guidance, "labels": labels},
             {"images": diffusion.sample(3, seed=5, steps=steps, guidance=guidance,
                                         labels=labels).numpy()})
+    # Bad requests fail inside the graph with a message (TF Serving answers with an error).
+    bad = {"num_samples": 3, "seed": 0, "steps": 2, "guidance": 2.0, "labels": [1, 2, 3]}
+    add("cddpm", "sample", {**bad, "labels": [1, 2]}, {"error": "one label per sample"})
+    add("cddpm", "sample", {**bad, "labels": [1, 2, 10]}, {"error": "labels must be < 10"})
+    add("cddpm", "sample", {**bad, "steps": 0}, {"error": "steps must be >= 1"})
+    add("cddpm", "sample", {**bad, "steps": 51}, {"error": "steps must be <= 50"})
     return requests, expected
 
 
@@ -120,14 +131,16 @@ def test_saved_models_load_without_aigc_zoo_and_match_the_trained_models(exporte
         for name, value in values.items():
             got = outputs[f"{index}/{name}"]
             message = f"{request['export_dir']} {request['signature_name']} {name}"
-            if request["signature_name"] in ("generate", "sample"):
+            if name == "error":
+                assert value in str(got), (message, str(got))
+            elif request["signature_name"] in ("generate", "sample"):
                 # The same traced computation and stateless random ops: bit for bit.
                 np.testing.assert_array_equal(got, value, err_msg=message)
             else:
                 # encode/decode run eagerly in-process and as a graph when exported.
                 np.testing.assert_allclose(got, value, rtol=1e-5, atol=1e-5, err_msg=message)
-    two_steps, four_steps = (outputs[f"{i}/images"] for i in (len(requests) - 2,
-                                                               len(requests) - 1))
+    two_steps, four_steps = (outputs[f"{i}/images"] for i in (len(requests) - 6,
+                                                               len(requests) - 5))
     assert not np.array_equal(two_steps, four_steps)  # `steps` really is a runtime input
 
 

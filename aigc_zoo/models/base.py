@@ -61,7 +61,7 @@ class ServingEndpoint:
         function: takes the named inputs of `inputs` as keyword arguments and returns a dict of
             named output tensors; traced once with `inputs` as its input signature.
         inputs: the named, typed inputs (TF Serving's request keys).
-        doc: what the signature does, for docs/export.md and `export_info.json`.
+        doc: what the signature returns, written to the export's `assets.extra/aigc_zoo.json`.
     """
 
     function: Callable[..., dict[str, tf.Tensor]]
