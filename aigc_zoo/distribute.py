@@ -16,6 +16,7 @@ global batch between the replicas. See docs/scaling.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -173,3 +174,11 @@ def distribute_options(dataset: tf.data.Dataset) -> tf.data.Dataset:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
+
+
+def weights_digest(model: keras.Model) -> str:
+    """A short hash of the model's weights: the workers of a synchronous run print equal ones."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(tf.convert_to_tensor(weight).numpy().tobytes())
+    return digest.hexdigest()[:16]

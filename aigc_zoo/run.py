@@ -165,13 +165,15 @@ def main(argv: list[str]) -> None:
         workdir = _workdir(run.model, run.dataset)
         quality = (_quality_options() if FLAGS.eval_every_epochs
                    else sample_quality.DEFAULT_OPTIONS)
-        train.train(run, workdir=workdir, data_dir=FLAGS.data_dir, overwrite=FLAGS.overwrite,
-                    jit_compile={"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile],
-                    steps_per_execution=FLAGS.steps_per_execution,
-                    log_every_steps=FLAGS.log_every_steps,
-                    eval_every_epochs=FLAGS.eval_every_epochs, quality=quality,
-                    eval_seed=FLAGS.seed, strategy=strategy)
+        model = train.train(
+            run, workdir=workdir, data_dir=FLAGS.data_dir, overwrite=FLAGS.overwrite,
+            jit_compile={"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile],
+            steps_per_execution=FLAGS.steps_per_execution, log_every_steps=FLAGS.log_every_steps,
+            eval_every_epochs=FLAGS.eval_every_epochs, quality=quality, eval_seed=FLAGS.seed,
+            strategy=strategy)
         worker = distribute.worker_name(strategy)
+        if worker:  # every worker ends with the same weights; the digests show it
+            print(f"{worker}: weights digest {distribute.weights_digest(model)}")
         if worker and not distribute.is_chief(strategy):
             print(f"done: {worker}; the chief writes {workdir}")
         else:

@@ -218,11 +218,16 @@ def _train(run: Run, *, workdir: str, outputs: str, data_dir: str | None, overwr
             seed=eval_seed)
     if overwrite and chief:
         _clear_outputs(workdir)
-    checkpointer = Checkpointer(_paths(workdir)["checkpoints"], model)
-    # Every worker resumes from the chief's checkpoint (after --overwrite there is none).
-    initial_epoch = checkpointer.restore_latest() if chief or not overwrite else 0
-    if not chief:
-        checkpointer = Checkpointer(paths["checkpoints"], model)
+    # Every worker resumes from the chief's checkpoint (after --overwrite there is none) and
+    # saves to its own outputs. Every worker makes both Checkpointers, even when they share a
+    # folder: a multi-worker strategy creates each variable collectively, in the same order.
+    # (The chief restores through the Checkpointer that saves, which continues its numbering.)
+    restorer = Checkpointer(_paths(workdir)["checkpoints"], model)
+    checkpointer = Checkpointer(paths["checkpoints"], model)
+    if chief:
+        initial_epoch = checkpointer.restore_latest()
+    else:
+        initial_epoch = 0 if overwrite else restorer.restore_latest()
     if initial_epoch >= run.config.epochs:
         print(f"{workdir}: already trained {initial_epoch} epochs (asked for "
               f"{run.config.epochs}); raise --epochs to continue")

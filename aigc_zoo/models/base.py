@@ -306,7 +306,15 @@ class GenerativeModel(keras.Model):
                 tracker.update_state(losses[name])
 
     def _results(self) -> dict[str, tf.Tensor]:
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        strategy = tf.distribute.get_strategy()
+        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                and strategy.extended._in_multi_worker_mode()):
+            # Keras 3.15 averages the step's outputs over workers with
+            # `strategy.reduce("MEAN", value, axis=0)`, which needs an axis: shape [1], and
+            # the logs come back as scalars.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def test_step(self, data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         self._track(self.compute_losses(data, training=False))
