@@ -154,7 +154,9 @@ class TensorBoardLogger(keras.callbacks.Callback):
                 images = (step - self._last_step) * self._batch_size
                 tf.summary.scalar("perf/images_per_second", images / (now - self._last_time))
             for name, optimizer in self.model.optimizers.items():
-                tf.summary.scalar(f"learning_rate/{name}", float(optimizer.learning_rate))
+                # convert_to_tensor: under tf.distribute the rate is a MirroredVariable.
+                tf.summary.scalar(f"learning_rate/{name}",
+                                  float(tf.convert_to_tensor(optimizer.learning_rate)))
         self._last_step, self._last_time = step, now
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

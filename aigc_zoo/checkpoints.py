@@ -42,6 +42,9 @@ class Checkpointer:
             optimizers={name: list(opt.variables) for name, opt in model.optimizers.items()},
             epoch=self.epoch,
         )
+        # Created now rather than lazily at the first save or restore: a multi-worker strategy
+        # creates variables collectively, so every worker must create them in the same order.
+        _ = self._checkpoint.save_counter
         self._manager = tf.train.CheckpointManager(self._checkpoint, os.fspath(directory),
                                                    max_to_keep=max_to_keep)
 

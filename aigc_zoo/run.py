@@ -11,28 +11,32 @@ A mistake in the command line ends with one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
 import tempfile
+from typing import Any, Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 # TensorFlow's C++ start-up lines (oneDNN, CUDA probing on CPU machines, CPU features) are
 # written before its logging is configured, so no log level hides them. They are captured while
-# TensorFlow loads and initialises its devices, and only the other lines are passed on.
+# TensorFlow loads and, later in `main`, while it initialises its devices (which must wait for
+# the flags: logical CPU devices and multi-worker collectives are configured before that), and
+# only the other lines are passed on.
 _STARTUP_NOISE = re.compile(r"^([IW]\d{4} |WARNING: All log messages before absl|To enable the "
                             r"following instructions|E\d{4} .*(cuInit|cuda))")
 
 
-def _import_tensorflow_quietly() -> None:
+def _quietly(function: Callable[[], Any]) -> Any:
+    """`function()` with TensorFlow's C++ start-up noise filtered out of stderr."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+") as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow as tf
-            tf.config.list_logical_devices()
+            return function()
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -42,12 +46,13 @@ def _import_tensorflow_quietly() -> None:
                     sys.stderr.write(line)
 
 
-_import_tensorflow_quietly()
+# Listing the physical devices probes CUDA (noisily) but leaves the logical devices unset.
+_quietly(lambda: importlib.import_module("tensorflow").config.list_physical_devices())
 
 from absl import app, flags, logging  # noqa: E402
 
 from aigc_zoo import config as config_lib  # noqa: E402
-from aigc_zoo import data, export, registry, train  # noqa: E402
+from aigc_zoo import data, distribute, export, registry, train  # noqa: E402
 from aigc_zoo.errors import TrainingDiverged, UserError  # noqa: E402
 from aigc_zoo.metrics import modes  # noqa: E402
 from aigc_zoo.metrics import sample_quality  # noqa: E402
@@ -91,6 +96,14 @@ flags.DEFINE_integer("eval_every_epochs", 0, "While training, measure sample qua
                      "N epochs into tensorboard/eval (0: never).")
 flags.DEFINE_string("export_dir", None, "Where --mode=export writes the SavedModel (default: "
                     "<workdir>/export/<global_step>); must not exist yet.")
+flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
+                  "tf.distribute strategy for training: default (one device), mirrored (every "
+                  "local GPU, or every logical CPU device), multiworker (TF_CONFIG), tpu.")
+flags.DEFINE_integer("num_cpu_devices", 1, "Split the CPU into N logical devices (to try "
+                     "--strategy=mirrored without GPUs).")
+flags.DEFINE_string("tpu", "", "For --strategy=tpu: the TPU's name, grpc:// address, or local.")
+flags.DEFINE_enum("precision", "float32", list(distribute.PRECISIONS),
+                  "Keras dtype policy for training (variables stay float32); recorded in the run.")
 flags.DEFINE_bool("overwrite", False, "Start afresh in --workdir, deleting its checkpoints, "
                   "events, samples and metrics (needed when it holds a different run).")
 
@@ -109,7 +122,8 @@ def _make_run() -> train.Run:
         raise UserError(f"bad value image_size={FLAGS.image_size}: expected an integer >= 1")
     return train.Run(model=FLAGS.model, dataset=dataset,
                      config=config, seed=FLAGS.seed, train_split=FLAGS.train_split,
-                     eval_split=FLAGS.eval_split, image_size=FLAGS.image_size)
+                     eval_split=FLAGS.eval_split, image_size=FLAGS.image_size,
+                     precision=FLAGS.precision)
 
 
 def _quality_options() -> sample_quality.Options:
@@ -127,6 +141,15 @@ def _workdir(model: str, dataset: str) -> str:
     return os.path.join("runs", f"{model}-{dataset}")
 
 
+def _setup_devices() -> Any:
+    """The strategy of the flags; initialises TensorFlow's devices (see `_quietly`)."""
+    import tensorflow as tf
+    strategy = distribute.make_strategy(FLAGS.strategy, num_cpu_devices=FLAGS.num_cpu_devices,
+                                        tpu=FLAGS.tpu)
+    tf.config.list_logical_devices()
+    return strategy
+
+
 def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # absl's INFO lines would bury the progress bar
     if len(argv) > 1:
@@ -137,18 +160,28 @@ def main(argv: list[str]) -> None:
         raise UserError("bad value: --eval_samples and --eval_every_epochs must be >= 0")
     if not 0 <= FLAGS.seed < 2**32:
         raise UserError(f"bad value seed={FLAGS.seed}: expected an integer in [0, 2**32)")
+    if FLAGS.mode != "train" and (FLAGS.strategy != "default" or FLAGS["precision"].present):
+        raise UserError("--strategy and --precision are for --mode=train; sampling and "
+                        "evaluation run on one device in the run's own precision")
+    strategy = _quietly(_setup_devices)
     if FLAGS.mode == "train":
         run = _make_run()
         workdir = _workdir(run.model, run.dataset)
         quality = (_quality_options() if FLAGS.eval_every_epochs
                    else sample_quality.DEFAULT_OPTIONS)
-        train.train(run, workdir=workdir, data_dir=FLAGS.data_dir, overwrite=FLAGS.overwrite,
-                    jit_compile={"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile],
-                    steps_per_execution=FLAGS.steps_per_execution,
-                    log_every_steps=FLAGS.log_every_steps,
-                    eval_every_epochs=FLAGS.eval_every_epochs, quality=quality,
-                    eval_seed=FLAGS.seed)
-        print(f"done: checkpoints, TensorBoard events and samples in {workdir}")
+        model = train.train(
+            run, workdir=workdir, data_dir=FLAGS.data_dir, overwrite=FLAGS.overwrite,
+            jit_compile={"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile],
+            steps_per_execution=FLAGS.steps_per_execution, log_every_steps=FLAGS.log_every_steps,
+            eval_every_epochs=FLAGS.eval_every_epochs, quality=quality, eval_seed=FLAGS.seed,
+            strategy=strategy)
+        worker = distribute.worker_name(strategy)
+        if worker:  # every worker ends with the same weights; the digests show it
+            print(f"{worker}: weights digest {distribute.weights_digest(model)}")
+        if worker and not distribute.is_chief(strategy):
+            print(f"done: {worker}; the chief writes {workdir}")
+        else:
+            print(f"done: checkpoints, TensorBoard events and samples in {workdir}")
         return
     # Sampling and evaluation take the run from the workdir's config.json; an explicit
     # --model must agree with it.

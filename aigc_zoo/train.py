@@ -13,14 +13,17 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from typing import Any, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from aigc_zoo import callbacks
 from aigc_zoo import config as config_lib
 from aigc_zoo import data
+from aigc_zoo import distribute
 from aigc_zoo import registry
 from aigc_zoo.checkpoints import Checkpointer
 from aigc_zoo.data import toy
@@ -47,6 +50,10 @@ class Run:
         seed: seeds weights, data order and the model's random draws.
         train_split / eval_split: dataset splits for training and for `--mode=eval`.
         image_size: resize images to this square size (None: the dataset's own size).
+        precision: Keras dtype policy (`distribute.PRECISIONS`). Part of the run's identity:
+            under `mixed_float16` every optimizer carries loss-scale state, so its checkpoints
+            fit only a model of the same precision. (The strategy is not: a run may resume on
+            another number of devices.)
     """
 
     model: str
@@ -56,6 +63,7 @@ class Run:
     train_split: str = "train"
     eval_split: str = "test"
     image_size: int | None = None
+    precision: str = "float32"
 
     def to_json(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -75,11 +83,21 @@ def _paths(workdir: str) -> dict[str, str]:
 
 
 def build_model(run: Run, image_shape: tuple[int, ...], num_classes: int | None) -> GenerativeModel:
-    """The run's model with freshly initialised weights (seeded by `run.seed`)."""
+    """The run's model with freshly initialised weights (seeded by `run.seed`).
+
+    Built in `run.precision`; Keras' global dtype policy is restored afterwards, so one run's
+    policy never leaks into models built later in the same process. Build it under a
+    strategy's `scope()` to distribute it.
+    """
     keras.utils.set_random_seed(run.seed)
     model_class = registry.get_model(run.model)
-    return model_class(run.config, image_shape=image_shape, num_classes=num_classes,
-                       seed=run.seed)
+    previous = keras.mixed_precision.global_policy()
+    distribute.set_precision(run.precision)
+    try:
+        return model_class(run.config, image_shape=image_shape, num_classes=num_classes,
+                           seed=run.seed)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def _write_json(path: str, values: dict[str, Any]) -> None:
@@ -106,7 +124,8 @@ def prepare_workdir(workdir: str, saved: dict[str, Any], *, overwrite: bool) -> 
     """
     config_path = _paths(workdir)["config.json"]
     if os.path.exists(config_path) and not overwrite:
-        differences = _differences(_read_json(config_path), saved)
+        # Runs saved before `precision` existed were float32.
+        differences = _differences({"precision": "float32", **_read_json(config_path)}, saved)
         if differences:
             raise UserError(f"{workdir} holds a different run ({'; '.join(differences[:3])}); "
                             "pass --overwrite to replace it, or choose another --workdir")
@@ -143,13 +162,42 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
 def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: bool = False,
           jit_compile: str | bool = "auto", steps_per_execution: int = 1,
           log_every_steps: int = 50, verbose: str | int = "auto", eval_every_epochs: int = 0,
-          quality: sample_quality.Options = sample_quality.DEFAULT_OPTIONS, eval_seed: int = 0
-          ) -> GenerativeModel:
+          quality: sample_quality.Options = sample_quality.DEFAULT_OPTIONS, eval_seed: int = 0,
+          strategy: tf.distribute.Strategy | None = None) -> GenerativeModel:
     """Train `run` in `workdir`, resuming from its latest checkpoint; returns the model.
 
     With `eval_every_epochs` > 0, sample quality (`quality`, seed `eval_seed`) is measured
     every that many epochs and written to `tensorboard/eval`.
+
+    `strategy` (default: the current one) holds the model, its optimizers, trackers and
+    checkpoint; `fit` splits each global batch of `run.config.batch_size` between its
+    replicas. On a multi-worker strategy every worker restores from `workdir`, but only the
+    chief writes there: the others write their checkpoints, summaries and samples (which they
+    must still produce, as saving reads variables collectively) to a temporary folder that is
+    deleted at the end.
     """
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = distribute.is_chief(strategy)
+    scratch = None if chief else tempfile.mkdtemp(prefix="aigc_zoo_worker_")
+    try:
+        with strategy.scope():
+            return _train(run, workdir=workdir, outputs=scratch or workdir, data_dir=data_dir,
+                          overwrite=overwrite, jit_compile=jit_compile,
+                          steps_per_execution=steps_per_execution,
+                          log_every_steps=log_every_steps, verbose=verbose,
+                          eval_every_epochs=eval_every_epochs, quality=quality,
+                          eval_seed=eval_seed, replicas=strategy.num_replicas_in_sync)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(run: Run, *, workdir: str, outputs: str, data_dir: str | None, overwrite: bool,
+           jit_compile: str | bool, steps_per_execution: int, log_every_steps: int,
+           verbose: str | int, eval_every_epochs: int, quality: sample_quality.Options,
+           eval_seed: int, replicas: int) -> GenerativeModel:
+    """`train` under the strategy's scope; writes to `outputs` (the workdir on the chief)."""
+    chief = outputs == workdir
     run.config.validate()
     if eval_every_epochs < 0:
         raise UserError(f"bad value eval_every_epochs={eval_every_epochs}: expected >= 0")
@@ -159,7 +207,7 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
     saved = {**run.to_json(), "image_shape": list(info.image_shape),
              "num_classes": info.num_classes}
     prepare_workdir(workdir, saved, overwrite=overwrite)
-    paths = _paths(workdir)
+    paths = _paths(outputs)
     model = build_model(run, info.image_shape, info.num_classes)
     model.compile(jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     quality_callback = None
@@ -168,20 +216,30 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
             sample_quality_evaluator(run, quality, data_dir=data_dir),
             os.path.join(paths["tensorboard"], "eval"), every_epochs=eval_every_epochs,
             seed=eval_seed)
-    if overwrite:
+    if overwrite and chief:
         _clear_outputs(workdir)
+    # Every worker resumes from the chief's checkpoint (after --overwrite there is none) and
+    # saves to its own outputs. Every worker makes both Checkpointers, even when they share a
+    # folder: a multi-worker strategy creates each variable collectively, in the same order.
+    # (The chief restores through the Checkpointer that saves, which continues its numbering.)
+    restorer = Checkpointer(_paths(workdir)["checkpoints"], model)
     checkpointer = Checkpointer(paths["checkpoints"], model)
-    initial_epoch = checkpointer.restore_latest()
+    if chief:
+        initial_epoch = checkpointer.restore_latest()
+    else:
+        initial_epoch = 0 if overwrite else restorer.restore_latest()
     if initial_epoch >= run.config.epochs:
         print(f"{workdir}: already trained {initial_epoch} epochs (asked for "
               f"{run.config.epochs}); raise --epochs to continue")
         return model
-    _write_json(paths["config.json"], saved)
+    if chief:
+        _write_json(paths["config.json"], saved)
     steps_per_epoch = run.config.steps_per_epoch or info.num_examples // run.config.batch_size
     # The seeded stream is replayed up to where the checkpoint left it, so a resumed run sees
     # the batches an uninterrupted one would (about a second per 4,000 batches of digits).
-    dataset = dataset.skip(initial_epoch * steps_per_epoch)
+    dataset = distribute.distribute_options(dataset.skip(initial_epoch * steps_per_epoch))
     hparams = {"model": run.model, "dataset": run.dataset, "seed": run.seed,
+               "precision": run.precision, "replicas": replicas,
                **{k: v if isinstance(v, (int, float, str, bool)) else str(v)
                   for k, v in config_lib.to_dict(run.config).items()}}
     epoch_callbacks = [callbacks.StopOnNonFinite(), callbacks.CheckpointEveryEpoch(checkpointer)]

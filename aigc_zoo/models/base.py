@@ -43,6 +43,10 @@ class UpdateGroup:
         split_batch: when True, each repeat gets its own equal slice of the batch (along the
             first axis) instead of the whole batch, so repeated steps see fresh examples
             (WGAN-GP's five critic steps each take their own real batch).
+        clip_norm: clip the gradient to this global norm (0: no clipping). The base class does
+            it, not the optimizer: under `tf.distribute`, Keras' optimizers clip each
+            replica's share of the gradient before summing them, which is not the clipping a
+            single device would do.
     """
 
     name: str
@@ -51,6 +55,7 @@ class UpdateGroup:
     loss: str
     repeats: int = 1
     split_batch: bool = False
+    clip_norm: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,6 +276,14 @@ class GenerativeModel(keras.Model):
         super().compile(optimizer=None, jit_compile=resolve_jit_compile(jit_compile),
                         steps_per_execution=steps_per_execution, **kwargs)
 
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        # Keras' TensorFlow trainer (3.15) overrides this to pull one batch from `fit`'s
+        # iterator whenever the model was made under a tf.distribute strategy, even when
+        # nothing is left to build; with `steps_per_epoch` that iterator carries on, so the
+        # first batch would never be trained on and a distributed run would see other batches
+        # than a single-device one. `__init__` and `compile` build everything, so skip it.
+        return
+
     @property
     def groups(self) -> tuple[UpdateGroup, ...]:
         """The update groups created by `compile` (empty before it)."""
@@ -308,17 +321,35 @@ class GenerativeModel(keras.Model):
         return tf.constant(values, tf.int32)
 
     def random_seed(self) -> tf.Tensor:
-        """A fresh stateless seed ([2] ints) for one random draw, distinct on every replica.
+        """A fresh stateless seed ([2] ints) for one random draw; the same on every replica.
 
-        Keras' `SeedGenerator` advances one shared state, so under `tf.distribute` every
-        replica would draw the same noise; folding in the replica id decorrelates them. Use it
-        with `tf.random.stateless_*` ops in `compute_losses`.
+        Use it with `tf.random.stateless_*` ops in `compute_losses`, and draw anything with one
+        row per example through `replica_share`, so that each example gets the noise it would
+        get on a single device.
         """
-        seed = self.seed_generator.next()
+        return self.seed_generator.next()
+
+    @staticmethod
+    def replica_share(draw: Callable[[Any], tf.Tensor], count: Any) -> tf.Tensor:
+        """This replica's `count` rows of `draw(count * replicas)`, a draw for the global batch.
+
+        Under `tf.distribute` each replica holds `count` consecutive examples of the global
+        batch (replica `r` the `r`-th block). Every replica makes the global batch's draw from
+        the same seed and keeps its own block, so a run on N replicas draws exactly the noise a
+        single device would (the losses then differ only by the order of float reductions).
+        The price is N times the draws, small next to the networks.
+
+        Args:
+            draw: takes a row count and returns a random tensor with that many rows, made with
+                a stateless op and a seed from `random_seed()`.
+            count: this replica's number of examples (an int or a scalar tensor).
+        """
         context = tf.distribute.get_replica_context()
-        if context is not None and context.num_replicas_in_sync > 1:
-            seed = tf.random.experimental.stateless_fold_in(seed, context.replica_id_in_sync_group)
-        return seed
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        if replicas == 1:
+            return draw(count)
+        start = tf.cast(context.replica_id_in_sync_group, tf.int32) * count
+        return draw(count * replicas)[start:start + count]
 
     def train_step(self, data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         for group in self._groups:
@@ -338,6 +369,8 @@ class GenerativeModel(keras.Model):
                                f"which compute_losses did not return ({sorted(losses)})")
             loss = self._scale_loss(losses[group.loss], group.optimizer)
         gradients = tape.gradient(loss, group.variables)
+        if group.clip_norm:
+            gradients = self._clip(gradients, group)
         group.optimizer.apply_gradients(zip(gradients, group.variables))
         self.after_update(group.name)
         self._track(losses)
@@ -353,13 +386,34 @@ class GenerativeModel(keras.Model):
             loss = loss / replicas
         return optimizer.scale_loss(loss)
 
+    @staticmethod
+    def _clip(gradients: list[tf.Tensor], group: UpdateGroup) -> list[tf.Tensor]:
+        # The threshold applies to the true gradient: divide the loss scale back out of it.
+        limit = group.clip_norm * group.optimizer.scale_loss(tf.constant(1.0, tf.float32))
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return tf.clip_by_global_norm(gradients, limit)[0]
+        # Each replica holds a share of the gradient and the optimizer sums the shares, so the
+        # norm is that of the sum (one extra all-reduce); the same factor scales every share.
+        norm = tf.linalg.global_norm(context.all_reduce(tf.distribute.ReduceOp.SUM, gradients))
+        factor = limit / tf.maximum(norm, limit)
+        return [gradient * tf.cast(factor, gradient.dtype) for gradient in gradients]
+
     def _track(self, losses: dict[str, tf.Tensor]) -> None:
         for name, tracker in self.trackers.items():
             if name in losses:
                 tracker.update_state(losses[name])
 
     def _results(self) -> dict[str, tf.Tensor]:
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        strategy = tf.distribute.get_strategy()
+        if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                and strategy.extended._in_multi_worker_mode()):
+            # Keras 3.15 averages the step's outputs over workers with
+            # `strategy.reduce("MEAN", value, axis=0)`, which needs an axis: shape [1], and
+            # the logs come back as scalars.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def test_step(self, data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         self._track(self.compute_losses(data, training=False))

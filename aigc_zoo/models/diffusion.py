@@ -142,10 +142,10 @@ class DDPM(base.GenerativeModel):
                                widths=(8, 16), embedding_dim=16, sample_steps=3)
 
     def update_groups(self) -> list[base.UpdateGroup]:
-        optimizer = keras.optimizers.Adam(self.config.learning_rate,
-                                          global_clipnorm=self.config.gradient_clip or None)
+        # The base class clips (`clip_norm`), so the clip is the same on any number of replicas.
+        optimizer = keras.optimizers.Adam(self.config.learning_rate)
         return [base.UpdateGroup("diffusion", self.unet.trainable_variables, optimizer,
-                                 loss="loss")]
+                                 loss="loss", clip_norm=self.config.gradient_clip)]
 
     def after_update(self, group: str) -> None:
         self.ema.update()
@@ -166,14 +166,18 @@ class DDPM(base.GenerativeModel):
         x_start = batch["image"]
         size = tf.shape(x_start)[0]
         seeds = tf.random.experimental.stateless_split(tf.cast(self.random_seed(), tf.int64), 3)
-        t = tf.random.stateless_uniform([size], seeds[0], minval=0,
-                                        maxval=self.config.timesteps, dtype=tf.int32)
-        noise = tf.random.stateless_normal(tf.shape(x_start), seeds[1])
+        # Per-example draws through `replica_share`: the same noise on any number of replicas.
+        t = self.replica_share(lambda n: tf.random.stateless_uniform(
+            [n], seeds[0], minval=0, maxval=self.config.timesteps, dtype=tf.int32), size)
+        noise = self.replica_share(lambda n: tf.random.stateless_normal(
+            tf.concat([[n], tf.shape(x_start)[1:]], 0), seeds[1]), size)
         alpha_bar = tf.gather(tf.constant(self.alphas_cumprod, tf.float32), t)
         x_t = schedules.q_sample(x_start, alpha_bar, noise)
         labels = batch.get("label")
         if self.conditional and training and self.config.label_dropout > 0:
-            dropped = tf.random.stateless_uniform([size], seeds[2]) < self.config.label_dropout
+            uniform = self.replica_share(lambda n: tf.random.stateless_uniform([n], seeds[2]),
+                                         size)
+            dropped = uniform < self.config.label_dropout
             labels = tf.where(dropped, self.num_classes, tf.cast(labels, tf.int32))
         output = tf.cast(self.unet(self._network_inputs(x_t, t, labels), training=training),
                          tf.float32)  # the loss in float32 under mixed precision

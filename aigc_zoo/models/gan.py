@@ -216,6 +216,11 @@ class GAN(base.GenerativeModel):
     def _latents(self, count, seed: tf.Tensor) -> tf.Tensor:
         return tf.random.stateless_normal([count, self.config.latent_dim], seed)
 
+    def _batch_latents(self, count) -> tf.Tensor:
+        """Fresh latents for `count` examples of this replica's share of the batch."""
+        seed = self.random_seed()
+        return self.replica_share(lambda n: self._latents(n, seed), count)
+
     def _generate(self, network: keras.Model, latents: tf.Tensor, labels: tf.Tensor | None,
                   training: bool) -> tf.Tensor:
         inputs = [latents, labels] if self.conditional else latents
@@ -225,10 +230,12 @@ class GAN(base.GenerativeModel):
         inputs = [samples, labels] if self.conditional else samples
         return tf.cast(self.discriminator(inputs, training=training), tf.float32)
 
-    def _random_labels(self, count, seed: tf.Tensor) -> tf.Tensor | None:
+    def _random_labels(self, count) -> tf.Tensor | None:
+        seed = self.random_seed()  # taken either way, so every variant's stream stays as it was
         if not self.conditional:
             return None
-        return tf.random.stateless_uniform([count], seed, 0, self.num_classes, dtype=tf.int32)
+        return self.replica_share(lambda n: tf.random.stateless_uniform(
+            [n], seed, 0, self.num_classes, dtype=tf.int32), count)
 
     # -- objective -----------------------------------------------------------------------------
 
@@ -239,15 +246,16 @@ class GAN(base.GenerativeModel):
         results: dict[str, tf.Tensor] = {}
         if group in (None, "discriminator"):
             count = tf.shape(real)[0]
-            fake = self._generate(self.generator, self._latents(count, self.random_seed()),
-                                  labels, training)
+            fake = self._generate(self.generator, self._batch_latents(count), labels, training)
             real_scores = self._score(real, labels, training)
             fake_scores = self._score(fake, labels, training)
             d_loss = self._d_loss(real_scores, fake_scores)
             results.update(d_real=tf.reduce_mean(real_scores),
                            d_fake=tf.reduce_mean(fake_scores))
             if self.config.gradient_penalty:
-                epsilon = tf.random.stateless_uniform([count], self.random_seed())
+                seed = self.random_seed()
+                epsilon = self.replica_share(lambda n: tf.random.stateless_uniform([n], seed),
+                                             count)
                 penalty = losses.gradient_penalty(
                     lambda x: self._score(x, labels, training), real, fake, epsilon)
                 results["gradient_penalty"] = penalty
@@ -260,9 +268,9 @@ class GAN(base.GenerativeModel):
         if group in (None, "generator"):
             # As many fakes as one discriminator step sees (per replica under tf.distribute).
             count = tf.shape(real)[0] // self.config.d_steps
-            fake_labels = self._random_labels(count, self.random_seed())
-            fake = self._generate(self.generator, self._latents(count, self.random_seed()),
-                                  fake_labels, training)
+            fake_labels = self._random_labels(count)
+            fake = self._generate(self.generator, self._batch_latents(count), fake_labels,
+                                  training)
             # The discriminator is not being trained here: no spectral-norm power iteration.
             results["g_loss"] = self._g_loss(self._score(fake, fake_labels, training=False))
         return results

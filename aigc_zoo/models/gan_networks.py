@@ -114,7 +114,7 @@ def _generator_inputs(latent_dim: int, num_classes: int | None):
 def _hidden(x, units: int, batch_norm: bool):
     x = keras.layers.Dense(units, use_bias=not batch_norm)(x)
     if batch_norm:
-        x = keras.layers.BatchNormalization()(x)
+        x = networks.batch_normalization()(x)
     return keras.layers.ReLU()(x)
 
 
@@ -152,7 +152,7 @@ def conv_generator(latent_dim: int, image_shape: Sequence[int], filters: Sequenc
         x = keras.layers.Conv2DTranspose(width_, 4, strides=2, padding="same",
                                          use_bias=not batch_norm)(x)
         if batch_norm:
-            x = keras.layers.BatchNormalization()(x)
+            x = networks.batch_normalization()(x)
         x = keras.layers.ReLU()(x)
     outputs = keras.layers.Conv2DTranspose(channels, 4, strides=2, padding="same",
                                            activation="tanh", dtype="float32")(x)

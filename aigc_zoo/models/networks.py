@@ -6,8 +6,21 @@ import math
 from typing import Sequence
 
 import keras
+import tensorflow as tf
 
 from aigc_zoo.errors import UserError
+
+
+def batch_normalization(**kwargs) -> keras.layers.BatchNormalization:
+    """Batch norm whose statistics span the global batch when built for several replicas.
+
+    Under a `tf.distribute` strategy with more than one replica (`strategy.scope()` is active
+    while models are built), the mean and variance are all-reduced over every replica's
+    examples, so training matches one device with the same global batch and the replicas'
+    moving statistics stay equal. With one replica it is the plain layer (no extra work).
+    """
+    synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
+    return keras.layers.BatchNormalization(synchronized=synchronized, **kwargs)
 
 
 def check_downsampling(image_shape: Sequence[int], num_halvings: int) -> None:

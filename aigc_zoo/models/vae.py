@@ -193,8 +193,12 @@ class VAE(base.GenerativeModel):
         if self.config.likelihood != "bernoulli":
             return images
         probabilities = (images + 1.0) / 2.0
-        seed = self.random_seed() if seed is None else seed
-        noise = tf.random.stateless_uniform(tf.shape(images), seed)
+        if seed is None:  # training: this replica's share of the global batch's draw
+            seed = self.random_seed()
+            noise = self.replica_share(lambda n: tf.random.stateless_uniform(
+                tf.concat([[n], tf.shape(images)[1:]], 0), seed), tf.shape(images)[0])
+        else:
+            noise = tf.random.stateless_uniform(tf.shape(images), seed)
         return tf.cast(noise < probabilities, images.dtype)
 
     def _encoder_input(self, observation: tf.Tensor) -> tf.Tensor:
@@ -220,7 +224,9 @@ class VAE(base.GenerativeModel):
         labels = batch.get("label")
         observation = self._observation(batch["image"])
         mean, log_var = self.encode(self._encoder_input(observation), labels)
-        epsilon = tf.random.stateless_normal(tf.shape(mean), self.random_seed())
+        seed = self.random_seed()
+        epsilon = self.replica_share(lambda n: tf.random.stateless_normal(
+            [n, self.config.latent_dim], seed), tf.shape(mean)[0])
         z = mean + tf.exp(0.5 * log_var) * epsilon
         output = self._decoder_output(z, labels)
         reconstruction = -tf.reduce_mean(self._log_likelihood(observation, output))

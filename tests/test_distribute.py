@@ -1,0 +1,190 @@
+"""tf.distribute and mixed precision: replicas give the single-device result, workers agree,
+bfloat16 learns, and bad scaling flags are one-line errors.
+
+Logical CPU devices and multi-worker collectives must be configured before TensorFlow
+initialises its devices, so those runs happen in fresh subprocesses.
+"""
+
+import contextlib
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import REPO
+from aigc_zoo import distribute, registry, train
+from aigc_zoo.errors import UserError
+
+# Trains each model three epochs of one step, on one device and with MirroredStrategy on two
+# logical CPU devices, with the same global batch and seed; prints losses per step and weights.
+_EQUIVALENCE = textwrap.dedent("""
+    import dataclasses, json, sys, tempfile
+    import keras
+    from aigc_zoo import distribute, registry, train
+    distribute.split_cpu(2)
+    mirrored = distribute.make_strategy("mirrored", num_cpu_devices=2)
+    assert mirrored.num_replicas_in_sync == 2
+    results = {}
+    for name in sys.argv[2:]:
+        config = dataclasses.replace(registry.get_model(name).tiny_config(), epochs=3,
+                                     steps_per_epoch=1)
+        run = train.Run(model=name, dataset="digits", config=config, seed=3)
+        for label, strategy in (("single", None), ("mirrored", mirrored)):
+            keras.utils.set_random_seed(3)  # the data order depends on the global seed state
+            model = train.train(run, workdir=tempfile.mkdtemp(), data_dir=sys.argv[1],
+                                verbose=0, strategy=strategy)
+            results[f"{name}/{label}"] = {
+                "history": model.history.history,
+                "weights": [w.numpy().tolist() for w in model.weights]}
+    print("RESULTS " + json.dumps(results))
+""")
+
+
+def _python(args, *, env=None, timeout=600):
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=timeout)
+
+
+def test_mirrored_on_two_cpu_devices_matches_one_device(digits_data_dir):
+    models = ("vae", "dcgan", "ddpm")
+    result = _python(["-c", _EQUIVALENCE, digits_data_dir, *models])
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULTS "))
+    results = json.loads(line[len("RESULTS "):])
+    for name in models:
+        single, mirrored = results[f"{name}/single"], results[f"{name}/mirrored"]
+        assert single["history"].keys() == mirrored["history"].keys()
+        for key, values in single["history"].items():
+            assert len(values) == 3  # one value per train step
+            np.testing.assert_allclose(mirrored["history"][key], values, rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{name} {key}")
+        # Weights (batch-norm statistics and EMA copies included) after three steps.
+        for a, b in zip(single["weights"], mirrored["weights"], strict=True):
+            np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5,
+                                       err_msg=name)
+        # The step changed the weights, so equal weights are not trivially equal.
+        assert single["history"][next(iter(single["history"]))][0] != \
+            single["history"][next(iter(single["history"]))][-1]
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    with contextlib.ExitStack() as stack:
+        for s in sockets:
+            stack.enter_context(s)
+            s.bind(("localhost", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
+def _run_workers(workdir, data_dir, scratch, *, epochs):
+    """Two runner processes of one MultiWorkerMirroredStrategy cluster on localhost."""
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    processes = []
+    try:
+        for index in range(2):
+            tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker",
+                                                                "index": index}})
+            env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CONFIG": tf_config,
+                   "TMPDIR": str(scratch[index])}
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "aigc_zoo.run", "--model=dcgan", "--config=tiny",
+                 "--strategy=multiworker", f"--workdir={workdir}", f"--data_dir={data_dir}",
+                 f"--epochs={epochs}", "--steps_per_epoch=2", "--batch_size=8"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO))
+        outputs = [process.communicate(timeout=300) for process in processes]
+    finally:
+        for process in processes:  # always: a worker left alone waits for its peer forever
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+    digests = []
+    for index, (stdout, _) in enumerate(outputs):
+        line = next(x for x in stdout.splitlines() if "weights digest" in x)
+        assert line.startswith(f"worker {index} of 2:"), line
+        digests.append(line.split()[-1])
+    return digests
+
+
+def test_two_workers_agree_only_the_chief_writes_and_both_resume(digits_data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    scratch = [tmp_path / "tmp0", tmp_path / "tmp1"]
+    for folder in scratch:
+        folder.mkdir()
+    first = _run_workers(workdir, digits_data_dir, scratch, epochs=1)
+    assert first[0] == first[1]
+    checkpoints = workdir / "checkpoints"
+    assert (checkpoints / "ckpt-1.index").exists()
+    # Only the chief wrote TensorBoard events; the other worker's temporary folder is gone.
+    assert len(list((workdir / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert not any(scratch[1].iterdir())
+    # Both restore the chief's checkpoint and continue in step.
+    second = _run_workers(workdir, digits_data_dir, scratch, epochs=2)
+    assert second[0] == second[1] != first[0]
+    assert (checkpoints / "ckpt-2.index").exists()
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["config"]["epochs"] == 2 and config["precision"] == "float32"
+
+
+def test_mixed_bfloat16_trains_to_a_finite_decreasing_loss(digits_data_dir, tmp_path):
+    model_class = registry.get_model("vae")
+    config = model_class.tiny_config()
+    config.epochs, config.steps_per_epoch = 4, 2
+    run = train.Run(model="vae", dataset="digits", config=config, precision="mixed_bfloat16")
+    model = train.train(run, workdir=str(tmp_path), data_dir=digits_data_dir, verbose=0)
+    losses = model.history.history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert model.dtype_policy.name == "mixed_bfloat16"
+    assert all(w.dtype == "float32" for w in model.trainable_weights)
+    assert keras.mixed_precision.global_policy().name == "float32"  # not leaked
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["precision"] == "mixed_bfloat16"
+    # Precision is part of the run: the same workdir refuses another one.
+    other = train.Run(model="vae", dataset="digits", config=config)
+    with pytest.raises(UserError, match="precision"):
+        train.train(other, workdir=str(tmp_path), data_dir=digits_data_dir, verbose=0)
+
+
+def test_mixed_float16_scales_each_update_groups_loss(digits_data_dir, tmp_path):
+    config = registry.get_model("wgan_gp").tiny_config()
+    config.steps_per_epoch = 2
+    run = train.Run(model="wgan_gp", dataset="digits", config=config, precision="mixed_float16")
+    model = train.train(run, workdir=str(tmp_path), data_dir=digits_data_dir, verbose=0)
+    assert all(isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+               for optimizer in model.optimizers.values())
+    values = {key: values[-1] for key, values in model.history.history.items()}
+    assert "gradient_penalty" in values and all(np.isfinite(list(values.values()))), values
+
+
+def test_strategy_errors_in_process():
+    with pytest.raises(UserError, match="needs --tpu"):
+        distribute.make_strategy("tpu")
+    with pytest.raises(UserError, match="only used with --strategy=tpu"):
+        distribute.make_strategy("default", tpu="local")
+    with pytest.raises(UserError, match="num_cpu_devices=0"):
+        distribute.split_cpu(0)
+    with pytest.raises(UserError, match="precision"):
+        distribute.set_precision("float64")
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--num_cpu_devices=0"], "num_cpu_devices=0"),
+    (["--strategy=tpu", "--tpu=local"], "no TPU reachable at --tpu=local"),
+])
+def test_runner_scaling_flag_errors_are_one_line(flags, fragment, tmp_path):
+    result = _python(["-m", "aigc_zoo.run", "--model=vae", "--config=tiny",
+                      f"--workdir={tmp_path / 'run'}", *flags], timeout=300)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+    assert not pathlib.Path(tmp_path / "run").exists()
