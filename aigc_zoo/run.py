@@ -218,7 +218,8 @@ def _check_folder(flag: str, path: str | None, *, writable: bool) -> None:
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"--{flag}={path} does not exist and cannot be created under {parent}")
+        raise UserError(f"cannot create {flag} {path}: {parent} is not a writable folder "
+                        f"(--{flag})")
 
 
 def _fail(message: str) -> None:
