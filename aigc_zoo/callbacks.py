@@ -190,12 +190,35 @@ class StopOnNonFinite(keras.callbacks.Callback):
     """Stop training at the first step whose logged losses are not all finite.
 
     Unlike Keras' `TerminateOnNaN`, which reads only `logs["loss"]`, this checks every tracked
-    value, so a GAN's `d_loss` / `g_loss` are watched too.
+    value, so a GAN's `d_loss` / `g_loss` are watched too. The values are the trackers' means
+    since the epoch began, so one non-finite step keeps them non-finite: checking once per
+    compiled call (`steps_per_execution` steps) misses none. Keras has already turned the logs
+    into Python numbers for its callbacks, so the check adds no device sync.
+
+    After a stop, `diverged` describes it: `{"step": ..., "first_step": ..., "values": ...}`,
+    where the non-finite step lies in `first_step..step` (one step unless
+    `steps_per_execution` > 1).
     """
 
+    def __init__(self):
+        super().__init__()
+        self.diverged: dict[str, Any] | None = None
+        self._last_step = 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._last_step = int(self.model.global_step.numpy())
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
+        step = int(self.model.global_step.numpy())
+        if not _finite(logs) and self.diverged is None:
+            self.diverged = {"step": step, "first_step": self._last_step + 1,
+                             "values": {name: float(value) for name, value in logs.items()}}
             self.model.stop_training = True
+        self._last_step = step
+
+
+def _finite(logs: dict | None) -> bool:
+    return all(math.isfinite(float(value)) for value in (logs or {}).values())
 
 
 class CheckpointEveryEpoch(keras.callbacks.Callback):
@@ -212,6 +235,42 @@ class CheckpointEveryEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if all(math.isfinite(float(value)) for value in (logs or {}).values()):
             self._checkpointer.save(epoch + 1)
+
+
+class CheckpointEverySteps(keras.callbacks.Callback):
+    """Save the training state inside epochs, every `every_steps` train steps.
+
+    Saves after the first compiled call that reaches each multiple of `every_steps` of the
+    model's `global_step` (so with `steps_per_execution` > 1 a save may come a few steps
+    later), except at an epoch's last step, which `CheckpointEveryEpoch` saves after the
+    epoch-end callbacks. Nothing is saved once the losses are non-finite or training was asked
+    to stop (place it after `StopOnNonFinite`).
+
+    Args:
+        checkpointer: where to save.
+        every_steps: train steps between saves (> 0).
+        steps_per_epoch: train steps per epoch, for the finished-epoch count saved.
+    """
+
+    def __init__(self, checkpointer: Checkpointer, *, every_steps: int, steps_per_epoch: int):
+        super().__init__()
+        self._checkpointer = checkpointer
+        self._every = every_steps
+        self._steps_per_epoch = steps_per_epoch
+        self._next = 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        step = int(self.model.global_step.numpy())
+        self._next = (step // self._every + 1) * self._every
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step = int(self.model.global_step.numpy())
+        if step < self._next:
+            return
+        self._next = (step // self._every + 1) * self._every
+        if step % self._steps_per_epoch == 0 or self.model.stop_training or not _finite(logs):
+            return
+        self._checkpointer.save(step // self._steps_per_epoch)
 
 
 def write_scalars(logdir: str, step: int, values: dict[str, Any]) -> None:

@@ -104,6 +104,12 @@ flags.DEFINE_integer("num_cpu_devices", 1, "Split the CPU into N logical devices
 flags.DEFINE_string("tpu", "", "For --strategy=tpu: the TPU's name, grpc:// address, or local.")
 flags.DEFINE_enum("precision", "float32", list(distribute.PRECISIONS),
                   "Keras dtype policy for training (variables stay float32); recorded in the run.")
+flags.DEFINE_integer("checkpoint_every_steps", train.DEFAULT_CHECKPOINT_EVERY_STEPS,
+                     "Also checkpoint inside epochs every N train steps (0: at epoch ends only); "
+                     "a rerun resumes at the checkpoint's step.")
+flags.DEFINE_integer("keep_checkpoints", 3, "How many of the newest checkpoints to keep.")
+flags.DEFINE_bool("deterministic", False, "TensorFlow op determinism (and seeds) for runs "
+                  "that resume bitwise-exactly on any device; see docs/design.md.")
 flags.DEFINE_bool("overwrite", False, "Start afresh in --workdir, deleting its checkpoints, "
                   "events, samples and metrics (needed when it holds a different run).")
 
@@ -160,6 +166,7 @@ def main(argv: list[str]) -> None:
         raise UserError("bad value: --eval_samples and --eval_every_epochs must be >= 0")
     if not 0 <= FLAGS.seed < 2**32:
         raise UserError(f"bad value seed={FLAGS.seed}: expected an integer in [0, 2**32)")
+    _check_reliability_flags()
     if FLAGS.mode != "train" and (FLAGS.strategy != "default" or FLAGS["precision"].present):
         raise UserError("--strategy and --precision are for --mode=train; sampling and "
                         "evaluation run on one device in the run's own precision")
@@ -174,6 +181,8 @@ def main(argv: list[str]) -> None:
             jit_compile={"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile],
             steps_per_execution=FLAGS.steps_per_execution, log_every_steps=FLAGS.log_every_steps,
             eval_every_epochs=FLAGS.eval_every_epochs, quality=quality, eval_seed=FLAGS.seed,
+            checkpoint_every_steps=FLAGS.checkpoint_every_steps,
+            keep_checkpoints=FLAGS.keep_checkpoints, deterministic=FLAGS.deterministic,
             strategy=strategy)
         worker = distribute.worker_name(strategy)
         if worker:  # every worker ends with the same weights; the digests show it
@@ -216,6 +225,48 @@ def main(argv: list[str]) -> None:
         print(f"wrote {os.path.join(workdir, 'metrics.json')}")
 
 
+def _check_reliability_flags() -> None:
+    """Sizes, splits and paths, checked before anything is built or written."""
+    if FLAGS.checkpoint_every_steps < 0:
+        raise UserError(f"bad value checkpoint_every_steps={FLAGS.checkpoint_every_steps}: "
+                        "expected >= 0 (0: at epoch ends only)")
+    if FLAGS.keep_checkpoints < 1:
+        raise UserError(f"bad value keep_checkpoints={FLAGS.keep_checkpoints}: expected >= 1")
+    if FLAGS.num_samples < 1:
+        raise UserError(f"bad value num_samples={FLAGS.num_samples}: expected an integer >= 1")
+    if FLAGS.image_size is not None and FLAGS.image_size < 1:
+        raise UserError(f"bad value image_size={FLAGS.image_size}: expected an integer >= 1")
+    for name in ("train_split", "eval_split"):
+        data.parse_split(FLAGS[name].value)
+    # Folders the run may create (a dataset cache, the classifier cache, the workdir) must be
+    # folders or creatable; files it reads must be readable files.
+    _check_folder("data_dir", FLAGS.data_dir, writable=False)
+    _check_folder("classifier_dir", FLAGS.classifier_dir, writable=True)
+    _check_folder("workdir", FLAGS.workdir, writable=True)
+    weights = FLAGS.inception_weights
+    if weights is not None and not (os.path.isfile(weights) and os.access(weights, os.R_OK)):
+        raise UserError(f"--inception_weights={weights} is not a readable file")
+
+
+def _check_folder(flag: str, path: str | None, *, writable: bool) -> None:
+    if path is None:
+        return
+    if not path:
+        raise UserError(f"--{flag} is empty; give a folder or leave the flag out")
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise UserError(f"--{flag}={path} is not a folder")
+        if not os.access(path, os.R_OK | os.X_OK) or (writable and not os.access(path, os.W_OK)):
+            raise UserError(f"--{flag}={path} is not {'writable' if writable else 'readable'}")
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create {flag} {path}: {parent} is not a writable folder "
+                        f"(--{flag})")
+
+
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(2)
@@ -242,7 +293,7 @@ def _main_with_errors(argv: list[str]) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("interrupted: the last finished epoch's checkpoint is kept; rerun to resume",
+        print("interrupted: the last checkpoint is kept; rerun the same command to resume",
               file=sys.stderr)
         sys.exit(130)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -37,6 +36,10 @@ _RESUMABLE_FIELDS = {"epochs"}
 # Config fields that only affect evaluation or sampling (e.g. the diffusion models'
 # `sample_steps`), so `--mode=eval --set` may change them after training.
 _EVAL_TIME_PREFIXES = ("eval_", "sample_")
+# Mid-epoch checkpoints by default: a save of the default models took 11-114 ms on a 2-core
+# CPU (docs/design.md), against 1,000 steps of tens of ms, so a crash loses at most 1,000 steps
+# for well under 1% of the time; short runs (tests, tiny configs) save only at epoch ends.
+DEFAULT_CHECKPOINT_EVERY_STEPS = 1000
 
 
 @dataclasses.dataclass
@@ -163,11 +166,17 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
           jit_compile: str | bool = "auto", steps_per_execution: int = 1,
           log_every_steps: int = 50, verbose: str | int = "auto", eval_every_epochs: int = 0,
           quality: sample_quality.Options = sample_quality.DEFAULT_OPTIONS, eval_seed: int = 0,
-          strategy: tf.distribute.Strategy | None = None) -> GenerativeModel:
+          checkpoint_every_steps: int = DEFAULT_CHECKPOINT_EVERY_STEPS, keep_checkpoints: int = 3,
+          deterministic: bool = False, strategy: tf.distribute.Strategy | None = None
+          ) -> GenerativeModel:
     """Train `run` in `workdir`, resuming from its latest checkpoint; returns the model.
 
     With `eval_every_epochs` > 0, sample quality (`quality`, seed `eval_seed`) is measured
-    every that many epochs and written to `tensorboard/eval`.
+    every that many epochs and written to `tensorboard/eval`. Checkpoints are written at every
+    epoch end and, with `checkpoint_every_steps` > 0, also inside epochs; the newest
+    `keep_checkpoints` are kept. A run resumes at the checkpoint's step, mid-epoch included.
+    `deterministic` turns on TensorFlow's op determinism (needed for bitwise-equal resumes on
+    accelerators; see docs/design.md).
 
     `strategy` (default: the current one) holds the model, its optimizers, trackers and
     checkpoint; `fit` splits each global batch of `run.config.batch_size` between its
@@ -186,7 +195,9 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
                           steps_per_execution=steps_per_execution,
                           log_every_steps=log_every_steps, verbose=verbose,
                           eval_every_epochs=eval_every_epochs, quality=quality,
-                          eval_seed=eval_seed, replicas=strategy.num_replicas_in_sync)
+                          eval_seed=eval_seed, checkpoint_every_steps=checkpoint_every_steps,
+                          keep_checkpoints=keep_checkpoints, deterministic=deterministic,
+                          replicas=strategy.num_replicas_in_sync)
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -195,15 +206,18 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
 def _train(run: Run, *, workdir: str, outputs: str, data_dir: str | None, overwrite: bool,
            jit_compile: str | bool, steps_per_execution: int, log_every_steps: int,
            verbose: str | int, eval_every_epochs: int, quality: sample_quality.Options,
-           eval_seed: int, replicas: int) -> GenerativeModel:
+           eval_seed: int, checkpoint_every_steps: int, keep_checkpoints: int,
+           deterministic: bool, replicas: int) -> GenerativeModel:
     """`train` under the strategy's scope; writes to `outputs` (the workdir on the chief)."""
     chief = outputs == workdir
     run.config.validate()
     if eval_every_epochs < 0:
         raise UserError(f"bad value eval_every_epochs={eval_every_epochs}: expected >= 0")
-    dataset, info = data.load(run.dataset, run.train_split, batch_size=run.config.batch_size,
-                              training=True, seed=run.seed, data_dir=data_dir,
-                              image_size=run.image_size)
+    _check_checkpoint_options(checkpoint_every_steps, keep_checkpoints)
+    if deterministic:
+        # Seeds: build_model seeds Python, NumPy and TensorFlow; the data order is seeded.
+        tf.config.experimental.enable_op_determinism()
+    dataset, info = _training_data(run, data_dir)
     saved = {**run.to_json(), "image_shape": list(info.image_shape),
              "num_classes": info.num_classes}
     prepare_workdir(workdir, saved, overwrite=overwrite)
@@ -222,27 +236,40 @@ def _train(run: Run, *, workdir: str, outputs: str, data_dir: str | None, overwr
     # saves to its own outputs. Every worker makes both Checkpointers, even when they share a
     # folder: a multi-worker strategy creates each variable collectively, in the same order.
     # (The chief restores through the Checkpointer that saves, which continues its numbering.)
-    restorer = Checkpointer(_paths(workdir)["checkpoints"], model)
-    checkpointer = Checkpointer(paths["checkpoints"], model)
-    if chief:
-        initial_epoch = checkpointer.restore_latest()
-    else:
-        initial_epoch = 0 if overwrite else restorer.restore_latest()
+    restorer = Checkpointer(_paths(workdir)["checkpoints"], model, max_to_keep=keep_checkpoints)
+    checkpointer = Checkpointer(paths["checkpoints"], model, max_to_keep=keep_checkpoints)
+    source = checkpointer if chief else restorer
+    if chief or not overwrite:
+        source.restore_latest()
+    steps_per_epoch = run.config.steps_per_epoch or info.num_examples // run.config.batch_size
+    _check_steps_per_execution(steps_per_epoch, steps_per_execution)
+    start_step = int(model.global_step.numpy())
+    # The position comes from the step count, so a checkpoint written inside an epoch
+    # resumes inside it.
+    initial_epoch, offset = divmod(start_step, steps_per_epoch)
     if initial_epoch >= run.config.epochs:
         print(f"{workdir}: already trained {initial_epoch} epochs (asked for "
               f"{run.config.epochs}); raise --epochs to continue")
         return model
+    if offset % steps_per_execution:
+        raise UserError(f"{source.restored_path} is at step {start_step}, {offset} steps "
+                        f"into an epoch, which --steps_per_execution={steps_per_execution} "
+                        "does not divide; resume with the value of the run that wrote it")
     if chief:
         _write_json(paths["config.json"], saved)
-    steps_per_epoch = run.config.steps_per_epoch or info.num_examples // run.config.batch_size
-    # The seeded stream is replayed up to where the checkpoint left it, so a resumed run sees
-    # the batches an uninterrupted one would (about a second per 4,000 batches of digits).
-    dataset = distribute.distribute_options(dataset.skip(initial_epoch * steps_per_epoch))
+    if start_step:
+        print(f"resuming from {source.restored_path} at step {start_step} (epoch "
+              f"{initial_epoch + 1}, step {offset} of {steps_per_epoch})", flush=True)
     hparams = {"model": run.model, "dataset": run.dataset, "seed": run.seed,
                "precision": run.precision, "replicas": replicas,
                **{k: v if isinstance(v, (int, float, str, bool)) else str(v)
                   for k, v in config_lib.to_dict(run.config).items()}}
-    epoch_callbacks = [callbacks.StopOnNonFinite(), callbacks.CheckpointEveryEpoch(checkpointer)]
+    stop = callbacks.StopOnNonFinite()
+    epoch_callbacks = [stop]
+    if checkpoint_every_steps:
+        epoch_callbacks.append(callbacks.CheckpointEverySteps(
+            checkpointer, every_steps=checkpoint_every_steps, steps_per_epoch=steps_per_epoch))
+    epoch_callbacks.append(callbacks.CheckpointEveryEpoch(checkpointer))
     if toy.is_toy(run.dataset):
         epoch_callbacks.append(callbacks.ModeCoverageEvery(
             run.dataset, os.path.join(paths["tensorboard"], "eval"), seed=eval_seed))
@@ -250,23 +277,83 @@ def _train(run: Run, *, workdir: str, outputs: str, data_dir: str | None, overwr
         # Before TensorBoardLogger, which restarts its images/s clock after its own epoch end,
         # so evaluation time is not counted as training time.
         epoch_callbacks.append(quality_callback)
-    history = model.fit(
-        dataset, epochs=run.config.epochs, initial_epoch=initial_epoch,
-        steps_per_epoch=steps_per_epoch, verbose=verbose, shuffle=False,  # shuffled in data.load
-        callbacks=[*epoch_callbacks,
-                   callbacks.TensorBoardLogger(paths["tensorboard"], hparams=hparams,
-                                               batch_size=run.config.batch_size,
-                                               log_every_steps=log_every_steps,
-                                               samples_dir=paths["samples"],
-                                               dataset=run.dataset)])
-    final = {name: values[-1] for name, values in history.history.items() if values}
-    if not all(math.isfinite(value) for value in final.values()):
-        kept = checkpointer.latest
-        raise TrainingDiverged(
-            f"training diverged by step {int(model.global_step.numpy())} ({final}); "
-            + (f"the last finite checkpoint, {kept}, is kept" if kept else
-               "no checkpoint was written") + "; lower the learning rate and rerun")
+    all_callbacks = [*epoch_callbacks,
+                     callbacks.TensorBoardLogger(paths["tensorboard"], hparams=hparams,
+                                                 batch_size=run.config.batch_size,
+                                                 log_every_steps=log_every_steps,
+                                                 samples_dir=paths["samples"],
+                                                 dataset=run.dataset)]
+    # The seeded stream is replayed up to where the checkpoint left it, so a resumed run sees
+    # the batches an uninterrupted one would (about a second per 4,000 batches of digits).
+    # An interrupted epoch is finished by its own `fit` of the remaining steps, so Keras'
+    # epoch-end callbacks (checkpoint, samples, evaluations) run for it as they would have;
+    # the second `fit` replays the stream again from the next epoch's first batch, since every
+    # `fit` starts a new iterator. It needs a new dataset too: the iterators of one shuffled
+    # dataset share its seed generator, so a second iterator would draw another order.
+    for number, (first_epoch, last_epoch, epoch_steps) in enumerate(_fit_segments(
+            initial_epoch, offset, run.config.epochs, steps_per_epoch)):
+        if number:
+            dataset, _ = _training_data(run, data_dir)
+            tf.random.set_seed(run.seed)  # as build_model left it
+        skipped = first_epoch * steps_per_epoch + steps_per_epoch - epoch_steps
+        model.fit(distribute.distribute_options(dataset.skip(skipped)),
+                  epochs=last_epoch, initial_epoch=first_epoch, steps_per_epoch=epoch_steps,
+                  verbose=verbose, shuffle=False,  # shuffled in data.load
+                  callbacks=all_callbacks)
+        if stop.diverged or model.stop_training:
+            break
+    if stop.diverged:
+        raise TrainingDiverged(_diverged_message(stop.diverged, checkpointer))
     return model
+
+
+def _training_data(run: Run, data_dir: str | None) -> tuple[Any, data.DatasetInfo]:
+    # The shuffle order depends on TensorFlow's global seed as well as on its own, so the
+    # global seed is cleared first: every stream of a run (a resume makes two) then has the
+    # same order, in any process.
+    tf.random.set_seed(None)
+    return data.load(run.dataset, run.train_split, batch_size=run.config.batch_size,
+                     training=True, seed=run.seed, data_dir=data_dir, image_size=run.image_size)
+
+
+def _check_checkpoint_options(every_steps: int, keep: int) -> None:
+    if every_steps < 0:
+        raise UserError(f"bad value checkpoint_every_steps={every_steps}: expected >= 0 "
+                        "(0: at epoch ends only)")
+    if keep < 1:
+        raise UserError(f"bad value keep_checkpoints={keep}: expected an integer >= 1")
+
+
+def _check_steps_per_execution(steps_per_epoch: int, steps_per_execution: int) -> None:
+    # Keras runs whole compiled calls, so an epoch that `steps_per_execution` does not divide
+    # would run more steps than asked and the data position would drift.
+    if steps_per_epoch % steps_per_execution:
+        raise UserError(f"steps per epoch ({steps_per_epoch}) is not a multiple of "
+                        f"--steps_per_execution={steps_per_execution}; change one of them "
+                        "(--steps_per_epoch sets the first)")
+
+
+def _fit_segments(initial_epoch: int, offset: int, epochs: int, steps_per_epoch: int
+                  ) -> list[tuple[int, int, int]]:
+    """`(initial_epoch, epochs, steps_per_epoch)` of each `fit` call: the rest of an
+    interrupted epoch first (when `offset` > 0), then whole epochs."""
+    segments = []
+    if offset:
+        segments.append((initial_epoch, initial_epoch + 1, steps_per_epoch - offset))
+        initial_epoch += 1
+    if initial_epoch < epochs:
+        segments.append((initial_epoch, epochs, steps_per_epoch))
+    return segments
+
+
+def _diverged_message(diverged: dict[str, Any], checkpointer: Checkpointer) -> str:
+    steps = (f"step {diverged['step']}" if diverged["first_step"] >= diverged["step"]
+             else f"steps {diverged['first_step']}-{diverged['step']}")
+    values = ", ".join(f"{name}={value:.4g}" for name, value in diverged["values"].items())
+    kept = checkpointer.latest
+    return (f"training diverged: non-finite loss at {steps} ({values}); "
+            + (f"the last good checkpoint, {kept}, is kept" if kept else
+               "no checkpoint was written") + "; lower the learning rate and rerun")
 
 
 def restore(workdir: str, *, expected_model: str | None = None
@@ -294,7 +381,8 @@ def restore(workdir: str, *, expected_model: str | None = None
     model = build_model(run, image_shape, num_classes)
     model.compile(jit_compile=False)  # creates the optimizers the checkpoint also holds
     checkpointer = Checkpointer(paths["checkpoints"], model)
-    if checkpointer.restore_latest() == 0:
+    checkpointer.restore_latest()
+    if checkpointer.restored_path is None:
         raise UserError(f"{workdir} has no checkpoint yet: train there first (--mode=train)")
     return run, model
 

@@ -1,0 +1,269 @@
+"""Reliability through the runner: SIGKILL mid-epoch and resume exactly, a kill or a full disk
+during a checkpoint write, a diverging run, and bad inputs (one line, exit 2, nothing lost)."""
+
+import hashlib
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO
+
+# 400 steps of the tiny VAE take about 3 s here; a checkpoint every 25 steps leaves the test
+# seconds to see the first one and kill the run well inside the first epoch.
+STEPS_PER_EPOCH = 400
+EVERY = 25
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def _runner(*flags):
+    return [sys.executable, "-m", "aigc_zoo.run", *flags]
+
+
+def run(*flags):
+    return subprocess.run(_runner(*flags), capture_output=True, text=True, env=_env(), cwd=REPO,
+                          timeout=600)
+
+
+def checkpoint_values(directory, prefix=None):
+    reader = tf.train.load_checkpoint(prefix or str(directory))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def one_error_line(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_sigkill_mid_epoch_then_rerun_ends_bitwise_equal(tmp_path, digits_data_dir):
+    flags = ("--config=tiny", f"--data_dir={digits_data_dir}", "--deterministic",
+             f"--steps_per_epoch={STEPS_PER_EPOCH}", "--epochs=2",
+             f"--checkpoint_every_steps={EVERY}", "--log_every_steps=50")
+    straight = run(*flags, f"--workdir={tmp_path / 'straight'}")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    workdir = tmp_path / "killed"
+    index = workdir / "checkpoints" / "checkpoint"
+    with open(tmp_path / "killed.log", "w") as log:
+        process = subprocess.Popen(_runner(*flags, f"--workdir={workdir}"), stdout=log,
+                                   stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
+        try:
+            deadline = time.monotonic() + 300
+            while not index.exists() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert process.poll() is None, "the run ended before it could be killed"
+            process.send_signal(signal.SIGKILL)
+            assert process.wait(timeout=60) == -signal.SIGKILL
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    resumed = run(*flags, f"--workdir={workdir}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    match = re.search(r"resuming from \S+ at step (\d+) \(epoch 1, step (\d+) of 400\)",
+                      resumed.stdout)
+    assert match, resumed.stdout[-2000:]
+    assert 0 < int(match.group(2)) < STEPS_PER_EPOCH  # mid-epoch: the epoch was not redone
+    # The interrupted epoch still had its epoch-end callbacks: checkpoint, samples.
+    assert (workdir / "samples" / "epoch_0001.png").exists()
+
+    expected = checkpoint_values(tmp_path / "straight" / "checkpoints")
+    got = checkpoint_values(workdir / "checkpoints")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        np.testing.assert_array_equal(expected[name], got[name], err_msg=name)
+
+
+_KILL_DURING_SAVE = textwrap.dedent("""
+    import os, signal, sys
+    import tensorflow as tf
+    from aigc_zoo import registry
+    from aigc_zoo.checkpoints import Checkpointer
+
+    vae = registry.get_model("vae")
+    model = vae(vae.tiny_config(), image_shape=(28, 28, 1), num_classes=10)
+    model.compile(jit_compile=False)
+    checkpointer = Checkpointer(sys.argv[1], model)
+    model.global_step.assign(5)
+    checkpointer.save(epoch=1)
+    # The second save dies when its files are written but before the `checkpoint` index
+    # names them: the moment a crash could leave a newer, unrecorded checkpoint.
+    def die(self):
+        os.kill(os.getpid(), signal.SIGKILL)
+    tf.train.CheckpointManager._record_state = die
+    model.global_step.assign(9)
+    for variable in model.trainable_variables:
+        variable.assign(variable * 0 + 7)
+    checkpointer.save(epoch=2)
+""")
+
+
+def test_a_kill_during_a_save_leaves_the_previous_checkpoint(tmp_path):
+    from aigc_zoo import registry
+    from aigc_zoo.checkpoints import Checkpointer
+
+    directory = tmp_path / "checkpoints"
+    script = tmp_path / "kill_during_save.py"
+    script.write_text(_KILL_DURING_SAVE)
+    result = subprocess.run([sys.executable, str(script), str(directory)], env=_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert (directory / "ckpt-2.index").exists()  # written, never committed
+
+    def restored():
+        vae = registry.get_model("vae")
+        model = vae(vae.tiny_config(), image_shape=(28, 28, 1), num_classes=10)
+        model.compile(jit_compile=False)
+        checkpointer = Checkpointer(directory, model)
+        return checkpointer.restore_latest(), checkpointer, model
+
+    epoch, checkpointer, model = restored()
+    assert (epoch, int(model.global_step.numpy())) == (1, 5)
+    assert checkpointer.restored_path.endswith("ckpt-1")
+
+    # Without the index, the newest files on disk are tried; a truncated (half-written) newer
+    # checkpoint is skipped with a warning, never restored.
+    (directory / "checkpoint").unlink()
+    data = next(directory.glob("ckpt-2.data-*"))
+    data.write_bytes(data.read_bytes()[:len(data.read_bytes()) // 2])
+    epoch, checkpointer, model = restored()
+    assert (epoch, int(model.global_step.numpy())) == (1, 5)
+    assert not np.any(model.trainable_variables[0].numpy() == 7)
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous(tmp_path,
+                                                                      digits_data_dir,
+                                                                      monkeypatch):
+    """ENOSPC injected in-process: the real save writes its files, then the data file is cut
+    short and TensorFlow's error for a full disk is raised, as its C++ writer would."""
+    from aigc_zoo import config as config_lib
+    from aigc_zoo import train
+    from aigc_zoo.errors import UserError
+
+    original = tf.train.CheckpointManager.save
+    calls = []
+
+    def save_on_a_full_disk(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) < 2:
+            return original(self, *args, **kwargs)
+        number = int(self._checkpoint.save_counter.numpy()) + 1
+        prefix = os.path.join(self.directory, f"ckpt-{number}")
+        self._checkpoint.write(prefix)
+        data = pathlib.Path(next(iter(tf.io.gfile.glob(prefix + ".data-*"))))
+        data.write_bytes(data.read_bytes()[:100])
+        raise tf.errors.ResourceExhaustedError(
+            None, None, f"{data}; No space left on device")
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", save_on_a_full_disk)
+    vae = config_lib.override(train.registry.get_model("vae").tiny_config(),
+                              ["steps_per_epoch=8", "epochs=1"])
+    run_ = train.Run(model="vae", dataset="digits", config=vae)
+    workdir = tmp_path / "w"
+    with pytest.raises(UserError) as raised:
+        train.train(run_, workdir=str(workdir), data_dir=digits_data_dir, verbose=0,
+                    checkpoint_every_steps=4)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "cannot write checkpoint ckpt-2" in message and "no space left on device" in message
+    assert "ckpt-1, is kept" in message
+    names = sorted(os.listdir(workdir / "checkpoints"))
+    assert names == ["checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index"], names
+    monkeypatch.undo()
+    _, model = train.restore(str(workdir))
+    assert int(model.global_step.numpy()) == 4
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(
+        tmp_path, digits_data_dir):
+    # Adam at 0.06 on the tiny Gaussian VAE diverges after a few dozen steps (step 41 on the
+    # 2-core test machine); mid-epoch checkpoints come every 5 steps before that.
+    result = run("--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={tmp_path}",
+                 "--set", "likelihood=gaussian", "--set", "learning_rate=0.06",
+                 "--steps_per_epoch=100", "--epochs=2", "--checkpoint_every_steps=5")
+    assert result.returncode == 1, result.stderr[-2000:]
+    line = one_error_line(result)
+    match = re.search(r"non-finite loss at step (\d+) \((.*)\); the last good checkpoint, "
+                      r"(\S+), is kept", line)
+    assert match, line
+    step, values, kept = int(match.group(1)), match.group(2), match.group(3)
+    assert re.search(r"loss=(nan|inf)", values), values
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")) == kept
+    saved = checkpoint_values(None, kept)
+    assert all(np.all(np.isfinite(value)) for value in saved.values()
+               if np.issubdtype(np.asarray(value).dtype, np.floating))
+    from aigc_zoo import train
+    _, model = train.restore(str(tmp_path))
+    assert 0 < int(model.global_step.numpy()) < step  # nothing saved at or after the bad step
+
+
+# -- bad inputs ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def existing(tmp_path_factory, digits_data_dir):
+    """A trained tiny VAE workdir, the flags that trained it, and a file that is no folder."""
+    root = tmp_path_factory.mktemp("existing")
+    workdir = root / "run"
+    flags = ["--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={workdir}",
+             "--steps_per_epoch=4", "--epochs=1"]
+    assert run(*flags).returncode == 0
+    (root / "a_file").write_text("not a folder")
+    return workdir, flags, root / "a_file"
+
+
+def _snapshot(folder):
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--checkpoint_every_steps=-1"], "checkpoint_every_steps=-1"),
+    (["--keep_checkpoints=0"], "keep_checkpoints=0"),
+    (["--steps_per_epoch=4", "--steps_per_execution=3"], "not a multiple"),
+    (["--log_every_steps=0"], "log_every_steps"),
+    (["--seed=-1"], "seed=-1"),
+    (["--image_size=0"], "image_size=0"),
+    (["--data_dir=FILE"], "--data_dir"),
+    (["--classifier_dir=FILE", "--eval_every_epochs=1"], "--classifier_dir"),
+    (["--extractor=inception", "--inception_weights=/no/such.h5", "--eval_every_epochs=1"],
+     "--inception_weights"),
+    (["--train_split=train+test"], "bad split"),
+    (["--set", "latent_dim=7"], "holds a different run"),
+    (["--mode=sample", "--num_samples=0"], "num_samples=0"),
+    (["--mode=eval", "--eval_split=test[", "--eval_samples=0"], "bad split"),
+])
+def test_bad_inputs_exit_2_with_one_line_and_change_nothing(extra, fragment, existing):
+    workdir, flags, a_file = existing
+    before = _snapshot(workdir)
+    result = run(*flags, *[flag.replace("FILE", str(a_file)) for flag in extra])
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert fragment in one_error_line(result)
+    assert _snapshot(workdir) == before
+
+
+def test_a_corrupt_checkpoint_is_one_line_and_left_alone(existing, tmp_path):
+    workdir, flags, _ = existing
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(workdir), str(copy)], check=True)
+    flags = [flag for flag in flags if not flag.startswith("--workdir")]
+    data = next((copy / "checkpoints").glob("ckpt-1.data-*"))
+    data.write_bytes(bytes(len(data.read_bytes())))  # zeroed: checksums fail
+    before = _snapshot(copy)
+    result = run(*flags, f"--workdir={copy}", "--epochs=2")
+    assert result.returncode == 2
+    assert "is corrupt" in one_error_line(result)
+    assert _snapshot(copy) == before
