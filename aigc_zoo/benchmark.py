@@ -24,6 +24,8 @@ dtype); `full` measures every combination.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -162,12 +164,10 @@ def _peak_memory_mib() -> float:
 
 def _build(run: train.Run, info: data.DatasetInfo, *, jit: bool, spe: int, precision: str
            ) -> Any:
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        model = train.build_model(run, info.image_shape, info.num_classes)
-        model.compile(jit_compile=jit, steps_per_execution=spe)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")  # the policy is read when built
+    # The runner's own path: `build_model` builds in `run.precision` and restores the policy.
+    model = train.build_model(dataclasses.replace(run, precision=precision), info.image_shape,
+                              info.num_classes)
+    model.compile(jit_compile=jit, steps_per_execution=spe)
     return model
 
 
@@ -261,7 +261,6 @@ def _measure(run: train.Run, info: data.DatasetInfo, batch: dict[str, tf.Tensor]
     try:
         row = train_throughput(run, info, batch, **settings)
     except Exception as error:  # noqa: BLE001 - a failing setting is a result, not a crash
-        keras.mixed_precision.set_global_policy("float32")
         keras.backend.clear_session()
         message = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
         print(f" failed ({message})", flush=True)

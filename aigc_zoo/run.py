@@ -170,12 +170,14 @@ def main(argv: list[str]) -> None:
     if FLAGS.mode != "train" and (FLAGS.strategy != "default" or FLAGS["precision"].present):
         raise UserError("--strategy and --precision are for --mode=train; sampling and "
                         "evaluation run on one device in the run's own precision")
-    strategy = _quietly(_setup_devices)
     if FLAGS.mode == "train":
+        # The run and its options are checked first: a typo should not wait for a TPU or join
+        # a cluster before it is reported.
         run = _make_run()
         workdir = _workdir(run.model, run.dataset)
         quality = (_quality_options() if FLAGS.eval_every_epochs
                    else sample_quality.DEFAULT_OPTIONS)
+        strategy = _quietly(_setup_devices)
         model = train.train(
             run, workdir=workdir, data_dir=FLAGS.data_dir, overwrite=FLAGS.overwrite,
             jit_compile={"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile],
@@ -192,6 +194,7 @@ def main(argv: list[str]) -> None:
         else:
             print(f"done: checkpoints, TensorBoard events and samples in {workdir}")
         return
+    _quietly(_setup_devices)  # one device, its start-up lines filtered
     # Sampling and evaluation take the run from the workdir's config.json; an explicit
     # --model must agree with it.
     model_class = registry.get_model(FLAGS.model)

@@ -218,6 +218,9 @@ def _train(run: Run, *, workdir: str, outputs: str, data_dir: str | None, overwr
         # Seeds: build_model seeds Python, NumPy and TensorFlow; the data order is seeded.
         tf.config.experimental.enable_op_determinism()
     dataset, info = _training_data(run, data_dir)
+    # Checked before anything in the workdir changes (--overwrite clears it further down).
+    steps_per_epoch = run.config.steps_per_epoch or info.num_examples // run.config.batch_size
+    _check_steps_per_execution(steps_per_epoch, steps_per_execution)
     saved = {**run.to_json(), "image_shape": list(info.image_shape),
              "num_classes": info.num_classes}
     prepare_workdir(workdir, saved, overwrite=overwrite)
@@ -241,8 +244,6 @@ def _train(run: Run, *, workdir: str, outputs: str, data_dir: str | None, overwr
     source = checkpointer if chief else restorer
     if chief or not overwrite:
         source.restore_latest()
-    steps_per_epoch = run.config.steps_per_epoch or info.num_examples // run.config.batch_size
-    _check_steps_per_execution(steps_per_epoch, steps_per_execution)
     start_step = int(model.global_step.numpy())
     # The position comes from the step count, so a checkpoint written inside an epoch
     # resumes inside it.

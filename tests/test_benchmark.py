@@ -97,3 +97,15 @@ def test_unknown_model_is_one_error_line(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: unknown model 'nope'")
+
+
+def test_each_setting_is_built_in_its_own_precision():
+    from aigc_zoo import benchmark, data, registry, train
+
+    run = train.Run(model="vae", dataset="digits", config=registry.get_model("vae").tiny_config())
+    info = data.DatasetInfo(name="digits", image_shape=(28, 28, 1), num_classes=10,
+                             num_examples=64)
+    for precision in ("mixed_bfloat16", "float32"):
+        model = benchmark._build(run, info, jit=False, spe=1, precision=precision)
+        assert model.dtype_policy.name == precision
+    assert keras.mixed_precision.global_policy().name == "float32"  # nothing leaks

@@ -234,6 +234,7 @@ def _snapshot(folder):
     (["--checkpoint_every_steps=-1"], "checkpoint_every_steps=-1"),
     (["--keep_checkpoints=0"], "keep_checkpoints=0"),
     (["--steps_per_epoch=4", "--steps_per_execution=3"], "not a multiple"),
+    (["--steps_per_epoch=4", "--steps_per_execution=3", "--overwrite"], "not a multiple"),
     (["--log_every_steps=0"], "log_every_steps"),
     (["--seed=-1"], "seed=-1"),
     (["--image_size=0"], "image_size=0"),
