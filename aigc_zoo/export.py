@@ -69,12 +69,7 @@ def save_model(model: GenerativeModel, export_dir: str, *,
     if os.path.exists(export_dir):
         raise UserError(f"{export_dir} already exists; delete it or pass another --export_dir")
     parent = os.path.dirname(export_dir)
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create {parent}: {error.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write to {parent}")
+    train.make_writable_folder(parent, what="the export's folder")
     model.prepare_sampling()  # e.g. the GANs' standing statistics, before they are captured
     endpoints = model.serving_endpoints()
     archive = keras.export.ExportArchive()

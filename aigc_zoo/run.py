@@ -246,6 +246,7 @@ def _check_reliability_flags() -> None:
     _check_folder("data_dir", FLAGS.data_dir, writable=False)
     _check_folder("classifier_dir", FLAGS.classifier_dir, writable=True)
     _check_folder("workdir", FLAGS.workdir, writable=True)
+    _check_folder("export_dir", FLAGS.export_dir, writable=True)
     weights = FLAGS.inception_weights
     if weights is not None and not (os.path.isfile(weights) and os.access(weights, os.R_OK)):
         raise UserError(f"--inception_weights={weights} is not a readable file")

@@ -132,12 +132,17 @@ def prepare_workdir(workdir: str, saved: dict[str, Any], *, overwrite: bool) -> 
         if differences:
             raise UserError(f"{workdir} holds a different run ({'; '.join(differences[:3])}); "
                             "pass --overwrite to replace it, or choose another --workdir")
+    make_writable_folder(workdir, what="workdir")
+
+
+def make_writable_folder(path: str, *, what: str) -> None:
+    """Create the folder `path` if needed; a `UserError` naming `what` if it is not writable."""
     try:
-        os.makedirs(workdir, exist_ok=True)
+        os.makedirs(path, exist_ok=True)
     except OSError as error:
-        raise UserError(f"cannot create workdir {workdir}: {error.strerror}") from None
-    if not os.access(workdir, os.W_OK):
-        raise UserError(f"workdir {workdir} is not writable")
+        raise UserError(f"cannot create {what} {path}: {error.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"{what} {path} is not writable")
 
 
 def _clear_outputs(workdir: str) -> None:

@@ -32,7 +32,7 @@ import tensorflow as tf  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
 import evaluate_table  # noqa: E402
-from aigc_zoo import train  # noqa: E402
+from aigc_zoo import device, train  # noqa: E402
 from aigc_zoo.metrics import sample_quality  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results" / "diffusion_steps.md"
@@ -80,7 +80,7 @@ def main() -> None:
     first = rows[0]["results"]
     info = first["extractor_info"]
     config = model.config
-    machine = (f"{evaluate_table._cpu_name()} ({platform.machine()}, {os.cpu_count()} CPUs), "
+    machine = (f"{device.cpu_name()} ({platform.machine()}, {os.cpu_count()} CPUs), "
                f"TensorFlow {tf.__version__}")
     command = "python experiments/diffusion_steps.py " + shlex.join(sys.argv[1:])
     lines = [

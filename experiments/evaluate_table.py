@@ -34,7 +34,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable from a clone without `pip install -e .`
 import tensorflow as tf  # noqa: E402
 
-from aigc_zoo import train  # noqa: E402
+from aigc_zoo import device, train  # noqa: E402
 from aigc_zoo.metrics import sample_quality  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
@@ -68,17 +68,6 @@ def seed_comparison(name: str, first: dict, second: dict) -> list[str]:
     return lines
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def write_table(dataset: str, entries: list[dict], args: argparse.Namespace,
                 wall_seconds: float) -> str:
     first = entries[0]["results"]
@@ -87,7 +76,7 @@ def write_table(dataset: str, entries: list[dict], args: argparse.Namespace,
     if "test_accuracy" in info:
         extractor += (f"; domain classifier test accuracy {info['test_accuracy']:.4f} on the "
                       f"{info['test_split']!r} split, weights {info['path']}")
-    machine = (f"{_cpu_name()} ({platform.machine()}, {os.cpu_count()} CPUs, "
+    machine = (f"{device.cpu_name()} ({platform.machine()}, {os.cpu_count()} CPUs, "
                f"{platform.system()}), TensorFlow {tf.__version__}")
     command = "python experiments/evaluate_table.py " + shlex.join(sys.argv[1:])
     date = datetime.date.today().isoformat()

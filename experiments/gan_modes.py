@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
 
-from evaluate_table import _cpu_name  # noqa: E402  (experiments/, this script's folder)
+from aigc_zoo import device  # noqa: E402
 
 GANS = ("gan", "dcgan", "wgan_gp", "sngan", "cgan")
 DATASETS = ("ring8", "grid25")
@@ -107,7 +107,7 @@ def main() -> None:
     lines = [
         "# Mode coverage of the GAN variants on the 2D toy datasets",
         "",
-        f"Measured {datetime.date.today().isoformat()} on {_cpu_name()} "
+        f"Measured {datetime.date.today().isoformat()} on {device.cpu_name()} "
         f"({os.cpu_count()} logical CPUs), by",
         f"`python experiments/gan_modes.py {shlex.join(sys.argv[1:])}`".replace(" `", "`"),
         "",

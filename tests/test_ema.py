@@ -65,6 +65,7 @@ def test_rejects_a_decay_outside_zero_one():
 
 
 def test_recomputed_statistics_are_the_moments_of_each_layers_own_input():
+    keras.utils.set_random_seed(0)
     inputs = keras.Input((3,))
     x = keras.layers.Dense(5)(inputs)
     x = keras.layers.BatchNormalization()(x)
@@ -87,7 +88,11 @@ def test_recomputed_statistics_are_the_moments_of_each_layers_own_input():
                                atol=1e-5)
     np.testing.assert_allclose(second.moving_variance.numpy(), second_input.numpy().var(0),
                                rtol=1e-4)
-    # With those statistics the averaged network normalises the batch: mean 0, variance 1.
+    # With those statistics the averaged network normalises the batch: mean 0, and variance
+    # var / (var + epsilon), which is near 1 only for features whose variance dwarfs epsilon
+    # (a feature with little variance is possible for some initial weights).
     normalised = average.averaged(batch, training=False).numpy()
+    variance = second_input.numpy().var(0)
     np.testing.assert_allclose(normalised.mean(0), 0.0, atol=1e-3)
-    np.testing.assert_allclose(normalised.var(0), 1.0, atol=0.05)  # var / (var + epsilon)
+    np.testing.assert_allclose(normalised.var(0), variance / (variance + second.epsilon),
+                               rtol=1e-3)

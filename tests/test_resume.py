@@ -245,6 +245,7 @@ def _snapshot(folder):
     (["--train_split=train+test"], "bad split"),
     (["--set", "latent_dim=7"], "holds a different run"),
     (["--mode=sample", "--num_samples=0"], "num_samples=0"),
+    (["--mode=export", "--export_dir="], "--export_dir is empty"),
     (["--mode=eval", "--eval_split=test[", "--eval_samples=0"], "bad split"),
 ])
 def test_bad_inputs_exit_2_with_one_line_and_change_nothing(extra, fragment, existing):
