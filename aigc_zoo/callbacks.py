@@ -273,15 +273,34 @@ class CheckpointEverySteps(keras.callbacks.Callback):
         self._checkpointer.save(step // self._steps_per_epoch)
 
 
-def write_scalars(logdir: str, step: int, values: dict[str, Any]) -> None:
-    """Write every finite int or float of `values` as a TensorBoard scalar at `step`."""
-    writer = tf.summary.create_file_writer(logdir)
+def write_scalars(logdir: str | Any, step: int, values: dict[str, Any]) -> None:
+    """Write every finite int or float of `values` as a TensorBoard scalar at `step`.
+
+    `logdir` is a folder (a new event file) or a summary writer. Callbacks that write every
+    epoch keep one writer: each new writer starts a new event file, named by the second and a
+    per-process counter, and TensorBoard reads the files in name order, so files made within
+    one second (counter 9, then 10) would be read out of step order.
+    """
+    writer = tf.summary.create_file_writer(logdir) if isinstance(logdir, str) else logdir
     with writer.as_default(step=step):
         for tag, value in values.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) \
                     and math.isfinite(value):
                 tf.summary.scalar(tag, value)
     writer.flush()
+
+
+class _LazyWriter:
+    """One summary writer for `logdir`, made at its first use (a run may never write)."""
+
+    def __init__(self, logdir: str):
+        self._logdir = logdir
+        self._writer = None
+
+    def get(self) -> Any:
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self._logdir)
+        return self._writer
 
 
 class SampleQualityEvery(keras.callbacks.Callback):
@@ -301,7 +320,7 @@ class SampleQualityEvery(keras.callbacks.Callback):
                  every_epochs: int, seed: int = 0):
         super().__init__()
         self._evaluator = evaluator
-        self._logdir = logdir
+        self._writer = _LazyWriter(logdir)
         self._every = every_epochs
         self._seed = seed
 
@@ -312,7 +331,7 @@ class SampleQualityEvery(keras.callbacks.Callback):
             return  # a diverged epoch (StopOnNonFinite stops the run) has nothing to measure
         results = self._evaluator.evaluate(self.model, seed=self._seed)
         values = sample_quality.scalars(results)
-        write_scalars(self._logdir, int(self.model.global_step.numpy()),
+        write_scalars(self._writer.get(), int(self.model.global_step.numpy()),
                       {f"eval/{name}": value for name, value in values.items()})
         name = results["extractor"]
         print(f"\nepoch {epoch + 1}: {name} FD {values[f'{name}/fd']:.4f} (real vs real "
@@ -335,7 +354,7 @@ class ModeCoverageEvery(keras.callbacks.Callback):
     def __init__(self, dataset: str, logdir: str, *, seed: int = 0):
         super().__init__()
         self._dataset = dataset
-        self._logdir = logdir
+        self._writer = _LazyWriter(logdir)
         self._seed = seed
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -343,7 +362,7 @@ class ModeCoverageEvery(keras.callbacks.Callback):
             return
         points = self.model.generate(modes.DEFAULT_NUM_SAMPLES, seed=self._seed).numpy()
         results = modes.mode_coverage(points, self._dataset)
-        write_scalars(self._logdir, int(self.model.global_step.numpy()),
+        write_scalars(self._writer.get(), int(self.model.global_step.numpy()),
                       {f"eval/{name}": results[name]
                        for name in ("modes_covered", "high_quality_share", "mode_kl")})
         print(f"\nepoch {epoch + 1}: {modes.format_report(results)}", flush=True)

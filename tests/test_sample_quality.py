@@ -158,4 +158,6 @@ def test_callback_logs_sample_quality_every_n_epochs(tmp_path, digits_data_dir, 
         assert tag in tags, sorted(tags)
     fd = events.Tensors("eval/classifier/fd")
     assert [event.step for event in fd] == [3, 6]
+    # One event file: TensorBoard reads files in name order, which need not be step order.
+    assert len(list((tmp_path / "tensorboard" / "eval").glob("events.out.tfevents.*"))) == 1
     assert all(np.isfinite(tf.make_ndarray(event.tensor_proto)) for event in fd)
