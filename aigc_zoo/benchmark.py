@@ -135,14 +135,19 @@ def _reset_peak_memory() -> None:
 
 def _resident_memory_mib() -> float:
     """This process's resident memory now (Linux), else 0."""
+    return _proc_status_mib("VmRSS") or 0.0
+
+
+def _proc_status_mib(field: str) -> float | None:
+    """A memory field of /proc/self/status (`VmRSS`, `VmHWM`) in MiB; None off Linux."""
     try:
         with open("/proc/self/status") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return 0.0
+    return None
 
 
 def _peak_memory_mib() -> float:
@@ -151,13 +156,9 @@ def _peak_memory_mib() -> float:
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:
         return tf.config.experimental.get_memory_info(gpus[0].name)["peak"] / 2**20
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    peak = _proc_status_mib("VmHWM")
+    if peak is not None:
+        return peak
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

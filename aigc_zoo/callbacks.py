@@ -165,7 +165,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
             for name, value in (logs or {}).items():
                 tf.summary.scalar(f"epoch/{name}", float(value))
         self._writer.flush()
-        if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
+        if not _finite(logs):
             return  # diverged weights draw nothing worth a picture
         samples = self.model.generate(self._num_samples, seed=self._sample_seed).numpy()
         title = f"{self.model.registered_name}, epoch {epoch + 1}, step {step}"
@@ -233,7 +233,7 @@ class CheckpointEveryEpoch(keras.callbacks.Callback):
         self._checkpointer = checkpointer
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if all(math.isfinite(float(value)) for value in (logs or {}).values()):
+        if _finite(logs):
             self._checkpointer.save(epoch + 1)
 
 
@@ -327,7 +327,7 @@ class SampleQualityEvery(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if (epoch + 1) % self._every:
             return
-        if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
+        if not _finite(logs):
             return  # a diverged epoch (StopOnNonFinite stops the run) has nothing to measure
         results = self._evaluator.evaluate(self.model, seed=self._seed)
         values = sample_quality.scalars(results)
@@ -358,7 +358,7 @@ class ModeCoverageEvery(keras.callbacks.Callback):
         self._seed = seed
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if not all(math.isfinite(float(value)) for value in (logs or {}).values()):
+        if not _finite(logs):
             return
         points = self.model.generate(modes.DEFAULT_NUM_SAMPLES, seed=self._seed).numpy()
         results = modes.mode_coverage(points, self._dataset)

@@ -124,8 +124,6 @@ def _make_run() -> train.Run:
                    if FLAGS[name].value is not None]
     config = config_lib.override(base, assignments + FLAGS.set)
     config.validate()
-    if FLAGS.image_size is not None and FLAGS.image_size < 1:
-        raise UserError(f"bad value image_size={FLAGS.image_size}: expected an integer >= 1")
     return train.Run(model=FLAGS.model, dataset=dataset,
                      config=config, seed=FLAGS.seed, train_split=FLAGS.train_split,
                      eval_split=FLAGS.eval_split, image_size=FLAGS.image_size,
