@@ -36,6 +36,15 @@ def test_training_batches_are_static_float_images_in_range(idx_dir):
     assert batch["image"].min() == -1.0 and batch["image"].max() == 1.0  # 0 and 255 both occur
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_pipelines_run_without_the_tf_data_autotuner(idx_dir, training):
+    # With it on, whole `fit` calls ran on one core of the 2-core CPU (data.with_fixed_tuning).
+    dataset, _ = data.load(idx_dir, "train", batch_size=8, training=training)
+    assert dataset.options().autotune.enabled is False
+    # Options survive what `fit` and the runner add on top (distribution, skip).
+    assert dataset.skip(2).with_options(tf.data.Options()).options().autotune.enabled is False
+
+
 def test_shuffle_is_deterministic_for_a_seed(idx_dir):
     def first(seed):
         dataset, _ = data.load(idx_dir, "train", batch_size=8, training=True, seed=seed)

@@ -135,7 +135,22 @@ def batches(dataset: tf.data.Dataset, info: DatasetInfo, *, split: str, batch_si
                                   reshuffle_each_iteration=True).repeat()
     dataset = dataset.batch(batch_size, drop_remainder=training)
     dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return with_fixed_tuning(dataset.prefetch(tf.data.AUTOTUNE))
+
+
+def with_fixed_tuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset` with tf.data's autotuner off (parallelism and prefetch at their defaults).
+
+    With the autotuner on, a third of the `fit` calls on the 2-core CPU ran their whole train
+    loop on one core, at half speed (dcgan 78 ms per step instead of 36, ddpm 637 instead of
+    about 320), with these pipelines and with an in-memory `Dataset.from_tensors(batch)
+    .repeat()` alike; with it off, none did (`experiments/input_autotune.py`). A training run
+    is one `fit`, so it was either all fast or all slow. These pipelines need a small fraction
+    of a core, so the autotuner has nothing to win here.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def _to_float(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
