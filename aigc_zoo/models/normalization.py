@@ -1,0 +1,138 @@
+"""Batch and group normalisation with fewer kernels; the same weights and maths as Keras'.
+
+Normalisation layers in small convolutional networks are memory-bound on a CPU: their cost is
+the number of passes over the activations, not arithmetic. Keras 3 builds both layers, and
+their gradients, out of generic ops (mean, squared difference, broadcast multiply and add,
+each with its own gradient ops), which makes about a dozen passes per layer and step.
+
+These subclasses keep Keras' weights, config and serialisation:
+
+- `BatchNormalization` trains through TensorFlow's fused kernel (`FusedBatchNormV3`: oneDNN
+  on x86 CPUs, cuDNN on GPUs), one op forwards and one backwards. The moving statistics
+  follow Keras' update rule (momentum, population variance). Inference is Keras' own code.
+- `GroupNormalization` has a hand-written gradient: two reductions over the activations and
+  one multiply-add per element, where autodiff of Keras' graph needs about twice as many
+  passes.
+
+Measured with `experiments/step_breakdown.py` on the 2-core CPU: ddpm's group norm layers
+take a third of its step, and this version of the layer makes the step about 7% faster.
+dcgan's batch norm is a small share of its step, and the fused kernel gains about 3%.
+
+Where the fast path does not apply, the Keras implementation runs: synchronised batch norm
+across replicas, renorm, masks, axes other than the last, and batch norm on ranks other than
+2 and 4. Results equal Keras' within float rounding (`tests/test_normalization.py`).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="aigc_zoo")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` whose training step runs TensorFlow's fused kernel."""
+
+    def _fused(self, inputs, mask) -> bool:
+        rank = len(inputs.shape)
+        return (mask is None and not self.synchronized and not self.renorm
+                and rank in (2, 4) and self.axis in (-1, rank - 1)
+                and keras.backend.backend() == "tensorflow")
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable and self._fused(inputs, mask)):
+            return super().call(inputs, training=training, mask=mask)
+        channels = inputs.shape[-1]
+        x = tf.cast(inputs, tf.float32)  # statistics in float32, as Keras does
+        x4 = x if len(inputs.shape) == 4 else tf.reshape(x, [-1, 1, 1, channels])
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
+        # The fused op's epsilon must be at least 1.001e-5; Keras' default is 1e-3.
+        y, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
+            x4, gamma, beta, epsilon=max(self.epsilon, 1.001e-5), is_training=True,
+            data_format="NHWC")
+        # The op returns the Bessel-corrected variance; Keras tracks the population variance.
+        count = tf.cast(tf.size(x4) // channels, tf.float32)
+        variance = unbiased_variance * tf.maximum(count - 1.0, 1.0) / count
+        momentum = self.momentum
+        self.moving_mean.assign(tf.cast(
+            self.moving_mean * momentum + tf.cast(mean, self.moving_mean.dtype)
+            * (1.0 - momentum), self.moving_mean.dtype))
+        self.moving_variance.assign(tf.cast(
+            self.moving_variance * momentum + tf.cast(variance, self.moving_variance.dtype)
+            * (1.0 - momentum), self.moving_variance.dtype))
+        if len(inputs.shape) == 2:
+            y = tf.reshape(y, tf.shape(inputs))
+        return tf.cast(y, self.compute_dtype)
+
+
+def _group_norm(x, gamma, beta, groups: int, epsilon: float):
+    """Group norm of channels-last `x` (float32, rank >= 3) with a hand-written gradient.
+
+    With M elements per (example, group), mean m, r = 1 / sqrt(var + eps) and
+    x_hat = (x - m) r, the forward pass is y = x * (gamma r) + (beta - m gamma r). The
+    gradient, written as dx = A dy + B x + C with A = gamma r per (example, channel) and B, C
+    per (example, group), only needs the per-channel sums of dy and dy * x:
+        dbeta = sum dy,  dgamma = r (sum dy x - m sum dy)
+        dx = r gamma dy - r / M (S1 + x_hat S2),
+        S1 = sum over the group of gamma sum dy,  S2 = sum over the group of gamma dgamma_nc
+    where dgamma_nc is the per-example gamma gradient.
+    """
+    shape = tf.shape(x)
+    channels = x.shape[-1]
+    per_group = channels // groups
+    batch = shape[0]
+    spatial = tf.reduce_prod(shape[1:-1])
+    grouped_shape = tf.stack([batch, spatial, groups, per_group])
+
+    @tf.custom_gradient
+    def normalize(x, gamma, beta):
+        xg = tf.reshape(x, grouped_shape)
+        count = tf.cast(spatial * per_group, tf.float32)
+        # Two passes (mean, then squared deviations), each one op over x: as cheap as summing
+        # x and x^2, without the cancellation of E[x^2] - m^2 when |m| >> the deviation.
+        mean = tf.reduce_sum(xg, axis=[1, 3], keepdims=True) / count    # [N, 1, G, 1]
+        variance = tf.reduce_sum(tf.math.squared_difference(xg, mean), axis=[1, 3],
+                                 keepdims=True) / count
+        mean, variance = mean[:, 0], variance[:, 0]                      # [N, G, 1]
+        rstd = tf.math.rsqrt(variance + epsilon)                         # [N, G, 1]
+        gamma_g = tf.reshape(gamma, [1, groups, per_group])
+        beta_g = tf.reshape(beta, [1, groups, per_group])
+        scale = gamma_g * rstd                                           # [N, G, Cg]
+        shift = beta_g - mean * scale
+        y = xg * scale[:, None] + shift[:, None]
+
+        def grad(dy):
+            dyg = tf.reshape(dy, grouped_shape)
+            sum_dy = tf.reduce_sum(dyg, axis=1)                          # [N, G, Cg]
+            sum_dy_x = tf.reduce_sum(dyg * xg, axis=1)                   # [N, G, Cg]
+            dgamma_nc = (sum_dy_x - mean * sum_dy) * rstd                # [N, G, Cg]
+            s1 = tf.reduce_sum(gamma_g * sum_dy, axis=-1, keepdims=True)       # [N, G, 1]
+            s2 = tf.reduce_sum(gamma_g * dgamma_nc, axis=-1, keepdims=True)    # [N, G, 1]
+            b = -rstd * rstd * s2 / count                                # coefficient of x
+            c = -rstd * s1 / count - b * mean                            # constant term
+            dx = dyg * scale[:, None] + (b[:, None] * xg + c[:, None])
+            return (tf.reshape(dx, shape),
+                    tf.reshape(tf.reduce_sum(dgamma_nc, axis=0), [channels]),
+                    tf.reshape(tf.reduce_sum(sum_dy, axis=0), [channels]))
+
+        return tf.reshape(y, shape), grad
+
+    return normalize(x, gamma, beta)
+
+
+
+@keras.saving.register_keras_serializable(package="aigc_zoo")
+class GroupNormalization(keras.layers.GroupNormalization):
+    """`keras.layers.GroupNormalization` (channels last) with a hand-written gradient."""
+
+    def call(self, inputs):
+        rank = len(inputs.shape)
+        if (self.axis not in (-1, rank - 1) or rank < 3
+                or keras.backend.backend() != "tensorflow"):
+            return super().call(inputs)
+        channels = inputs.shape[-1]
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
+        y = _group_norm(tf.cast(inputs, tf.float32), gamma, beta, self.groups, self.epsilon)
+        return tf.cast(y, self.compute_dtype)
