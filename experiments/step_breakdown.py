@@ -12,8 +12,8 @@ matmul peak measured at the start.
 
 Variants that change no config field patch the model for this experiment only: "no EMA update"
 makes `after_update` a no-op; "GroupNorm -> identity" builds the U-Net with its group norm
-layers replaced by identities; "Keras' BatchNormalization / GroupNormalization" builds the
-networks with Keras' layers instead of `aigc_zoo.models.normalization`'s.
+layers replaced by identities; "Keras' GroupNormalization" builds it with Keras' layer instead
+of `aigc_zoo.models.normalization`'s.
 """
 
 import argparse
@@ -34,8 +34,7 @@ from aigc_zoo import benchmark, data, flops, registry, train  # noqa: E402
 from aigc_zoo.models import normalization  # noqa: E402
 
 VARIANTS = {
-    "dcgan": [("default", {}, None), ("Keras' BatchNormalization", {}, "keras_batchnorm"),
-              ("no EMA update", {}, "no_ema"),
+    "dcgan": [("default", {}, None), ("no EMA update", {}, "no_ema"),
               ("no batch norm in G", {"generator_batch_norm": False}, None),
               ("batch 256", {"batch_size": 256}, None)],
     "ddpm": [("default", {}, None), ("Keras' GroupNormalization", {}, "keras_groupnorm"),
@@ -51,7 +50,6 @@ VARIANTS = {
 _REPLACEMENTS = {
     "no_groupnorm": ("GroupNormalization", lambda *args, **kwargs: keras.layers.Identity()),
     "keras_groupnorm": ("GroupNormalization", keras.layers.GroupNormalization),
-    "keras_batchnorm": ("BatchNormalization", keras.layers.BatchNormalization),
 }
 
 

@@ -21,7 +21,7 @@ def batch_normalization(**kwargs) -> keras.layers.BatchNormalization:
     moving statistics stay equal. With one replica it is the plain layer (no extra work).
     """
     synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
-    return normalization.BatchNormalization(synchronized=synchronized, **kwargs)
+    return keras.layers.BatchNormalization(synchronized=synchronized, **kwargs)
 
 
 def check_downsampling(image_shape: Sequence[int], num_halvings: int) -> None:

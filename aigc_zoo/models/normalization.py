@@ -1,69 +1,26 @@
-"""Batch and group normalisation with fewer kernels; the same weights and maths as Keras'.
+"""Group normalisation with a hand-written gradient; the same weights and maths as Keras'.
 
 Normalisation layers in small convolutional networks are memory-bound on a CPU: their cost is
-the number of passes over the activations, not arithmetic. Keras 3 builds both layers, and
-their gradients, out of generic ops (mean, squared difference, broadcast multiply and add,
-each with its own gradient ops), which makes about a dozen passes per layer and step.
+the number of passes over the activations, not arithmetic. Keras 3 builds `GroupNormalization`
+and its gradient out of generic ops (mean, squared difference, broadcast multiply and add,
+each with its own gradient ops). The subclass here keeps Keras' weights, config and
+serialisation, and computes the gradient by hand: two reductions over the activations and one
+multiply-add per element, about half the passes of autodiff through Keras' graph.
 
-These subclasses keep Keras' weights, config and serialisation:
+Measured with `experiments/step_breakdown.py` on the 2-core CPU (experiments/results/
+step_breakdown.md): ddpm's group norm layers take 29% of its step, and this layer makes the
+step 3% faster than Keras' (328 against 339 ms; 7% in an earlier interleaved A/B). A batch
+norm through TensorFlow's fused kernel (`FusedBatchNormV3`) was tried the same way and made no
+measurable difference to dcgan (1,754 against 1,762 images/s), so batch norm is Keras' own.
 
-- `BatchNormalization` trains through TensorFlow's fused kernel (`FusedBatchNormV3`: oneDNN
-  on x86 CPUs, cuDNN on GPUs), one op forwards and one backwards. The moving statistics
-  follow Keras' update rule (momentum, population variance). Inference is Keras' own code.
-- `GroupNormalization` has a hand-written gradient: two reductions over the activations and
-  one multiply-add per element, where autodiff of Keras' graph needs about twice as many
-  passes.
-
-Measured with `experiments/step_breakdown.py` on the 2-core CPU: ddpm's group norm layers
-take a third of its step, and this version of the layer makes the step about 7% faster.
-dcgan's batch norm is a small share of its step, and the fused kernel gains about 3%.
-
-Where the fast path does not apply, the Keras implementation runs: synchronised batch norm
-across replicas, renorm, masks, axes other than the last, and batch norm on ranks other than
-2 and 4. Results equal Keras' within float rounding (`tests/test_normalization.py`).
+Results equal Keras' within float rounding (`tests/test_normalization.py`); for axes other
+than the last, Keras' implementation runs.
 """
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
-
-
-@keras.saving.register_keras_serializable(package="aigc_zoo")
-class BatchNormalization(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` whose training step runs TensorFlow's fused kernel."""
-
-    def _fused(self, inputs, mask) -> bool:
-        rank = len(inputs.shape)
-        return (mask is None and not self.synchronized and not self.renorm
-                and rank in (2, 4) and self.axis in (-1, rank - 1)
-                and keras.backend.backend() == "tensorflow")
-
-    def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable and self._fused(inputs, mask)):
-            return super().call(inputs, training=training, mask=mask)
-        channels = inputs.shape[-1]
-        x = tf.cast(inputs, tf.float32)  # statistics in float32, as Keras does
-        x4 = x if len(inputs.shape) == 4 else tf.reshape(x, [-1, 1, 1, channels])
-        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
-        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
-        # The fused op's epsilon must be at least 1.001e-5; Keras' default is 1e-3.
-        y, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
-            x4, gamma, beta, epsilon=max(self.epsilon, 1.001e-5), is_training=True,
-            data_format="NHWC")
-        # The op returns the Bessel-corrected variance; Keras tracks the population variance.
-        count = tf.cast(tf.size(x4) // channels, tf.float32)
-        variance = unbiased_variance * tf.maximum(count - 1.0, 1.0) / count
-        momentum = self.momentum
-        self.moving_mean.assign(tf.cast(
-            self.moving_mean * momentum + tf.cast(mean, self.moving_mean.dtype)
-            * (1.0 - momentum), self.moving_mean.dtype))
-        self.moving_variance.assign(tf.cast(
-            self.moving_variance * momentum + tf.cast(variance, self.moving_variance.dtype)
-            * (1.0 - momentum), self.moving_variance.dtype))
-        if len(inputs.shape) == 2:
-            y = tf.reshape(y, tf.shape(inputs))
-        return tf.cast(y, self.compute_dtype)
 
 
 def _group_norm(x, gamma, beta, groups: int, epsilon: float):
