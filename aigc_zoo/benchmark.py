@@ -17,9 +17,10 @@ and prints the table. What is measured (numbers in the JSON; see docs/performanc
 4. images/s of each offline dataset's training pipeline (`data.load`) on its own.
 
 The settings grid (`--grid`): `auto` measures every model in float32 with jit_compile off and
-on and steps_per_execution 1 and `--large_spe`, then each other supported precision with both
-jit settings at the float32 winner's steps_per_execution (that choice barely interacts with the
-dtype); `full` measures every combination.
+on and steps_per_execution 1 and `--large_spe`, and in each other supported precision the same
+without XLA on a CPU (with XLA too on a GPU or TPU); `full` measures every combination. All the
+settings of a model are built and traced first, then timed in interleaved rounds, so that they
+are compared under the same conditions.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from aigc_zoo import benchmark_report, data, device, flops, registry, train  # noqa: E402
 from aigc_zoo.errors import UserError  # noqa: E402
+from aigc_zoo.models import base  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", [], "Models to measure (default: every registered model).")
@@ -91,38 +93,14 @@ def _matmul_peaks(*, quick: bool) -> list[dict[str, Any]]:
 
 # -- train steps -------------------------------------------------------------------------------
 
-class _WindowClock(keras.callbacks.Callback):
-    """Times `windows` windows of compiled calls of `fit`, then stops it.
-
-    The first call traces (and with XLA compiles); the second gives the time of one call,
-    which sets how many calls make a window of about `window_seconds`.
-    """
-
-    def __init__(self, *, window_seconds: float, windows: int) -> None:
-        super().__init__()
-        self.window_seconds, self.windows = window_seconds, windows
-        self.stamps: list[float] = []
-        self.calls_per_window = 0
+class _CallClock(keras.callbacks.Callback):
+    """Time stamps of `fit`'s start and of the end of each compiled call."""
 
     def on_train_begin(self, logs: Any = None) -> None:
         self.stamps = [time.perf_counter()]
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         self.stamps.append(time.perf_counter())
-        if len(self.stamps) == 3:
-            call_seconds = self.stamps[2] - self.stamps[1]
-            self.calls_per_window = max(1, round(self.window_seconds / call_seconds))
-        if self.calls_per_window and len(self.stamps) >= self.needed_stamps():
-            self.model.stop_training = True
-
-    def needed_stamps(self) -> int:
-        return 3 + self.windows * self.calls_per_window
-
-    def window_seconds_measured(self) -> list[float]:
-        """Durations of the timed windows (they start after the second call)."""
-        start, calls = 2, self.calls_per_window
-        return [self.stamps[start + (i + 1) * calls] - self.stamps[start + i * calls]
-                for i in range(self.windows)]
 
 
 def _reset_peak_memory() -> None:
@@ -172,47 +150,91 @@ def _build(run: train.Run, info: data.DatasetInfo, *, jit: bool, spe: int, preci
     return model
 
 
-def train_throughput(run: train.Run, info: data.DatasetInfo, batch: dict[str, tf.Tensor], *,
-                     jit: bool, spe: int, precision: str, window_seconds: float,
-                     windows: int) -> dict[str, Any]:
-    """images/s of `model.fit` on `batch` repeated, median over `windows` timed windows."""
+def _prepare(run: train.Run, info: data.DatasetInfo, batch: dict[str, tf.Tensor], *,
+             jit: bool, spe: int, precision: str, window_seconds: float) -> dict[str, Any]:
+    """Build one setting, trace it, and size its timed windows from its speed."""
     # Memory TensorFlow kept from earlier settings stays resident, so the peak alone would
     # grow down the table; the resident size before this setting is recorded next to it.
     resident_before = _resident_memory_mib()
     _reset_peak_memory()
     model = _build(run, info, jit=jit, spe=spe, precision=precision)
-    in_memory = tf.data.Dataset.from_tensors(batch).repeat()
-    clock = _WindowClock(window_seconds=window_seconds, windows=windows)
-    # Enough steps for any window length; the clock stops `fit` once its windows are timed.
-    model.fit(in_memory, epochs=1, steps_per_epoch=10**6 * spe, verbose=0, shuffle=False,
+    in_memory = data.with_fixed_tuning(tf.data.Dataset.from_tensors(batch).repeat())
+    clock = _CallClock()
+    model.fit(in_memory, epochs=1, steps_per_epoch=3 * spe, verbose=0, shuffle=False,
               callbacks=[clock])
-    if len(clock.stamps) < clock.needed_stamps():
-        raise RuntimeError("fit stopped before the timed windows were complete")
-    first, second = clock.stamps[1] - clock.stamps[0], clock.stamps[2] - clock.stamps[1]
-    window_times = np.asarray(clock.window_seconds_measured())
-    calls = clock.calls_per_window
-    seconds_per_step = float(np.median(window_times)) / (calls * spe)
-    result = {"jit_compile": jit, "steps_per_execution": spe, "precision": precision,
-              "images_per_second": run.config.batch_size / seconds_per_step,
-              "seconds_per_step": seconds_per_step,
-              "window_images_per_second": [calls * spe * run.config.batch_size / t
-                                           for t in window_times],
-              "trace_seconds": float(first - second), "peak_memory_mib": _peak_memory_mib(),
-              "resident_before_mib": resident_before}
-    del model
+    first, second, third = np.diff(clock.stamps)
+    call_seconds = min(second, third)
+    return {"model": model, "data": in_memory, "window_seconds": [],
+            "calls_per_window": max(1, round(window_seconds / call_seconds)),
+            "row": {"jit_compile": jit, "steps_per_execution": spe, "precision": precision,
+                    "trace_seconds": float(first - call_seconds),
+                    "peak_memory_mib": _peak_memory_mib(),
+                    "resident_before_mib": resident_before}}
+
+
+def train_throughputs(run: train.Run, info: data.DatasetInfo, batch: dict[str, tf.Tensor],
+                      settings: list[tuple[bool, int, str]], *, window_seconds: float,
+                      windows: int) -> list[dict[str, Any]]:
+    """One row per `(jit, spe, precision)` setting: images/s of `model.fit` on `batch`.
+
+    Every setting is built and traced first; then `windows` rounds each time one window (one
+    `fit` call of about `window_seconds`) of every setting in turn, and a setting's speed is
+    the median of its windows. Timed round by round, the settings share whatever the machine
+    does meanwhile, so they compare fairly; timed one after the other, the same setting
+    differed by about 10% between runs minutes apart.
+    """
+    prepared, rows = [], []
+    for jit, spe, precision in settings:
+        described = f"{run.model}: jit_compile={jit} steps_per_execution={spe} {precision}"
+        print(f"  {described} ...", end="", flush=True)
+        try:
+            setting = _prepare(run, info, batch, jit=jit, spe=spe, precision=precision,
+                               window_seconds=window_seconds)
+        except Exception as error:  # noqa: BLE001 - a failing setting is a result, not a crash
+            message = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+            print(f" failed ({message})", flush=True)
+            rows.append({"jit_compile": jit, "steps_per_execution": spe,
+                         "precision": precision, "error": message})
+            continue
+        print(f" traced in {setting['row']['trace_seconds']:.1f} s", flush=True)
+        prepared.append(setting)
+        rows.append(setting["row"])
+    for _ in range(windows):
+        for setting in prepared:
+            steps = setting["calls_per_window"] * setting["row"]["steps_per_execution"]
+            start = time.perf_counter()
+            setting["model"].fit(setting["data"], epochs=1, steps_per_epoch=steps, verbose=0,
+                                 shuffle=False)
+            setting["window_seconds"].append(time.perf_counter() - start)
+    for setting in prepared:
+        row = setting["row"]
+        steps = setting["calls_per_window"] * row["steps_per_execution"]
+        seconds_per_step = float(np.median(setting["window_seconds"])) / steps
+        row.update(images_per_second=run.config.batch_size / seconds_per_step,
+                   seconds_per_step=seconds_per_step,
+                   window_images_per_second=[steps * run.config.batch_size / t
+                                             for t in setting["window_seconds"]])
+        print(f"  {run.model}: jit_compile={row['jit_compile']} steps_per_execution="
+              f"{row['steps_per_execution']} {row['precision']}: "
+              f"{row['images_per_second']:,.0f} images/s", flush=True)
+    del prepared
     keras.backend.clear_session()
     gc.collect()
-    return result
+    return rows
 
 
-def _settings(precisions: list[str], *, grid: str, large_spe: int, quick: bool
-              ) -> list[tuple[bool, int, str]]:
+def _settings(precisions: list[str], *, grid: str, large_spe: int, quick: bool,
+              accelerator: bool) -> list[tuple[bool, int, str]]:
+    """`(jit_compile, steps_per_execution, precision)` of each setting to measure."""
     spes = [1, large_spe]
     if quick:
         return [(False, spe, "float32") for spe in spes]
-    if grid == "full":
+    if grid == "full" or accelerator:
         return [(jit, spe, p) for p in precisions for jit in (False, True) for spe in spes]
-    return [(jit, spe, "float32") for jit in (False, True) for spe in spes]
+    # On a CPU, XLA with bfloat16 was never a model's fastest setting (docs/performance.md),
+    # so the reduced precisions are measured in graph mode only.
+    return [(jit, spe, p) for p in precisions for jit in ((False, True) if p == "float32"
+                                                          else (False,)) for spe in spes]
 
 
 def benchmark_model(name: str, *, precisions: list[str], peak_gflops: float, data_dir: str | None,
@@ -230,46 +252,24 @@ def benchmark_model(name: str, *, precisions: list[str], peak_gflops: float, dat
     sampling = sampling_throughput(model, quick=quick)
     del model
     keras.backend.clear_session()
-    options = dict(window_seconds=window_seconds, windows=windows)
-    rows = []
-    for jit, spe, precision in _settings(precisions, grid=grid, large_spe=large_spe,
-                                         quick=quick):
-        rows.append(_measure(run, info, batch, jit=jit, spe=spe, precision=precision, **options))
-    if grid == "auto" and not quick:
-        fastest = max((r for r in rows if "images_per_second" in r),
-                      key=lambda r: r["images_per_second"], default=None)
-        spe = fastest["steps_per_execution"] if fastest else 1
-        for precision in precisions[1:]:
-            for jit in (False, True):
-                rows.append(_measure(run, info, batch, jit=jit, spe=spe, precision=precision,
-                                     **options))
+    settings = _settings(precisions, grid=grid, large_spe=large_spe, quick=quick,
+                         accelerator=base.resolve_jit_compile("auto"))
+    rows = train_throughputs(run, info, batch, settings, window_seconds=window_seconds,
+                             windows=windows)
     for row in rows:
         if "images_per_second" in row:
             achieved = step_flops * row["images_per_second"] / run.config.batch_size
             row["gflops_per_second"] = achieved / 1e9
             row["mfu"] = achieved / 1e9 / peak_gflops
+    # What the runner uses when no flag says otherwise, to check it against the fastest.
+    default = {"jit_compile": base.resolve_jit_compile("auto", on_cpu=model_class.xla_on_cpu),
+               "steps_per_execution": train.DEFAULT_STEPS_PER_EXECUTION,
+               "precision": train.DEFAULT_PRECISION}
     return {"model": name, "dataset": dataset, "image_shape": list(info.image_shape),
+            "default_setting": default,
             "batch_size": run.config.batch_size, "flops_per_step": step_flops,
             "flops_per_image": step_flops / run.config.batch_size, "train": rows,
             "sampling": sampling}
-
-
-def _measure(run: train.Run, info: data.DatasetInfo, batch: dict[str, tf.Tensor], **settings: Any
-             ) -> dict[str, Any]:
-    described = (f"{run.model}: jit_compile={settings['jit']} steps_per_execution="
-                 f"{settings['spe']} {settings['precision']}")
-    print(f"  {described} ...", end="", flush=True)
-    try:
-        row = train_throughput(run, info, batch, **settings)
-    except Exception as error:  # noqa: BLE001 - a failing setting is a result, not a crash
-        keras.backend.clear_session()
-        message = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-        print(f" failed ({message})", flush=True)
-        return {"jit_compile": settings["jit"], "steps_per_execution": settings["spe"],
-                "precision": settings["precision"], "error": message}
-    print(f" {row['images_per_second']:,.0f} images/s (trace {row['trace_seconds']:.1f} s)",
-          flush=True)
-    return row
 
 
 # -- sampling and input pipelines --------------------------------------------------------------

@@ -30,6 +30,20 @@ def fastest(model: dict[str, Any], precision: str | None = None) -> dict[str, An
     return max(rows, key=lambda r: r["images_per_second"], default=None)
 
 
+# Settings within this share of the fastest count as equally fast: interleaved rounds of one
+# setting spread by a few percent (see each row's window_images_per_second).
+NOISE = 0.05
+
+
+def default_row(model: dict[str, Any]) -> dict[str, Any] | None:
+    """The measured row of the setting the runner uses by default (None if not measured)."""
+    default = model.get("default_setting")  # absent from runs before 2026-11-29 20:10 UTC
+    if not default:
+        return None
+    return next((r for r in model["train"] if "images_per_second" in r
+                 and all(r[key] == value for key, value in default.items())), None)
+
+
 def _memory(row: dict[str, Any]) -> str:
     text = f"{row['peak_memory_mib']:,.0f}"
     if "resident_before_mib" in row:  # absent from runs before 2026-11-29 17:15 UTC
@@ -49,7 +63,10 @@ def _train_table(results: dict[str, Any]) -> list[str]:
             if "error" in row:
                 cells += [f"failed: {row['error'][:80]}", "", "", "", ""]
             else:
-                mark = " **(fastest)**" if row is best else ""
+                marks = [name for name, chosen in (("fastest", best), ("default",
+                                                                        default_row(model)))
+                         if row is chosen]
+                mark = f" **({', '.join(marks)})**" if marks else ""
                 cells += [f"{row['images_per_second']:,.0f}{mark}", f"{row['trace_seconds']:.1f}",
                           _memory(row), f"{row['gflops_per_second']:.1f}",
                           f"{row['mfu']:.0%}"]
@@ -59,7 +76,8 @@ def _train_table(results: dict[str, Any]) -> list[str]:
 
 def _summary_table(results: dict[str, Any]) -> list[str]:
     lines = ["| model | fastest setting | images/s | MFU | fastest float32 setting | float32 "
-             "MFU | target |", "| --- | --- | ---: | ---: | --- | ---: | --- |"]
+             "MFU | target | default setting | default's share of the fastest |",
+             "| --- | --- | ---: | ---: | --- | ---: | --- | --- | ---: |"]
     for model in results["models"]:
         best, best32 = fastest(model), fastest(model, "float32")
         if best is None or best32 is None:
@@ -67,9 +85,17 @@ def _summary_table(results: dict[str, Any]) -> list[str]:
         target = MFU_TARGETS.get(model["model"])
         verdict = ("–" if target is None else
                    f">= {target:.0%}: {'met' if best32['mfu'] >= target else 'NOT met'}")
+        default = default_row(model)
+        if default is None:
+            default_cells = "– | –"
+        else:
+            share = default["images_per_second"] / best["images_per_second"]
+            share32 = default["images_per_second"] / best32["images_per_second"]
+            default_cells = (f"{_setting(default)} | {share:.0%} (float32: {share32:.0%})"
+                             f"{'' if share32 >= 1 - NOISE else ' **slower**'}")
         lines.append(f"| {model['model']} | {_setting(best)} | {best['images_per_second']:,.0f} "
                      f"| {best['mfu']:.0%} | {_setting(best32)} | {best32['mfu']:.0%} | "
-                     f"{verdict} |")
+                     f"{verdict} | {default_cells} |")
     return lines
 
 
@@ -114,8 +140,10 @@ def markdown(results: dict[str, Any]) -> str:
         "MFU = model FLOPs per step (TF profiler "
         "count, a multiply-add is 2 FLOPs) x steps/s / the float32 peak at the start. Train "
         "steps run "
-        "`model.fit` on one real batch held in memory; images/s is the median of timed "
-        "windows after a warm-up.", "", "## Summary", "", *_summary_table(results), "",
+        "`model.fit` on one real batch held in memory; a model's settings are built and traced "
+        "first, then timed in interleaved rounds of one window each, and images/s is the median "
+        "of a setting's windows. Peak RSS is the process's peak while the setting was built and "
+        "traced.", "", "## Summary", "", *_summary_table(results), "",
         "## Train step", "", *_train_table(results), "",
         "## Sampling (`generate()`, float32)", "", *_sampling_table(results), "",
         "## Input pipelines (`data.load`, training pipeline, alone)", "",

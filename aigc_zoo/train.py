@@ -40,6 +40,12 @@ _EVAL_TIME_PREFIXES = ("eval_", "sample_")
 # CPU (docs/design.md), against 1,000 steps of tens of ms, so a crash loses at most 1,000 steps
 # for well under 1% of the time; short runs (tests, tiny configs) save only at epoch ends.
 DEFAULT_CHECKPOINT_EVERY_STEPS = 1000
+# The runner's speed defaults, as `make benchmark` measured them on a 2-core CPU
+# (docs/performance.md): one step per compiled call (4 was within a few percent either way,
+# and must divide the steps of an epoch), float32 (bfloat16 is faster for the convolutional
+# GANs, see there for why it is not the default). XLA is per model: `xla_on_cpu`.
+DEFAULT_STEPS_PER_EXECUTION = 1
+DEFAULT_PRECISION = "float32"
 
 
 @dataclasses.dataclass
@@ -66,7 +72,7 @@ class Run:
     train_split: str = "train"
     eval_split: str = "test"
     image_size: int | None = None
-    precision: str = "float32"
+    precision: str = DEFAULT_PRECISION
 
     def to_json(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -168,8 +174,9 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
 
 
 def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: bool = False,
-          jit_compile: str | bool = "auto", steps_per_execution: int = 1,
-          log_every_steps: int = 50, verbose: str | int = "auto", eval_every_epochs: int = 0,
+          jit_compile: str | bool = "auto",
+          steps_per_execution: int = DEFAULT_STEPS_PER_EXECUTION, log_every_steps: int = 50,
+          verbose: str | int = "auto", eval_every_epochs: int = 0,
           quality: sample_quality.Options = sample_quality.DEFAULT_OPTIONS, eval_seed: int = 0,
           checkpoint_every_steps: int = DEFAULT_CHECKPOINT_EVERY_STEPS, keep_checkpoints: int = 3,
           deterministic: bool = False, strategy: tf.distribute.Strategy | None = None

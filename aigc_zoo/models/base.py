@@ -14,8 +14,9 @@ A model says *what* to optimise and the base class says *how* to step:
   progress bar and TensorBoard.
 
 Keras compiles `train_step` with `tf.function(jit_compile=...)`; XLA comes from
-`compile(jit_compile=...)` and `"auto"` turns it on only where an accelerator is present
-(measured on a 2-core CPU, XLA made a DCGAN step about 3x slower).
+`compile(jit_compile=...)`, and `"auto"` turns it on where an accelerator is present and, on a
+CPU, for the models whose class sets `xla_on_cpu` (as `make benchmark` measured: graph mode
+wins for the convolutional models, XLA for the fully connected `gan`).
 """
 
 from __future__ import annotations
@@ -92,10 +93,11 @@ def _split(batch: dict[str, tf.Tensor], parts: int) -> list[dict[str, tf.Tensor]
             for i in range(parts)]
 
 
-def resolve_jit_compile(jit_compile: str | bool) -> bool:
-    """`"auto"` -> XLA on when a GPU or TPU is visible, plain graph mode on CPU."""
+def resolve_jit_compile(jit_compile: str | bool, *, on_cpu: bool = False) -> bool:
+    """`"auto"` -> XLA on when a GPU or TPU is visible, else `on_cpu` (a model's own choice)."""
     if jit_compile == "auto":
-        return any(d.device_type in ("GPU", "TPU") for d in tf.config.list_logical_devices())
+        return on_cpu or any(d.device_type in ("GPU", "TPU")
+                             for d in tf.config.list_logical_devices())
     return bool(jit_compile)
 
 
@@ -119,6 +121,10 @@ class GenerativeModel(keras.Model):
     default_dataset: ClassVar[str] = "digits"
     conditional: ClassVar[bool] = False  # True: generate() and compute_losses use labels
     registered_name: ClassVar[str] = ""  # set by registry.register_model
+    # What `jit_compile="auto"` means on a CPU. oneDNN's convolutions beat XLA's there, so
+    # graph mode wins for every convolutional model; `make benchmark` decides per model
+    # (docs/performance.md).
+    xla_on_cpu: ClassVar[bool] = False
 
     def __init__(self, config: config_lib.TrainConfig, *, image_shape: Sequence[int],
                  num_classes: int | None = None, seed: int = 0, **kwargs: Any):
@@ -258,7 +264,8 @@ class GenerativeModel(keras.Model):
         """Create the update groups, build their optimizers and compile the train step.
 
         Args:
-            jit_compile: True, False or "auto" (XLA only where a GPU or TPU is present).
+            jit_compile: True, False or "auto" (XLA where a GPU or TPU is present; on a CPU,
+                as the class's `xla_on_cpu` says).
             steps_per_execution: train steps per call of the compiled function.
         """
         self._compile_options = {"jit_compile": jit_compile,
@@ -273,7 +280,8 @@ class GenerativeModel(keras.Model):
             # Building outside the traced step keeps variable creation out of tf.function.
             group.optimizer.build(list(group.variables))
         self.built = True
-        super().compile(optimizer=None, jit_compile=resolve_jit_compile(jit_compile),
+        super().compile(optimizer=None,
+                        jit_compile=resolve_jit_compile(jit_compile, on_cpu=self.xla_on_cpu),
                         steps_per_execution=steps_per_execution, **kwargs)
 
     def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
