@@ -33,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import datetime  # noqa: E402
 import gc  # noqa: E402
+import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
@@ -58,6 +59,8 @@ flags.DEFINE_string("output_dir", "experiments/benchmarks", "Where the results a
 flags.DEFINE_string("docs_chart", "docs/images/benchmark.png", "Copy of the chart for the "
                     "docs, written by a full run (not --quick, not --models); empty: none.")
 flags.DEFINE_string("data_dir", None, "TFDS data folder (digits is built there if missing).")
+flags.DEFINE_string("rerender", None, "A saved results JSON: re-write its table and chart, "
+                    "marking the default settings of the code as it is now (measures nothing).")
 
 PIPELINE_DATASETS = ("digits", "ring8", "grid25")  # the offline ones; TFDS needs a download
 DIFFUSION_STEPS = (10, 50, 250)
@@ -223,6 +226,33 @@ def train_throughputs(run: train.Run, info: data.DatasetInfo, batch: dict[str, t
     return rows
 
 
+def default_setting(run: train.Run, info: data.DatasetInfo) -> dict[str, Any]:
+    """The setting the runner trains `run` with when no flag says otherwise, on this device."""
+    model_class = registry.get_model(run.model)
+    return {"jit_compile": base.resolve_jit_compile("auto", on_cpu=model_class.xla_on_cpu),
+            "steps_per_execution": train.default_steps_per_execution(
+                run, train.epoch_length(run, info.num_examples)),
+            "precision": train.DEFAULT_PRECISION}
+
+
+def rerender(path: str, output_dir: str) -> list[str]:
+    """Re-write the table and chart of a saved run with today's code's default settings.
+
+    For defaults changed after a run measured them: the rows stay as measured, and the report
+    says which commit's defaults it marks.
+    """
+    with open(path) as handle:
+        results = json.load(handle)
+    for model in results["models"]:
+        model_class = registry.get_model(model["model"])
+        run = train.Run(model=model["model"], dataset=model["dataset"],
+                        config=model_class.default_config(model["dataset"]))
+        _, info = data.open_split(model["dataset"], run.train_split)
+        model["default_setting"] = default_setting(run, info)
+    results["defaults_from"] = device.git_commit()
+    return benchmark_report.write(results, output_dir)
+
+
 def _settings(precisions: list[str], *, grid: str, large_spe: int, quick: bool,
               accelerator: bool) -> list[tuple[bool, int, str]]:
     """`(jit_compile, steps_per_execution, precision)` of each setting to measure."""
@@ -261,12 +291,8 @@ def benchmark_model(name: str, *, precisions: list[str], peak_gflops: float, dat
             achieved = step_flops * row["images_per_second"] / run.config.batch_size
             row["gflops_per_second"] = achieved / 1e9
             row["mfu"] = achieved / 1e9 / peak_gflops
-    # What the runner uses when no flag says otherwise, to check it against the fastest.
-    default = {"jit_compile": base.resolve_jit_compile("auto", on_cpu=model_class.xla_on_cpu),
-               "steps_per_execution": train.DEFAULT_STEPS_PER_EXECUTION,
-               "precision": train.DEFAULT_PRECISION}
     return {"model": name, "dataset": dataset, "image_shape": list(info.image_shape),
-            "default_setting": default,
+            "default_setting": default_setting(run, info),
             "batch_size": run.config.batch_size, "flops_per_step": step_flops,
             "flops_per_image": step_flops / run.config.batch_size, "train": rows,
             "sampling": sampling}
@@ -341,6 +367,7 @@ def run_benchmark(models: list[str], *, quick: bool, grid: str, large_spe: int,
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": machine, "precisions": precisions, "quick": quick, "grid": grid,
             "command": " ".join(["python -m aigc_zoo.benchmark", *sys.argv[1:]]),
+            "commit": device.git_commit(),
             "matmul_peaks": peaks, "matmul_peaks_after": peaks_after, "models": results,
             "input_pipelines": pipelines,
             "total_seconds": time.perf_counter() - started}
@@ -353,6 +380,9 @@ def main(argv: list[str]) -> None:
     if FLAGS.large_spe < 2 or FLAGS.windows < 1 or FLAGS.window_seconds <= 0:
         raise UserError("bad value: --large_spe must be >= 2, --windows >= 1 and "
                         "--window_seconds > 0")
+    if FLAGS.rerender:
+        print("wrote " + ", ".join(rerender(FLAGS.rerender, FLAGS.output_dir)))
+        return
     models = FLAGS.models or registry.list_models()
     for name in models:
         registry.get_model(name)  # an unknown name is a UserError before any work

@@ -134,7 +134,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"# Benchmark: {machine['name']}", "",
         f"Measured {results['date']} with TensorFlow {machine['tensorflow']}, Keras "
         f"{machine['keras']}, by `{results['command']}` ({results['total_seconds'] / 60:.1f} "
-        f"min{', quick' if results['quick'] else ''}; settings grid `{results['grid']}`).", "",
+        f"min{', quick' if results['quick'] else ''}; settings grid `{results['grid']}`"
+        f"{', commit ' + results['commit'] if results.get('commit') else ''}).", "",
+        *([f"Default settings marked as the code of commit {results['defaults_from']} chooses "
+           "them (set from this run's measurements, after it).", ""]
+          if results.get("defaults_from") else []),
         f"Matmul peak ({size}x{size}, median): {peaks}; at the end of the run: {after} "
         f"(float32 {drift:+.0%}{'; the machine was not quiet' if abs(drift) > 0.1 else ''}). "
         "MFU = model FLOPs per step (TF profiler "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import subprocess
 from typing import Any
 
 import keras
@@ -17,6 +18,17 @@ import tensorflow as tf
 # CPU flags of native bfloat16 / float16 arithmetic (x86: AVX-512 and AMX; Arm: bf16, fphp).
 _BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
 _FP16_FLAGS = {"avx512_fp16", "amx_fp16", "fphp"}
+
+
+def git_commit() -> str | None:
+    """The short commit of the checkout this package runs from (None outside a git checkout)."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10,
+                                cwd=os.path.dirname(os.path.abspath(__file__)))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
 
 
 def cpu_name() -> str:

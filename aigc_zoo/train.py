@@ -40,11 +40,9 @@ _EVAL_TIME_PREFIXES = ("eval_", "sample_")
 # CPU (docs/design.md), against 1,000 steps of tens of ms, so a crash loses at most 1,000 steps
 # for well under 1% of the time; short runs (tests, tiny configs) save only at epoch ends.
 DEFAULT_CHECKPOINT_EVERY_STEPS = 1000
-# The runner's speed defaults, as `make benchmark` measured them on a 2-core CPU
-# (docs/performance.md): one step per compiled call (4 was within a few percent either way,
-# and must divide the steps of an epoch), float32 (bfloat16 is faster for the convolutional
-# GANs, see there for why it is not the default). XLA is per model: `xla_on_cpu`.
-DEFAULT_STEPS_PER_EXECUTION = 1
+# The runner's precision: float32 on every device, so that a command trains the same run on
+# any machine (docs/performance.md on bfloat16, faster on some CPUs). Steps per compiled call
+# and XLA on a CPU are per model (`default_steps_per_execution`, `xla_on_cpu`).
 DEFAULT_PRECISION = "float32"
 
 
@@ -174,8 +172,8 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
 
 
 def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: bool = False,
-          jit_compile: str | bool = "auto",
-          steps_per_execution: int = DEFAULT_STEPS_PER_EXECUTION, log_every_steps: int = 50,
+          jit_compile: str | bool = "auto", steps_per_execution: int | None = None,
+          log_every_steps: int = 50,
           verbose: str | int = "auto", eval_every_epochs: int = 0,
           quality: sample_quality.Options = sample_quality.DEFAULT_OPTIONS, eval_seed: int = 0,
           checkpoint_every_steps: int = DEFAULT_CHECKPOINT_EVERY_STEPS, keep_checkpoints: int = 3,
@@ -189,6 +187,9 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
     `keep_checkpoints` are kept. A run resumes at the checkpoint's step, mid-epoch included.
     `deterministic` turns on TensorFlow's op determinism (needed for bitwise-equal resumes on
     accelerators; see docs/design.md).
+
+    `steps_per_execution` None means the model's `default_steps_per_execution`, or the
+    largest divisor of the steps per epoch below it.
 
     `strategy` (default: the current one) holds the model, its optimizers, trackers and
     checkpoint; `fit` splits each global batch of `run.config.batch_size` between its
@@ -216,7 +217,7 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
 
 
 def _train(run: Run, *, workdir: str, outputs: str, data_dir: str | None, overwrite: bool,
-           jit_compile: str | bool, steps_per_execution: int, log_every_steps: int,
+           jit_compile: str | bool, steps_per_execution: int | None, log_every_steps: int,
            verbose: str | int, eval_every_epochs: int, quality: sample_quality.Options,
            eval_seed: int, checkpoint_every_steps: int, keep_checkpoints: int,
            deterministic: bool, replicas: int) -> GenerativeModel:
@@ -231,7 +232,9 @@ def _train(run: Run, *, workdir: str, outputs: str, data_dir: str | None, overwr
         tf.config.experimental.enable_op_determinism()
     dataset, info = _training_data(run, data_dir)
     # Checked before anything in the workdir changes (--overwrite clears it further down).
-    steps_per_epoch = run.config.steps_per_epoch or info.num_examples // run.config.batch_size
+    steps_per_epoch = epoch_length(run, info.num_examples)
+    if steps_per_execution is None:
+        steps_per_execution = default_steps_per_execution(run, steps_per_epoch)
     _check_steps_per_execution(steps_per_epoch, steps_per_execution)
     saved = {**run.to_json(), "image_shape": list(info.image_shape),
              "num_classes": info.num_classes}
@@ -335,6 +338,24 @@ def _check_checkpoint_options(every_steps: int, keep: int) -> None:
                         "(0: at epoch ends only)")
     if keep < 1:
         raise UserError(f"bad value keep_checkpoints={keep}: expected an integer >= 1")
+
+
+def epoch_length(run: Run, num_examples: int) -> int:
+    """Train steps per epoch: the config's, else one pass over the split, rounded down to a
+    multiple of the model's default steps per execution (the data repeats, so the rounding
+    drops no example, it only moves the epoch boundary by a few steps)."""
+    if run.config.steps_per_epoch:
+        return run.config.steps_per_epoch
+    steps = num_examples // run.config.batch_size
+    spe = registry.get_model(run.model).default_steps_per_execution
+    return steps - steps % spe if steps >= spe else steps
+
+
+def default_steps_per_execution(run: Run, steps_per_epoch: int) -> int:
+    """The model's default steps per compiled call, or the largest divisor of the epoch below
+    it (a tiny epoch of 3 steps runs 1 per call)."""
+    spe = registry.get_model(run.model).default_steps_per_execution
+    return next(n for n in range(spe, 0, -1) if steps_per_epoch % n == 0)
 
 
 def _check_steps_per_execution(steps_per_epoch: int, steps_per_execution: int) -> None:

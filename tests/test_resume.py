@@ -257,6 +257,31 @@ def test_bad_inputs_exit_2_with_one_line_and_change_nothing(extra, fragment, exi
     assert _snapshot(workdir) == before
 
 
+def test_default_steps_per_execution_always_divides_the_epoch():
+    import dataclasses
+
+    from aigc_zoo import registry, train
+
+    def make_run(model, **changes):
+        config = registry.get_model(model).default_config("digits")
+        return train.Run(model=model, dataset="digits",
+                         config=dataclasses.replace(config, **changes))
+
+    dcgan = make_run("dcgan")  # 60,000 / 64 = 937 batches, rounded down to a multiple of 4
+    assert train.epoch_length(dcgan, 60_000) == 936
+    assert train.default_steps_per_execution(dcgan, 936) == 4
+    assert train.default_steps_per_execution(dcgan, 6) == 3  # an explicit --steps_per_epoch
+    assert train.epoch_length(make_run("dcgan", steps_per_epoch=937), 60_000) == 937
+    assert train.epoch_length(dcgan, 130) == 2  # fewer batches than steps per call: kept
+    ddpm = make_run("ddpm")  # diffusion: one step per call, its own 500-step epochs
+    assert train.epoch_length(ddpm, 60_000) == 500
+    assert train.default_steps_per_execution(ddpm, 500) == 1
+    for model in registry.list_models():
+        run = make_run(model)
+        steps = train.epoch_length(run, 60_000)
+        assert steps % train.default_steps_per_execution(run, steps) == 0
+
+
 def test_a_corrupt_checkpoint_is_one_line_and_left_alone(existing, tmp_path):
     workdir, flags, _ = existing
     copy = tmp_path / "copy"
