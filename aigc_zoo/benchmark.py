@@ -235,7 +235,7 @@ def default_setting(run: train.Run, info: data.DatasetInfo) -> dict[str, Any]:
             "precision": train.DEFAULT_PRECISION}
 
 
-def rerender(path: str, output_dir: str) -> list[str]:
+def rerender(path: str, output_dir: str, *, data_dir: str | None = None) -> list[str]:
     """Re-write the table and chart of a saved run with today's code's default settings.
 
     For defaults changed after a run measured them: the rows stay as measured, and the report
@@ -247,7 +247,7 @@ def rerender(path: str, output_dir: str) -> list[str]:
         model_class = registry.get_model(model["model"])
         run = train.Run(model=model["model"], dataset=model["dataset"],
                         config=model_class.default_config(model["dataset"]))
-        _, info = data.open_split(model["dataset"], run.train_split)
+        _, info = data.open_split(model["dataset"], run.train_split, data_dir=data_dir)
         model["default_setting"] = default_setting(run, info)
     results["defaults_from"] = device.git_commit()
     return benchmark_report.write(results, output_dir)
@@ -381,7 +381,8 @@ def main(argv: list[str]) -> None:
         raise UserError("bad value: --large_spe must be >= 2, --windows >= 1 and "
                         "--window_seconds > 0")
     if FLAGS.rerender:
-        print("wrote " + ", ".join(rerender(FLAGS.rerender, FLAGS.output_dir)))
+        print("wrote " + ", ".join(rerender(FLAGS.rerender, FLAGS.output_dir,
+                                            data_dir=FLAGS.data_dir)))
         return
     models = FLAGS.models or registry.list_models()
     for name in models:

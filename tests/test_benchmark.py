@@ -69,12 +69,15 @@ def test_quick_benchmark_writes_every_field(tmp_path, digits_data_dir):
     assert json_path.with_suffix(".md").exists() and json_path.with_suffix(".png").exists()
     results = json.loads(json_path.read_text())
     assert {"date", "device", "precisions", "command", "matmul_peaks", "matmul_peaks_after",
-            "models", "input_pipelines", "total_seconds"} <= set(results)
+            "models", "input_pipelines", "total_seconds", "commit"} <= set(results)
     assert results["precisions"][0] == "float32"
     assert [p["dtype"] for p in results["matmul_peaks"]] == ["float32", "bfloat16", "float16"]
     assert all(p["gflops"] > 0 for p in results["matmul_peaks"])
     (model,) = results["models"]
     assert model["model"] == "gan" and model["flops_per_step"] > 0
+    # What the runner would use: gan is the one model with XLA on a CPU, 4 steps per call.
+    assert model["default_setting"] == {"jit_compile": True, "steps_per_execution": 4,
+                                        "precision": "float32"}
     assert {(r["jit_compile"], r["steps_per_execution"]) for r in model["train"]} == {
         (False, 1), (False, 4)}
     for row in model["train"]:
@@ -89,6 +92,22 @@ def test_quick_benchmark_writes_every_field(tmp_path, digits_data_dir):
     assert [p["dataset"] for p in results["input_pipelines"]] == ["digits"]
     assert results["input_pipelines"][0]["images_per_second"] > 0
     assert "| gan |" in result.stdout  # the table is printed
+
+    # Re-rendering a saved run marks today's defaults and measures nothing.
+    results["models"][0]["default_setting"] = {"jit_compile": False, "steps_per_execution": 1,
+                                               "precision": "float32"}
+    json_path.write_text(json.dumps(results))
+    rendered = subprocess.run(
+        [sys.executable, "-m", "aigc_zoo.benchmark", f"--rerender={json_path}",
+         f"--output_dir={tmp_path / 'again'}", f"--data_dir={digits_data_dir}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rendered.returncode == 0, rendered.stderr[-3000:]
+    again = json.loads((tmp_path / "again" / json_path.name).read_text())
+    assert again["models"][0]["default_setting"] == model["default_setting"]
+    assert again["models"][0]["train"] == model["train"]
+    assert again["defaults_from"] == results["commit"]
+    text = (tmp_path / "again" / json_path.with_suffix(".md").name).read_text()
+    assert "Default settings marked as the code of commit" in text
 
 
 def test_unknown_model_is_one_error_line(tmp_path):
