@@ -1,6 +1,6 @@
 """Train-step speed, model FLOPs utilisation and sampling throughput on the machine at hand.
 
-    make benchmark                                    # the full table (about 15 min, 2 cores)
+    make benchmark                                    # the full table (about 12 min, 2 cores)
     python -m aigc_zoo.benchmark --models=dcgan,ddpm  # some models
     python -m aigc_zoo.benchmark --quick              # one model, short windows (a smoke test)
 
@@ -175,21 +175,29 @@ def _prepare(run: train.Run, info: data.DatasetInfo, batch: dict[str, tf.Tensor]
                     "resident_before_mib": resident_before}}
 
 
+def _described(row: dict[str, Any]) -> str:
+    return (f"jit_compile={row['jit_compile']} steps_per_execution="
+            f"{row['steps_per_execution']} {row['precision']}")
+
+
 def train_throughputs(run: train.Run, info: data.DatasetInfo, batch: dict[str, tf.Tensor],
                       settings: list[tuple[bool, int, str]], *, window_seconds: float,
                       windows: int) -> list[dict[str, Any]]:
     """One row per `(jit, spe, precision)` setting: images/s of `model.fit` on `batch`.
 
-    Every setting is built and traced first; then `windows` rounds each time one window (one
-    `fit` call of about `window_seconds`) of every setting in turn, and a setting's speed is
-    the median of its windows. Timed round by round, the settings share whatever the machine
-    does meanwhile, so they compare fairly; timed one after the other, the same setting
-    differed by about 10% between runs minutes apart.
+    Every setting is built and traced first, then runs one untimed window (the first window
+    after the others were built ran up to 2x slow). Then `windows` rounds each time one window
+    (one `fit` call of about `window_seconds`) of every setting, starting each round one
+    setting further on, and a setting's speed is the median of its windows. Timed round by
+    round, the settings share whatever the machine does meanwhile, so they compare fairly;
+    timed one after the other, the same setting differed by about 10% between runs minutes
+    apart. A setting that fails while timed becomes an error row, like one that fails to build.
     """
     prepared, rows = [], []
     for jit, spe, precision in settings:
-        described = f"{run.model}: jit_compile={jit} steps_per_execution={spe} {precision}"
-        print(f"  {described} ...", end="", flush=True)
+        described = _described({"jit_compile": jit, "steps_per_execution": spe,
+                                "precision": precision})
+        print(f"  {run.model}: {described} ...", end="", flush=True)
         try:
             setting = _prepare(run, info, batch, jit=jit, spe=spe, precision=precision,
                                window_seconds=window_seconds)
@@ -202,14 +210,27 @@ def train_throughputs(run: train.Run, info: data.DatasetInfo, batch: dict[str, t
         print(f" traced in {setting['row']['trace_seconds']:.1f} s", flush=True)
         prepared.append(setting)
         rows.append(setting["row"])
-    for _ in range(windows):
-        for setting in prepared:
+    for round_ in range(-1, windows):  # round -1 warms up and is not recorded
+        shift = max(round_, 0) % len(prepared) if prepared else 0
+        for setting in prepared[shift:] + prepared[:shift]:
+            if "error" in setting["row"]:
+                continue
             steps = setting["calls_per_window"] * setting["row"]["steps_per_execution"]
             start = time.perf_counter()
-            setting["model"].fit(setting["data"], epochs=1, steps_per_epoch=steps, verbose=0,
-                                 shuffle=False)
-            setting["window_seconds"].append(time.perf_counter() - start)
+            try:
+                setting["model"].fit(setting["data"], epochs=1, steps_per_epoch=steps,
+                                     verbose=0, shuffle=False)
+            except Exception as error:  # noqa: BLE001 - as for a setting that fails to build
+                setting["row"]["error"] = (f"{type(error).__name__}: "
+                                           f"{str(error).splitlines()[0][:200]}")
+                continue
+            if round_ >= 0:
+                setting["window_seconds"].append(time.perf_counter() - start)
     for setting in prepared:
+        if "error" in setting["row"]:
+            print(f"  {run.model}: {_described(setting['row'])}: failed while timed "
+                  f"({setting['row']['error']})", flush=True)
+            continue
         row = setting["row"]
         steps = setting["calls_per_window"] * row["steps_per_execution"]
         seconds_per_step = float(np.median(setting["window_seconds"])) / steps
@@ -217,19 +238,20 @@ def train_throughputs(run: train.Run, info: data.DatasetInfo, batch: dict[str, t
                    seconds_per_step=seconds_per_step,
                    window_images_per_second=[steps * run.config.batch_size / t
                                              for t in setting["window_seconds"]])
-        print(f"  {run.model}: jit_compile={row['jit_compile']} steps_per_execution="
-              f"{row['steps_per_execution']} {row['precision']}: "
-              f"{row['images_per_second']:,.0f} images/s", flush=True)
+        print(f"  {run.model}: {_described(row)}: {row['images_per_second']:,.0f} images/s",
+              flush=True)
     del prepared
     keras.backend.clear_session()
     gc.collect()
     return rows
 
 
-def default_setting(run: train.Run, info: data.DatasetInfo) -> dict[str, Any]:
-    """The setting the runner trains `run` with when no flag says otherwise, on this device."""
+def default_setting(run: train.Run, info: data.DatasetInfo, *, accelerator: bool
+                    ) -> dict[str, Any]:
+    """The setting the runner trains `run` with when no flag says otherwise, on a device with
+    (`accelerator`) or without a GPU or TPU."""
     model_class = registry.get_model(run.model)
-    return {"jit_compile": base.resolve_jit_compile("auto", on_cpu=model_class.xla_on_cpu),
+    return {"jit_compile": accelerator or model_class.xla_on_cpu(run.config, info.image_shape),
             "steps_per_execution": train.default_steps_per_execution(
                 run, train.epoch_length(run, info.num_examples)),
             "precision": train.DEFAULT_PRECISION}
@@ -247,8 +269,13 @@ def rerender(path: str, output_dir: str, *, data_dir: str | None = None) -> list
         model_class = registry.get_model(model["model"])
         run = train.Run(model=model["model"], dataset=model["dataset"],
                         config=model_class.default_config(model["dataset"]))
+        if run.config.batch_size != model["batch_size"]:
+            raise UserError(f"{path}: {model['model']}'s default batch size is now "
+                            f"{run.config.batch_size}, not the {model['batch_size']} measured; "
+                            "its rows no longer describe the default config")
         _, info = data.open_split(model["dataset"], run.train_split, data_dir=data_dir)
-        model["default_setting"] = default_setting(run, info)
+        model["default_setting"] = default_setting(
+            run, info, accelerator=results["device"]["kind"] != "cpu")
     results["defaults_from"] = device.git_commit()
     return benchmark_report.write(results, output_dir)
 
@@ -283,7 +310,7 @@ def benchmark_model(name: str, *, precisions: list[str], peak_gflops: float, dat
     del model
     keras.backend.clear_session()
     settings = _settings(precisions, grid=grid, large_spe=large_spe, quick=quick,
-                         accelerator=base.resolve_jit_compile("auto"))
+                         accelerator=base.accelerator_present())
     rows = train_throughputs(run, info, batch, settings, window_seconds=window_seconds,
                              windows=windows)
     for row in rows:
@@ -292,7 +319,8 @@ def benchmark_model(name: str, *, precisions: list[str], peak_gflops: float, dat
             row["gflops_per_second"] = achieved / 1e9
             row["mfu"] = achieved / 1e9 / peak_gflops
     return {"model": name, "dataset": dataset, "image_shape": list(info.image_shape),
-            "default_setting": default_setting(run, info),
+            "default_setting": default_setting(run, info,
+                                               accelerator=base.accelerator_present()),
             "batch_size": run.config.batch_size, "flops_per_step": step_flops,
             "flops_per_image": step_flops / run.config.batch_size, "train": rows,
             "sampling": sampling}

@@ -1,9 +1,9 @@
 """The benchmark's outputs: a markdown table, a chart and the JSON, from the results dict.
 
-`aigc_zoo.benchmark` measures; this module only formats, so a saved JSON can be re-rendered:
+`aigc_zoo.benchmark` measures; this module only formats, so a saved JSON can be re-rendered,
+with the default settings of the code as it is now marked:
 
-    python -c "import json, aigc_zoo.benchmark_report as r; \
-        print(r.markdown(json.load(open('experiments/benchmarks/<file>.json'))))"
+    python -m aigc_zoo.benchmark --rerender=experiments/benchmarks/<file>.json
 """
 
 from __future__ import annotations

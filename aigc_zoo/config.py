@@ -22,7 +22,8 @@ class TrainConfig:
     Args:
         batch_size: global batch size (summed over replicas).
         epochs: number of passes of `steps_per_epoch` steps.
-        steps_per_epoch: train steps per epoch; 0 means one pass over the training split.
+        steps_per_epoch: train steps per epoch; 0 means one pass over the training split,
+            rounded down to a multiple of the model's default steps per call.
     """
 
     batch_size: int = 64

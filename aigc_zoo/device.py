@@ -21,14 +21,17 @@ _FP16_FLAGS = {"avx512_fp16", "amx_fp16", "fphp"}
 
 
 def git_commit() -> str | None:
-    """The short commit of the checkout this package runs from (None outside a git checkout)."""
+    """The short commit of the checkout this package runs from, `-dirty` when it has changes
+    (None outside a git checkout)."""
     try:
-        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+        result = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
                                 text=True, timeout=10,
                                 cwd=os.path.dirname(os.path.abspath(__file__)))
     except (OSError, subprocess.SubprocessError):
         return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() or None
 
 
 def cpu_name() -> str:

@@ -72,13 +72,14 @@ flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "export"],
 flags.DEFINE_enum("config", "default", ["default", "tiny"],
                   "Start from the model's default config or its tiny test config.")
 flags.DEFINE_integer("epochs", None, "Epochs to train (config field `epochs`).")
-flags.DEFINE_integer("steps_per_epoch", None, "Train steps per epoch; 0 = the whole split.")
+flags.DEFINE_integer("steps_per_epoch", None, "Train steps per epoch; 0 = the whole split "
+                     "(rounded down to a multiple of the model's default steps per call).")
 flags.DEFINE_integer("batch_size", None, "Global batch size (config field `batch_size`).")
 flags.DEFINE_multi_string("set", [], "Override a config field: --set name=value (repeatable).")
 flags.DEFINE_integer("seed", 0, "Seed of weights, data order and sampling.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
-                  "XLA for the train step; auto = on with a GPU/TPU; on a CPU, off except for "
-                  "models measured faster with it (gan).")
+                  "XLA for the train step; auto = on with a GPU/TPU; on a CPU, only for the "
+                  "fully connected GANs (measured faster with it).")
 flags.DEFINE_integer("steps_per_execution", None, "Train steps per compiled call (default: "
                      "the model's measured choice, 4 for GANs and VAEs, 1 for diffusion).")
 flags.DEFINE_integer("log_every_steps", 50, "TensorBoard per-step summaries every N steps.")

@@ -32,7 +32,9 @@ from aigc_zoo.metrics import sample_quality
 from aigc_zoo.models.base import GenerativeModel
 
 # Fields that may change between invocations in one workdir: training longer is resuming.
-_RESUMABLE_FIELDS = {"epochs"}
+# `epoch_steps` is derived (from the config, the split and the code's defaults) and recorded so
+# that a resume keeps the epoch length the run started with.
+_RESUMABLE_FIELDS = {"epochs", "epoch_steps"}
 # Config fields that only affect evaluation or sampling (e.g. the diffusion models'
 # `sample_steps`), so `--mode=eval --set` may change them after training.
 _EVAL_TIME_PREFIXES = ("eval_", "sample_")
@@ -189,7 +191,7 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
     accelerators; see docs/design.md).
 
     `steps_per_execution` None means the model's `default_steps_per_execution`, or the
-    largest divisor of the steps per epoch below it.
+    largest divisor of the steps per epoch below it (1 on a multi-worker strategy).
 
     `strategy` (default: the current one) holds the model, its optimizers, trackers and
     checkpoint; `fit` splits each global batch of `run.config.batch_size` between its
@@ -210,7 +212,9 @@ def train(run: Run, *, workdir: str, data_dir: str | None = None, overwrite: boo
                           eval_every_epochs=eval_every_epochs, quality=quality,
                           eval_seed=eval_seed, checkpoint_every_steps=checkpoint_every_steps,
                           keep_checkpoints=keep_checkpoints, deterministic=deterministic,
-                          replicas=strategy.num_replicas_in_sync)
+                          replicas=strategy.num_replicas_in_sync,
+                          multi_worker=isinstance(
+                              strategy, tf.distribute.MultiWorkerMirroredStrategy))
     finally:
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -220,7 +224,7 @@ def _train(run: Run, *, workdir: str, outputs: str, data_dir: str | None, overwr
            jit_compile: str | bool, steps_per_execution: int | None, log_every_steps: int,
            verbose: str | int, eval_every_epochs: int, quality: sample_quality.Options,
            eval_seed: int, checkpoint_every_steps: int, keep_checkpoints: int,
-           deterministic: bool, replicas: int) -> GenerativeModel:
+           deterministic: bool, replicas: int, multi_worker: bool) -> GenerativeModel:
     """`train` under the strategy's scope; writes to `outputs` (the workdir on the chief)."""
     chief = outputs == workdir
     run.config.validate()
@@ -232,12 +236,19 @@ def _train(run: Run, *, workdir: str, outputs: str, data_dir: str | None, overwr
         tf.config.experimental.enable_op_determinism()
     dataset, info = _training_data(run, data_dir)
     # Checked before anything in the workdir changes (--overwrite clears it further down).
-    steps_per_epoch = epoch_length(run, info.num_examples)
+    config_path = _paths(workdir)["config.json"]
+    previous = (_read_json(config_path) if os.path.exists(config_path) and not overwrite
+                else None)
+    steps_per_epoch = epoch_length(run, info.num_examples, previous=previous)
     if steps_per_execution is None:
-        steps_per_execution = default_steps_per_execution(run, steps_per_epoch)
+        # Keras' loop of several steps per call failed under MultiWorkerMirroredStrategy here
+        # ("You must feed a value for placeholder tensor ...while/cond/Placeholder"), so
+        # multi-worker runs take one step per call unless told otherwise.
+        steps_per_execution = (1 if multi_worker
+                               else default_steps_per_execution(run, steps_per_epoch))
     _check_steps_per_execution(steps_per_epoch, steps_per_execution)
     saved = {**run.to_json(), "image_shape": list(info.image_shape),
-             "num_classes": info.num_classes}
+             "num_classes": info.num_classes, "epoch_steps": steps_per_epoch}
     prepare_workdir(workdir, saved, overwrite=overwrite)
     paths = _paths(outputs)
     model = build_model(run, info.image_shape, info.num_classes)
@@ -270,7 +281,8 @@ def _train(run: Run, *, workdir: str, outputs: str, data_dir: str | None, overwr
     if offset % steps_per_execution:
         raise UserError(f"{source.restored_path} is at step {start_step}, {offset} steps "
                         f"into an epoch, which --steps_per_execution={steps_per_execution} "
-                        "does not divide; resume with the value of the run that wrote it")
+                        "does not divide; resume with the value of the run that wrote it "
+                        "(1 if it was not given before 2026-11-29)")
     if chief:
         _write_json(paths["config.json"], saved)
     if start_step:
@@ -340,20 +352,27 @@ def _check_checkpoint_options(every_steps: int, keep: int) -> None:
         raise UserError(f"bad value keep_checkpoints={keep}: expected an integer >= 1")
 
 
-def epoch_length(run: Run, num_examples: int) -> int:
+def epoch_length(run: Run, num_examples: int, *, previous: dict[str, Any] | None = None
+                 ) -> int:
     """Train steps per epoch: the config's, else one pass over the split, rounded down to a
     multiple of the model's default steps per execution (the data repeats, so the rounding
-    drops no example, it only moves the epoch boundary by a few steps)."""
+    drops no example, it only moves the epoch boundary by a few steps).
+
+    A resumed run keeps the length in its `config.json` (`previous`); runs saved before it was
+    recorded had whole-split epochs of `num_examples // batch_size` steps.
+    """
     if run.config.steps_per_epoch:
         return run.config.steps_per_epoch
     steps = num_examples // run.config.batch_size
+    if previous is not None:
+        return int(previous.get("epoch_steps", steps))
     spe = registry.get_model(run.model).default_steps_per_execution
     return steps - steps % spe if steps >= spe else steps
 
 
 def default_steps_per_execution(run: Run, steps_per_epoch: int) -> int:
     """The model's default steps per compiled call, or the largest divisor of the epoch below
-    it (a tiny epoch of 3 steps runs 1 per call)."""
+    it (a tiny epoch of 3 steps runs 3 per call, dcgan's 937-step epochs of older runs 1)."""
     spe = registry.get_model(run.model).default_steps_per_execution
     return next(n for n in range(spe, 0, -1) if steps_per_epoch % n == 0)
 
@@ -407,7 +426,7 @@ def restore(workdir: str, *, expected_model: str | None = None
                         f"not {expected_model!r}")
     try:
         run = Run.from_json({k: v for k, v in saved.items()
-                             if k not in ("image_shape", "num_classes")})
+                             if k not in ("image_shape", "num_classes", "epoch_steps")})
         image_shape, num_classes = tuple(saved["image_shape"]), saved["num_classes"]
     except (KeyError, TypeError) as error:
         raise UserError(f"{paths['config.json']} is not an aigc_zoo run config "

@@ -131,3 +131,21 @@ def test_auto_jit_is_off_without_an_accelerator():
     assert base.resolve_jit_compile("auto") is has_accelerator
     assert base.resolve_jit_compile(True) is True
     assert base.resolve_jit_compile(False) is False
+    assert base.resolve_jit_compile("auto", on_cpu=True) is True
+    assert base.resolve_jit_compile(False, on_cpu=True) is False
+
+
+def test_auto_jit_on_a_cpu_is_on_for_fully_connected_gans_only():
+    import dataclasses
+
+    from aigc_zoo import registry
+
+    def xla(model, dataset="digits", image_shape=(28, 28, 1), **changes):
+        model_class = registry.get_model(model)
+        config = dataclasses.replace(model_class.default_config(dataset), **changes)
+        return model_class.xla_on_cpu(config, image_shape)
+
+    assert xla("gan") and xla("dcgan", architecture="mlp")
+    assert xla("dcgan", "ring8", image_shape=(2,))  # every GAN is an MLP on 2D points
+    assert not any(xla(name) for name in ("dcgan", "wgan_gp", "sngan", "cgan", "vae", "cvae",
+                                          "ddpm", "cddpm"))

@@ -15,8 +15,8 @@ A model says *what* to optimise and the base class says *how* to step:
 
 Keras compiles `train_step` with `tf.function(jit_compile=...)`; XLA comes from
 `compile(jit_compile=...)`, and `"auto"` turns it on where an accelerator is present and, on a
-CPU, for the models whose class sets `xla_on_cpu` (as `make benchmark` measured: graph mode
-wins for the convolutional models, XLA for the fully connected `gan`).
+CPU, where the class's `xla_on_cpu(config, image_shape)` says so (as `make benchmark`
+measured: graph mode wins for the convolutional networks, XLA for the fully connected `gan`).
 """
 
 from __future__ import annotations
@@ -93,11 +93,15 @@ def _split(batch: dict[str, tf.Tensor], parts: int) -> list[dict[str, tf.Tensor]
             for i in range(parts)]
 
 
+def accelerator_present() -> bool:
+    """True when a GPU or TPU logical device is visible."""
+    return any(d.device_type in ("GPU", "TPU") for d in tf.config.list_logical_devices())
+
+
 def resolve_jit_compile(jit_compile: str | bool, *, on_cpu: bool = False) -> bool:
     """`"auto"` -> XLA on when a GPU or TPU is visible, else `on_cpu` (a model's own choice)."""
     if jit_compile == "auto":
-        return on_cpu or any(d.device_type in ("GPU", "TPU")
-                             for d in tf.config.list_logical_devices())
+        return on_cpu or accelerator_present()
     return bool(jit_compile)
 
 
@@ -121,10 +125,6 @@ class GenerativeModel(keras.Model):
     default_dataset: ClassVar[str] = "digits"
     conditional: ClassVar[bool] = False  # True: generate() and compute_losses use labels
     registered_name: ClassVar[str] = ""  # set by registry.register_model
-    # What `jit_compile="auto"` means on a CPU. oneDNN's convolutions beat XLA's there, so
-    # graph mode wins for every convolutional model; `make benchmark` decides per model
-    # (docs/performance.md).
-    xla_on_cpu: ClassVar[bool] = False
     # Train steps per compiled call when the runner is not told (`--steps_per_execution`):
     # `make benchmark` measured 4 faster than 1 for the GANs and VAEs on a CPU, not for the
     # diffusion U-Net. An epoch over the whole split is rounded down to a multiple of it.
@@ -146,6 +146,13 @@ class GenerativeModel(keras.Model):
         self._groups: tuple[UpdateGroup, ...] = ()
 
     # -- what subclasses provide ---------------------------------------------------------------
+
+    @classmethod
+    def xla_on_cpu(cls, config: config_lib.TrainConfig, image_shape: Sequence[int]) -> bool:
+        """What `jit_compile="auto"` means on a CPU for this config. oneDNN's convolutions beat
+        XLA's there, so graph mode (False) wins for convolutional networks; `make benchmark`
+        decides (docs/performance.md)."""
+        return False
 
     @classmethod
     def default_config(cls, dataset: str | None = None) -> config_lib.TrainConfig:
@@ -285,7 +292,8 @@ class GenerativeModel(keras.Model):
             group.optimizer.build(list(group.variables))
         self.built = True
         super().compile(optimizer=None,
-                        jit_compile=resolve_jit_compile(jit_compile, on_cpu=self.xla_on_cpu),
+                        jit_compile=resolve_jit_compile(
+                            jit_compile, on_cpu=self.xla_on_cpu(self.config, self.image_shape)),
                         steps_per_execution=steps_per_execution, **kwargs)
 
     def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:

@@ -134,7 +134,9 @@ class DDPM(base.GenerativeModel):
         self.ema = ema.WeightAverage(self.unet, decay=config.ema_decay)
         # Built once: traced again only for new Python options (steps, eta, guidance, ...).
         self._sample_graph = tf.function(self._sample,
-                                         jit_compile=base.resolve_jit_compile("auto"))
+                                         jit_compile=base.resolve_jit_compile(
+                                             "auto", on_cpu=self.xla_on_cpu(
+                                                 config, self.image_shape)))
 
     @classmethod
     def tiny_config(cls) -> DiffusionConfig:

@@ -9,7 +9,6 @@ import keras
 import tensorflow as tf
 
 from aigc_zoo.errors import UserError
-from aigc_zoo.models import normalization
 
 
 def batch_normalization(**kwargs) -> keras.layers.BatchNormalization:
@@ -121,12 +120,12 @@ def _groups(channels: int) -> int:
 def _residual_block(x, embedding, channels: int, dropout: float, name: str):
     """GroupNorm-SiLU-conv twice, with the (time, class) embedding added in between."""
     skip = x
-    h = normalization.GroupNormalization(_groups(x.shape[-1]), name=f"{name}_norm1")(x)
+    h = keras.layers.GroupNormalization(_groups(x.shape[-1]), name=f"{name}_norm1")(x)
     h = keras.layers.Activation("silu")(h)
     h = keras.layers.Conv2D(channels, 3, padding="same", name=f"{name}_conv1")(h)
     shift = keras.layers.Dense(channels, name=f"{name}_embedding")(embedding)
     h = keras.layers.Add()([h, keras.layers.Reshape((1, 1, channels))(shift)])
-    h = normalization.GroupNormalization(_groups(channels), name=f"{name}_norm2")(h)
+    h = keras.layers.GroupNormalization(_groups(channels), name=f"{name}_norm2")(h)
     h = keras.layers.Activation("silu")(h)
     if dropout:
         h = keras.layers.Dropout(dropout)(h)
@@ -141,7 +140,7 @@ def _residual_block(x, embedding, channels: int, dropout: float, name: str):
 def _attention_block(x, heads: int, name: str):
     """Self-attention over the H*W positions, with a residual connection."""
     height, width, channels = x.shape[1:]
-    h = normalization.GroupNormalization(_groups(channels), name=f"{name}_norm")(x)
+    h = keras.layers.GroupNormalization(_groups(channels), name=f"{name}_norm")(x)
     h = keras.layers.Reshape((height * width, channels))(h)
     h = keras.layers.MultiHeadAttention(heads, channels // heads, name=f"{name}_attention")(h, h)
     h = keras.layers.Reshape((height, width, channels))(h)
@@ -220,7 +219,7 @@ def unet(image_shape: Sequence[int], widths: Sequence[int], *, blocks_per_level:
         if level > 0:
             h = keras.layers.UpSampling2D(2, name=f"upsample{level}")(h)
             h = keras.layers.Conv2D(widths[level], 3, padding="same", name=f"upconv{level}")(h)
-    h = normalization.GroupNormalization(_groups(widths[0]), name="norm_out")(h)
+    h = keras.layers.GroupNormalization(_groups(widths[0]), name="norm_out")(h)
     h = keras.layers.Activation("silu")(h)
     outputs = keras.layers.Conv2D(image_shape[-1], 3, padding="same", kernel_initializer="zeros",
                                   name="conv_out")(h)
