@@ -175,6 +175,10 @@ def _prepare(run: train.Run, info: data.DatasetInfo, batch: dict[str, tf.Tensor]
                     "resident_before_mib": resident_before}}
 
 
+def _error_text(error: Exception) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+
+
 def _described(row: dict[str, Any]) -> str:
     return (f"jit_compile={row['jit_compile']} steps_per_execution="
             f"{row['steps_per_execution']} {row['precision']}")
@@ -202,7 +206,7 @@ def train_throughputs(run: train.Run, info: data.DatasetInfo, batch: dict[str, t
             setting = _prepare(run, info, batch, jit=jit, spe=spe, precision=precision,
                                window_seconds=window_seconds)
         except Exception as error:  # noqa: BLE001 - a failing setting is a result, not a crash
-            message = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+            message = _error_text(error)
             print(f" failed ({message})", flush=True)
             rows.append({"jit_compile": jit, "steps_per_execution": spe,
                          "precision": precision, "error": message})
@@ -221,8 +225,7 @@ def train_throughputs(run: train.Run, info: data.DatasetInfo, batch: dict[str, t
                 setting["model"].fit(setting["data"], epochs=1, steps_per_epoch=steps,
                                      verbose=0, shuffle=False)
             except Exception as error:  # noqa: BLE001 - as for a setting that fails to build
-                setting["row"]["error"] = (f"{type(error).__name__}: "
-                                           f"{str(error).splitlines()[0][:200]}")
+                setting["row"]["error"] = _error_text(error)
                 continue
             if round_ >= 0:
                 setting["window_seconds"].append(time.perf_counter() - start)

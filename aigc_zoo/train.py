@@ -125,16 +125,23 @@ def _read_json(path: str) -> dict[str, Any]:
         raise UserError(f"cannot read {path}: {error}") from None
 
 
-def prepare_workdir(workdir: str, saved: dict[str, Any], *, overwrite: bool) -> None:
-    """Create `workdir` for the run `saved` (a `config.json` dict), or check that it resumes.
+def _saved_run(workdir: str) -> dict[str, Any] | None:
+    """The workdir's `config.json`, or None when it has none."""
+    config_path = _paths(workdir)["config.json"]
+    return _read_json(config_path) if os.path.exists(config_path) else None
+
+
+def prepare_workdir(workdir: str, saved: dict[str, Any], *, previous: dict[str, Any] | None
+                    ) -> None:
+    """Create `workdir` for the run `saved` (a `config.json` dict), or check that it resumes
+    the run `previous` (the workdir's `config.json`; None for a new run or with --overwrite).
 
     Nothing is deleted here: with `overwrite`, `train` clears the previous run's outputs only
     once the new run has been built, so a mistake in the new command loses nothing.
     """
-    config_path = _paths(workdir)["config.json"]
-    if os.path.exists(config_path) and not overwrite:
+    if previous is not None:
         # Runs saved before `precision` existed were float32.
-        differences = _differences({"precision": "float32", **_read_json(config_path)}, saved)
+        differences = _differences({"precision": "float32", **previous}, saved)
         if differences:
             raise UserError(f"{workdir} holds a different run ({'; '.join(differences[:3])}); "
                             "pass --overwrite to replace it, or choose another --workdir")
@@ -236,9 +243,7 @@ def _train(run: Run, *, workdir: str, outputs: str, data_dir: str | None, overwr
         tf.config.experimental.enable_op_determinism()
     dataset, info = _training_data(run, data_dir)
     # Checked before anything in the workdir changes (--overwrite clears it further down).
-    config_path = _paths(workdir)["config.json"]
-    previous = (_read_json(config_path) if os.path.exists(config_path) and not overwrite
-                else None)
+    previous = None if overwrite else _saved_run(workdir)
     steps_per_epoch = epoch_length(run, info.num_examples, previous=previous)
     if steps_per_execution is None:
         # Keras' loop of several steps per call failed under MultiWorkerMirroredStrategy here
@@ -249,7 +254,7 @@ def _train(run: Run, *, workdir: str, outputs: str, data_dir: str | None, overwr
     _check_steps_per_execution(steps_per_epoch, steps_per_execution)
     saved = {**run.to_json(), "image_shape": list(info.image_shape),
              "num_classes": info.num_classes, "epoch_steps": steps_per_epoch}
-    prepare_workdir(workdir, saved, overwrite=overwrite)
+    prepare_workdir(workdir, saved, previous=previous)
     paths = _paths(outputs)
     model = build_model(run, info.image_shape, info.num_classes)
     model.compile(jit_compile=jit_compile, steps_per_execution=steps_per_execution)
