@@ -12,6 +12,9 @@ setup(
     packages=find_packages(include=["aigc_zoo", "aigc_zoo.*"]),
     install_requires=[
         "tensorflow>=2.16",  # Keras 3 as `keras`
+        # models/base.py overrides a private method of Keras' trainer (`_maybe_symbolic_build`),
+        # so Keras is pinned to the minor versions it was checked on (tests/test_keras_version.py).
+        "keras>=3.15,<3.16",
         "tensorflow-datasets>=4.9",
         # tensorflow-datasets 4.9.10 cannot build any dataset without it, yet does not require it.
         "importlib_resources",

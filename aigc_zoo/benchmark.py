@@ -44,6 +44,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from aigc_zoo import benchmark_report, data, device, flops, registry, train  # noqa: E402
+from aigc_zoo import request  # noqa: E402
 from aigc_zoo.errors import UserError  # noqa: E402
 from aigc_zoo.models import base  # noqa: E402
 
@@ -144,16 +145,16 @@ def _peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _build(run: train.Run, info: data.DatasetInfo, *, jit: bool, spe: int, precision: str
+def _build(run: request.Run, info: data.DatasetInfo, *, jit: bool, spe: int, precision: str
            ) -> Any:
     # The runner's own path: `build_model` builds in `run.precision` and restores the policy.
-    model = train.build_model(dataclasses.replace(run, precision=precision), info.image_shape,
-                              info.num_classes)
+    model = dataclasses.replace(run, precision=precision).build_model(info.image_shape,
+                                                                       info.num_classes)
     model.compile(jit_compile=jit, steps_per_execution=spe)
     return model
 
 
-def _prepare(run: train.Run, info: data.DatasetInfo, batch: dict[str, tf.Tensor], *,
+def _prepare(run: request.Run, info: data.DatasetInfo, batch: dict[str, tf.Tensor], *,
              jit: bool, spe: int, precision: str, window_seconds: float) -> dict[str, Any]:
     """Build one setting, trace it, and size its timed windows from its speed."""
     # Memory TensorFlow kept from earlier settings stays resident, so the peak alone would
@@ -184,7 +185,7 @@ def _described(row: dict[str, Any]) -> str:
             f"{row['steps_per_execution']} {row['precision']}")
 
 
-def train_throughputs(run: train.Run, info: data.DatasetInfo, batch: dict[str, tf.Tensor],
+def train_throughputs(run: request.Run, info: data.DatasetInfo, batch: dict[str, tf.Tensor],
                       settings: list[tuple[bool, int, str]], *, window_seconds: float,
                       windows: int) -> list[dict[str, Any]]:
     """One row per `(jit, spe, precision)` setting: images/s of `model.fit` on `batch`.
@@ -214,6 +215,17 @@ def train_throughputs(run: train.Run, info: data.DatasetInfo, batch: dict[str, t
         print(f" traced in {setting['row']['trace_seconds']:.1f} s", flush=True)
         prepared.append(setting)
         rows.append(setting["row"])
+    _time_rounds(prepared, windows)
+    for setting in prepared:
+        _summarise(run, setting)
+    del prepared
+    keras.backend.clear_session()
+    gc.collect()
+    return rows
+
+
+def _time_rounds(prepared: list[dict[str, Any]], windows: int) -> None:
+    """Time `windows` rounds of one window per setting, after an untimed warm-up round."""
     for round_ in range(-1, windows):  # round -1 warms up and is not recorded
         shift = max(round_, 0) % len(prepared) if prepared else 0
         for setting in prepared[shift:] + prepared[:shift]:
@@ -229,27 +241,26 @@ def train_throughputs(run: train.Run, info: data.DatasetInfo, batch: dict[str, t
                 continue
             if round_ >= 0:
                 setting["window_seconds"].append(time.perf_counter() - start)
-    for setting in prepared:
-        if "error" in setting["row"]:
-            print(f"  {run.model}: {_described(setting['row'])}: failed while timed "
-                  f"({setting['row']['error']})", flush=True)
-            continue
-        row = setting["row"]
-        steps = setting["calls_per_window"] * row["steps_per_execution"]
-        seconds_per_step = float(np.median(setting["window_seconds"])) / steps
-        row.update(images_per_second=run.config.batch_size / seconds_per_step,
-                   seconds_per_step=seconds_per_step,
-                   window_images_per_second=[steps * run.config.batch_size / t
-                                             for t in setting["window_seconds"]])
-        print(f"  {run.model}: {_described(row)}: {row['images_per_second']:,.0f} images/s",
+
+
+def _summarise(run: request.Run, setting: dict[str, Any]) -> None:
+    """Fill a timed setting's row with its median speed, and print it."""
+    row = setting["row"]
+    if "error" in row:
+        print(f"  {run.model}: {_described(row)}: failed while timed ({row['error']})",
               flush=True)
-    del prepared
-    keras.backend.clear_session()
-    gc.collect()
-    return rows
+        return
+    steps = setting["calls_per_window"] * row["steps_per_execution"]
+    seconds_per_step = float(np.median(setting["window_seconds"])) / steps
+    row.update(images_per_second=run.config.batch_size / seconds_per_step,
+               seconds_per_step=seconds_per_step,
+               window_images_per_second=[steps * run.config.batch_size / t
+                                         for t in setting["window_seconds"]])
+    print(f"  {run.model}: {_described(row)}: {row['images_per_second']:,.0f} images/s",
+          flush=True)
 
 
-def default_setting(run: train.Run, info: data.DatasetInfo, *, accelerator: bool
+def default_setting(run: request.Run, info: data.DatasetInfo, *, accelerator: bool
                     ) -> dict[str, Any]:
     """The setting the runner trains `run` with when no flag says otherwise, on a device with
     (`accelerator`) or without a GPU or TPU."""
@@ -257,7 +268,7 @@ def default_setting(run: train.Run, info: data.DatasetInfo, *, accelerator: bool
     return {"jit_compile": accelerator or model_class.xla_on_cpu(run.config, info.image_shape),
             "steps_per_execution": train.default_steps_per_execution(
                 run, train.epoch_length(run, info.num_examples)),
-            "precision": train.DEFAULT_PRECISION}
+            "precision": request.DEFAULT_PRECISION}
 
 
 def rerender(path: str, output_dir: str, *, data_dir: str | None = None) -> list[str]:
@@ -270,7 +281,7 @@ def rerender(path: str, output_dir: str, *, data_dir: str | None = None) -> list
         results = json.load(handle)
     for model in results["models"]:
         model_class = registry.get_model(model["model"])
-        run = train.Run(model=model["model"], dataset=model["dataset"],
+        run = request.Run(model=model["model"], dataset=model["dataset"],
                         config=model_class.default_config(model["dataset"]))
         if run.config.batch_size != model["batch_size"]:
             raise UserError(f"{path}: {model['model']}'s default batch size is now "
@@ -303,7 +314,7 @@ def benchmark_model(name: str, *, precisions: list[str], peak_gflops: float, dat
     """Every train-step setting, the FLOP count and sampling speed of one model."""
     model_class = registry.get_model(name)
     dataset = model_class.default_dataset
-    run = train.Run(model=name, dataset=dataset, config=model_class.default_config(dataset))
+    run = request.Run(model=name, dataset=dataset, config=model_class.default_config(dataset))
     pipeline, info = data.load(dataset, run.train_split, batch_size=run.config.batch_size,
                                training=True, data_dir=data_dir)
     batch = next(iter(pipeline))

@@ -1,6 +1,5 @@
-"""Training callbacks: TensorBoard summaries, sample grids, checkpoints, sample-quality
-evaluation every N epochs, mode coverage on the 2D toy datasets; plus picture and scalar
-helpers.
+"""Training callbacks: TensorBoard summaries and sample pictures, checkpoints, the NaN guard,
+evaluation every N epochs (what the dataset's domain measures); and a scalar-writing helper.
 
 TensorBoard steps come from the model's own `global_step` variable, which checkpoints carry, so a
 resumed run continues its curves instead of restarting them at 0.
@@ -14,91 +13,10 @@ import time
 from typing import Any
 
 import keras
-import matplotlib
-import numpy as np
 import tensorflow as tf
 
-matplotlib.use("Agg")
-from matplotlib import pyplot as plt  # noqa: E402  (after choosing the headless backend)
-
-from aigc_zoo.checkpoints import Checkpointer  # noqa: E402
-from aigc_zoo.data import toy  # noqa: E402
-from aigc_zoo.metrics import modes  # noqa: E402
-from aigc_zoo.metrics import sample_quality  # noqa: E402
-
-
-def to_grid(images: np.ndarray | tf.Tensor, *, columns: int | None = None) -> np.ndarray:
-    """Tile images in [-1, 1] ([N, H, W, C]) into one uint8 image [rows*H, columns*W, C]."""
-    images = np.asarray(images, dtype=np.float32)
-    count, height, width, channels = images.shape
-    columns = columns or math.ceil(math.sqrt(count))
-    rows = math.ceil(count / columns)
-    pixels = np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    grid = np.zeros((rows * height, columns * width, channels), np.uint8)
-    for index, image in enumerate(pixels):
-        row, column = divmod(index, columns)
-        grid[row * height:(row + 1) * height, column * width:(column + 1) * width] = image
-    return grid
-
-
-def save_grid(path: str | os.PathLike, images: np.ndarray | tf.Tensor, *, title: str = "",
-              columns: int | None = None) -> None:
-    """Write images in [-1, 1] as one PNG grid with matplotlib."""
-    grid = to_grid(images, columns=columns)
-    height, width = grid.shape[:2]
-    scale = max(1.0, 480 / max(height, width))  # small digits get enlarged, pixels kept sharp
-    figure = plt.figure(figsize=(width * scale / 100, height * scale / 100 + (0.3 if title else 0)),
-                        dpi=100)
-    axes = figure.add_axes([0, 0, 1, height * scale / 100 / figure.get_figheight()])
-    axes.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255,
-                interpolation="nearest")
-    axes.axis("off")
-    if title:
-        figure.suptitle(title, fontsize=9, y=0.995)
-    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-
-
-def points_figure(points: np.ndarray | tf.Tensor, dataset: str, *, title: str = ""
-                  ) -> "plt.Figure":
-    """A scatter of 2D samples over the modes of toy dataset `dataset` (circles: 3 std)."""
-    points = np.asarray(points, dtype=np.float32).reshape(-1, 2)
-    mixture = toy.MIXTURES[dataset]
-    reach = np.abs(mixture.centres).max() + 1.0
-    figure, axes = plt.subplots(figsize=(4.2, 4.2), dpi=100)
-    for centre in mixture.centres:
-        axes.add_patch(plt.Circle(centre, 3 * mixture.std, fill=False, color="tab:red", lw=0.8))
-    axes.scatter(points[:, 0], points[:, 1], s=2, alpha=0.4, color="tab:blue", linewidths=0)
-    axes.set_xlim(-reach, reach)
-    axes.set_ylim(-reach, reach)
-    axes.set_aspect("equal")
-    axes.tick_params(labelsize=7)
-    if title:
-        axes.set_title(title, fontsize=9)
-    figure.tight_layout()
-    return figure
-
-
-def figure_pixels(figure: "plt.Figure") -> np.ndarray:
-    """The rendered figure as a uint8 RGB array (and the figure closed)."""
-    figure.canvas.draw()
-    pixels = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(figure)
-    return pixels
-
-
-def save_samples(path: str | os.PathLike, samples: np.ndarray | tf.Tensor, *, dataset: str,
-                 title: str = "") -> np.ndarray:
-    """Write samples as a PNG (an image grid, or a scatter for 2D points); returns its pixels."""
-    samples = np.asarray(samples)
-    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-    if samples.ndim == 2:
-        figure = points_figure(samples, dataset, title=title)
-        figure.savefig(path)
-        return figure_pixels(figure)
-    save_grid(path, samples, title=title)
-    return to_grid(samples)
+from aigc_zoo import domains
+from aigc_zoo.checkpoints import Checkpointer
 
 
 class TensorBoardLogger(keras.callbacks.Callback):
@@ -109,25 +27,24 @@ class TensorBoardLogger(keras.callbacks.Callback):
         hparams: flat dict of the run's hyperparameters (hparams plugin).
         batch_size: global batch size, for images/s.
         log_every_steps: write per-step scalars every this many train steps.
-        samples_dir: where each epoch's sample grid is also written as PNG.
-        num_samples: images in each sample grid (drawn with a fixed seed, so epochs compare);
-            on the 2D toy datasets, points in each scatter.
-        dataset: the dataset's name (toy datasets get a scatter over their modes).
+        samples_dir: where each epoch's sample picture is also written as PNG.
+        domain: the data's domain, which draws the pictures (image grids, scatters of points).
+        num_samples: samples in each picture (drawn with a fixed seed, so epochs compare);
+            default: the domain's `grid_samples`.
     """
 
     def __init__(self, logdir: str, *, hparams: dict[str, Any], batch_size: int,
                  log_every_steps: int = 50, samples_dir: str | None = None,
-                 num_samples: int | None = None, sample_seed: int = 1234,
-                 dataset: str = ""):
+                 domain: domains.Domain | None = None, num_samples: int | None = None,
+                 sample_seed: int = 1234):
         super().__init__()
         self._writer = tf.summary.create_file_writer(logdir)
         self._hparams = hparams
         self._batch_size = batch_size
         self._every = max(1, log_every_steps)
         self._samples_dir = samples_dir
-        self._points = toy.is_toy(dataset)
-        self._dataset = dataset
-        self._num_samples = num_samples or (modes.DEFAULT_NUM_SAMPLES if self._points else 64)
+        self._domain = domain or domains.Images()
+        self._num_samples = num_samples or self._domain.grid_samples
         self._sample_seed = sample_seed
         self._last_step = 0
         self._last_time: float | None = None  # None until the first step has run (and traced)
@@ -170,12 +87,11 @@ class TensorBoardLogger(keras.callbacks.Callback):
         samples = self.model.generate(self._num_samples, seed=self._sample_seed).numpy()
         title = f"{self.model.registered_name}, epoch {epoch + 1}, step {step}"
         if self._samples_dir:
-            pixels = save_samples(os.path.join(self._samples_dir, f"epoch_{epoch + 1:04d}.png"),
-                                  samples, dataset=self._dataset, title=title)
-        elif self._points:
-            pixels = figure_pixels(points_figure(samples, self._dataset, title=title))
+            pixels = self._domain.save_picture(
+                os.path.join(self._samples_dir, f"epoch_{epoch + 1:04d}.png"), samples,
+                title=title)
         else:
-            pixels = to_grid(samples)
+            pixels = self._domain.picture(samples, title=title)
         with self._writer.as_default(step=step):
             tf.summary.image("samples", pixels[None], max_outputs=1)
         self._writer.flush()
@@ -303,21 +219,22 @@ class _LazyWriter:
         return self._writer
 
 
-class SampleQualityEvery(keras.callbacks.Callback):
-    """Measure sample quality every `every_epochs` epochs and log it to TensorBoard.
+class EvaluateEvery(keras.callbacks.Callback):
+    """Evaluate the model every `every_epochs` epochs and log it to TensorBoard.
 
-    Tags are `eval/<extractor>/<metric>` and `eval/<extractor>/real_vs_real/<metric>`, as
-    `--mode=eval` writes them, at the model's `global_step`.
+    Tags are `eval/<name>` for the evaluator's scalars, as `--mode=eval` writes them
+    (`eval/<extractor>/fd`, `eval/modes_covered`, ...), at the model's `global_step`; one line
+    is printed per evaluation.
 
     Args:
-        evaluator: a `sample_quality.SampleQuality` (its real features are computed once).
+        evaluator: the domain's evaluator (its real features are computed once).
         logdir: the run's `tensorboard/eval` folder.
         every_epochs: evaluate after epochs every_epochs, 2 * every_epochs, ...
         seed: the samples' seed (the same each time, so epochs compare).
     """
 
-    def __init__(self, evaluator: sample_quality.SampleQuality, logdir: str, *,
-                 every_epochs: int, seed: int = 0):
+    def __init__(self, evaluator: domains.Evaluator, logdir: str, *, every_epochs: int,
+                 seed: int = 0):
         super().__init__()
         self._evaluator = evaluator
         self._writer = _LazyWriter(logdir)
@@ -329,40 +246,7 @@ class SampleQualityEvery(keras.callbacks.Callback):
             return
         if not _finite(logs):
             return  # a diverged epoch (StopOnNonFinite stops the run) has nothing to measure
-        results = self._evaluator.evaluate(self.model, seed=self._seed)
-        values = sample_quality.scalars(results)
+        results, values = self._evaluator.evaluate(self.model, seed=self._seed)
         write_scalars(self._writer.get(), int(self.model.global_step.numpy()),
                       {f"eval/{name}": value for name, value in values.items()})
-        name = results["extractor"]
-        print(f"\nepoch {epoch + 1}: {name} FD {values[f'{name}/fd']:.4f} (real vs real "
-              f"{values[f'{name}/real_vs_real/fd']:.4f}), {results['num_samples']} samples, "
-              f"{results['seconds']['total']:.1f} s", flush=True)
-
-
-class ModeCoverageEvery(keras.callbacks.Callback):
-    """Modes covered and high-quality share of samples (2D toy datasets) after every epoch.
-
-    Writes `eval/modes_covered`, `eval/high_quality_share` and `eval/mode_kl` to `logdir` (the
-    run's `tensorboard/eval`) at the model's `global_step`, and prints one line.
-
-    Args:
-        dataset: `ring8` or `grid25`.
-        logdir: where the scalars go.
-        seed: the samples' seed (the same each epoch, so epochs compare).
-    """
-
-    def __init__(self, dataset: str, logdir: str, *, seed: int = 0):
-        super().__init__()
-        self._dataset = dataset
-        self._writer = _LazyWriter(logdir)
-        self._seed = seed
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if not _finite(logs):
-            return
-        points = self.model.generate(modes.DEFAULT_NUM_SAMPLES, seed=self._seed).numpy()
-        results = modes.mode_coverage(points, self._dataset)
-        write_scalars(self._writer.get(), int(self.model.global_step.numpy()),
-                      {f"eval/{name}": results[name]
-                       for name in ("modes_covered", "high_quality_share", "mode_kl")})
-        print(f"\nepoch {epoch + 1}: {modes.format_report(results)}", flush=True)
+        print(f"\nepoch {epoch + 1}: {self._evaluator.summary(results)}", flush=True)

@@ -24,7 +24,7 @@ from typing import Any
 import keras
 
 from aigc_zoo import config as config_lib
-from aigc_zoo import train
+from aigc_zoo import files, trained
 from aigc_zoo.errors import UserError
 from aigc_zoo.models.base import GenerativeModel
 
@@ -45,7 +45,7 @@ def export_run(workdir: str, *, export_dir: str | None = None,
         export_dir: where to write (default `default_export_dir`); must not exist yet.
         expected_model: when given, the model name the workdir must hold.
     """
-    run, model = train.restore(workdir, expected_model=expected_model)
+    run, model = trained.restore(workdir, expected_model=expected_model)
     step = int(model.global_step.numpy())
     export_dir = export_dir or default_export_dir(workdir, step)
     info = {"model": run.model, "dataset": run.dataset, "global_step": step,
@@ -69,7 +69,7 @@ def save_model(model: GenerativeModel, export_dir: str, *,
     if os.path.exists(export_dir):
         raise UserError(f"{export_dir} already exists; delete it or pass another --export_dir")
     parent = os.path.dirname(export_dir)
-    train.make_writable_folder(parent, what="the export's folder")
+    files.make_writable_folder(parent, what="the export's folder")
     model.prepare_sampling()  # e.g. the GANs' standing statistics, before they are captured
     endpoints = model.serving_endpoints()
     archive = keras.export.ExportArchive()

@@ -6,11 +6,14 @@
     python -m aigc_zoo.run --model=vae --mode=export         # SavedModel for TF Serving
     python -m aigc_zoo.run --model=vae --set latent_dim=32 --set beta=0.5
 
-A mistake in the command line ends with one line on stderr and exit status 2.
+A mistake in the command line ends with one line on stderr and exit status 2. This module
+only defines and parses the flags; `aigc_zoo.request` checks what they ask for, and `train`,
+`trained` and `export` do it.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 import re
@@ -51,11 +54,9 @@ _quietly(lambda: importlib.import_module("tensorflow").config.list_physical_devi
 
 from absl import app, flags, logging  # noqa: E402
 
-from aigc_zoo import config as config_lib  # noqa: E402
-from aigc_zoo import data, distribute, export, registry, train  # noqa: E402
+from aigc_zoo import data, distribute, domains, export, registry, train, trained  # noqa: E402
+from aigc_zoo import request as request_lib  # noqa: E402
 from aigc_zoo.errors import TrainingDiverged, UserError  # noqa: E402
-from aigc_zoo.metrics import modes  # noqa: E402
-from aigc_zoo.metrics import sample_quality  # noqa: E402
 
 FLAGS = flags.FLAGS
 _MODELS = registry.list_models()
@@ -105,9 +106,9 @@ flags.DEFINE_enum("strategy", "default", list(distribute.STRATEGIES),
 flags.DEFINE_integer("num_cpu_devices", 1, "Split the CPU into N logical devices (to try "
                      "--strategy=mirrored without GPUs).")
 flags.DEFINE_string("tpu", "", "For --strategy=tpu: the TPU's name, grpc:// address, or local.")
-flags.DEFINE_enum("precision", train.DEFAULT_PRECISION, list(distribute.PRECISIONS),
+flags.DEFINE_enum("precision", request_lib.DEFAULT_PRECISION, list(distribute.PRECISIONS),
                   "Keras dtype policy for training (variables stay float32); recorded in the run.")
-flags.DEFINE_integer("checkpoint_every_steps", train.DEFAULT_CHECKPOINT_EVERY_STEPS,
+flags.DEFINE_integer("checkpoint_every_steps", request_lib.DEFAULT_CHECKPOINT_EVERY_STEPS,
                      "Also checkpoint inside epochs every N train steps (0: at epoch ends only); "
                      "a rerun resumes at the checkpoint's step.")
 flags.DEFINE_integer("keep_checkpoints", 3, "How many of the newest checkpoints to keep.")
@@ -117,160 +118,71 @@ flags.DEFINE_bool("overwrite", False, "Start afresh in --workdir, deleting its c
                   "events, samples and metrics (needed when it holds a different run).")
 
 
-def _make_run() -> train.Run:
-    model_class = registry.get_model(FLAGS.model)
-    dataset = FLAGS.dataset or model_class.default_dataset
-    base = (model_class.tiny_config() if FLAGS.config == "tiny"
-            else model_class.default_config(dataset))
-    assignments = [f"{name}={FLAGS[name].value}"
-                   for name in ("epochs", "steps_per_epoch", "batch_size")
-                   if FLAGS[name].value is not None]
-    config = config_lib.override(base, assignments + FLAGS.set)
-    config.validate()
-    return train.Run(model=FLAGS.model, dataset=dataset,
-                     config=config, seed=FLAGS.seed, train_split=FLAGS.train_split,
-                     eval_split=FLAGS.eval_split, image_size=FLAGS.image_size,
-                     precision=FLAGS.precision)
+def parse(argv: list[str]) -> request_lib.Request:
+    """The checked request of a command line (`argv[0]` is the program), without running it;
+    a `UserError` for a bad one. The runner's own flags are left as they were."""
+    values = copy.deepcopy(FLAGS)
+    values.unparse_flags()
+    try:
+        rest = values(argv)
+    except flags.Error as error:
+        raise UserError(str(error).splitlines()[0]) from None
+    return _request(values, rest[1:])
 
 
-def _quality_options() -> sample_quality.Options:
-    options = sample_quality.Options(
-        num_samples=FLAGS.eval_samples, extractor=FLAGS.extractor,
-        inception_weights=FLAGS.inception_weights, classifier_dir=FLAGS.classifier_dir)
-    options.validate()
-    return options
+def _request(values: flags.FlagValues, extra_args: list[str]) -> request_lib.Request:
+    present = {name for name in values if values[name].present}
+    return request_lib.from_flags(values.flag_values_dict(), present=present,
+                                  extra_args=extra_args)
 
 
-def _workdir(model: str, dataset: str) -> str:
-    if FLAGS.workdir:
-        return FLAGS.workdir
-    dataset = dataset.replace(":", "-").replace(os.sep, "_").strip("_")
-    return os.path.join("runs", f"{model}-{dataset}")
-
-
-def _setup_devices() -> Any:
-    """The strategy of the flags; initialises TensorFlow's devices (see `_quietly`)."""
+def _setup_devices(name: str = "default", *, num_cpu_devices: int = 1, tpu: str = "") -> Any:
+    """The strategy `name`; initialises TensorFlow's devices (see `_quietly`)."""
     import tensorflow as tf
-    strategy = distribute.make_strategy(FLAGS.strategy, num_cpu_devices=FLAGS.num_cpu_devices,
-                                        tpu=FLAGS.tpu)
+    strategy = distribute.make_strategy(name, num_cpu_devices=num_cpu_devices, tpu=tpu)
     tf.config.list_logical_devices()
     return strategy
 
 
 def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # absl's INFO lines would bury the progress bar
-    if len(argv) > 1:
-        raise UserError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
-    if (FLAGS.steps_per_execution is not None and FLAGS.steps_per_execution < 1
-            or FLAGS.log_every_steps < 1):
-        raise UserError("bad value: --steps_per_execution and --log_every_steps must be >= 1")
-    if FLAGS.eval_samples < 0 or FLAGS.eval_every_epochs < 0:
-        raise UserError("bad value: --eval_samples and --eval_every_epochs must be >= 0")
-    if not 0 <= FLAGS.seed < 2**32:
-        raise UserError(f"bad value seed={FLAGS.seed}: expected an integer in [0, 2**32)")
-    _check_reliability_flags()
-    if FLAGS.mode != "train" and (FLAGS.strategy != "default" or FLAGS["precision"].present):
-        raise UserError("--strategy and --precision are for --mode=train; sampling and "
-                        "evaluation run on one device in the run's own precision")
-    if FLAGS.mode == "train":
-        # The run and its options are checked first: a typo should not wait for a TPU or join
-        # a cluster before it is reported.
-        run = _make_run()
-        workdir = _workdir(run.model, run.dataset)
-        quality = (_quality_options() if FLAGS.eval_every_epochs
-                   else sample_quality.DEFAULT_OPTIONS)
-        strategy = _quietly(_setup_devices)
-        model = train.train(
-            run, workdir=workdir, data_dir=FLAGS.data_dir, overwrite=FLAGS.overwrite,
-            jit_compile={"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile],
-            steps_per_execution=FLAGS.steps_per_execution, log_every_steps=FLAGS.log_every_steps,
-            eval_every_epochs=FLAGS.eval_every_epochs, quality=quality, eval_seed=FLAGS.seed,
-            checkpoint_every_steps=FLAGS.checkpoint_every_steps,
-            keep_checkpoints=FLAGS.keep_checkpoints, deterministic=FLAGS.deterministic,
-            strategy=strategy)
-        worker = distribute.worker_name(strategy)
-        if worker:  # every worker ends with the same weights; the digests show it
-            print(f"{worker}: weights digest {distribute.weights_digest(model)}")
-        if worker and not distribute.is_chief(strategy):
-            print(f"done: {worker}; the chief writes {workdir}")
-        else:
-            print(f"done: checkpoints, TensorBoard events and samples in {workdir}")
+    # The request is checked first: a typo should not wait for a TPU or join a cluster
+    # before it is reported.
+    request = _request(FLAGS, argv[1:])
+    if isinstance(request, request_lib.TrainRequest):
+        _train(request)
         return
     _quietly(_setup_devices)  # one device, its start-up lines filtered
-    # Sampling and evaluation take the run from the workdir's config.json; an explicit
-    # --model must agree with it.
-    model_class = registry.get_model(FLAGS.model)
-    workdir = _workdir(FLAGS.model, FLAGS.dataset or model_class.default_dataset)
-    expected_model = FLAGS.model if FLAGS["model"].present else None
-    if FLAGS.mode == "export":
-        if FLAGS.set:
-            raise UserError("--set changes training and --mode=eval settings, not exports")
-        path = export.export_run(workdir, export_dir=FLAGS.export_dir,
-                                 expected_model=expected_model)
+    if isinstance(request, request_lib.ExportRequest):
+        path = export.export_run(request.workdir, export_dir=request.export_dir,
+                                 expected_model=request.expected_model)
         print(f"wrote SavedModel {path}")
-        return
-    if FLAGS.mode == "sample":
-        if FLAGS.set:
-            raise UserError("--set changes training and --mode=eval settings, not sampling")
-        paths = train.sample(workdir, num_samples=FLAGS.num_samples, seed=FLAGS.seed,
-                             expected_model=expected_model)
+    elif isinstance(request, request_lib.SampleRequest):
+        paths = trained.sample(request)
         print(f"wrote {paths['png']} and {paths['npz']}")
     else:
-        results = train.evaluate(workdir, data_dir=FLAGS.data_dir, seed=FLAGS.seed,
-                                 expected_model=expected_model, overrides=FLAGS.set,
-                                 eval_split=FLAGS.eval_split if FLAGS["eval_split"].present
-                                 else None,
-                                 quality=_quality_options() if FLAGS.eval_samples else None)
+        results = trained.evaluate(request)
         for name, value in results["metrics"].items():
             print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
-        if "sample_quality" in results:
-            print(sample_quality.format_report(results["sample_quality"]))
-        if "mode_coverage" in results:
-            print(modes.format_report(results["mode_coverage"]))
-        print(f"wrote {os.path.join(workdir, 'metrics.json')}")
+        report = domains.for_dataset(results["dataset"]).report(results)
+        if report:
+            print(report)
+        print(f"wrote {os.path.join(request.workdir, 'metrics.json')}")
 
 
-def _check_reliability_flags() -> None:
-    """Sizes, splits and paths, checked before anything is built or written."""
-    if FLAGS.checkpoint_every_steps < 0:
-        raise UserError(f"bad value checkpoint_every_steps={FLAGS.checkpoint_every_steps}: "
-                        "expected >= 0 (0: at epoch ends only)")
-    if FLAGS.keep_checkpoints < 1:
-        raise UserError(f"bad value keep_checkpoints={FLAGS.keep_checkpoints}: expected >= 1")
-    if FLAGS.num_samples < 1:
-        raise UserError(f"bad value num_samples={FLAGS.num_samples}: expected an integer >= 1")
-    if FLAGS.image_size is not None and FLAGS.image_size < 1:
-        raise UserError(f"bad value image_size={FLAGS.image_size}: expected an integer >= 1")
-    for name in ("train_split", "eval_split"):
-        data.parse_split(FLAGS[name].value)
-    # Folders the run may create (a dataset cache, the classifier cache, the workdir) must be
-    # folders or creatable; files it reads must be readable files.
-    _check_folder("data_dir", FLAGS.data_dir, writable=False)
-    _check_folder("classifier_dir", FLAGS.classifier_dir, writable=True)
-    _check_folder("workdir", FLAGS.workdir, writable=True)
-    _check_folder("export_dir", FLAGS.export_dir, writable=True)
-    weights = FLAGS.inception_weights
-    if weights is not None and not (os.path.isfile(weights) and os.access(weights, os.R_OK)):
-        raise UserError(f"--inception_weights={weights} is not a readable file")
-
-
-def _check_folder(flag: str, path: str | None, *, writable: bool) -> None:
-    if path is None:
-        return
-    if not path:
-        raise UserError(f"--{flag} is empty; give a folder or leave the flag out")
-    if os.path.exists(path):
-        if not os.path.isdir(path):
-            raise UserError(f"--{flag}={path} is not a folder")
-        if not os.access(path, os.R_OK | os.X_OK) or (writable and not os.access(path, os.W_OK)):
-            raise UserError(f"--{flag}={path} is not {'writable' if writable else 'readable'}")
-        return
-    parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"cannot create {flag} {path}: {parent} is not a writable folder "
-                        f"(--{flag})")
+def _train(request: request_lib.TrainRequest) -> None:
+    strategy = _quietly(lambda: _setup_devices(request.strategy,
+                                               num_cpu_devices=request.num_cpu_devices,
+                                               tpu=request.tpu))
+    model = train.train(request.run, request.options, strategy=strategy)
+    workdir = request.options.workdir
+    worker = distribute.worker_name(strategy)
+    if worker:  # every worker ends with the same weights; the digests show it
+        print(f"{worker}: weights digest {distribute.weights_digest(model)}")
+    if worker and not distribute.is_chief(strategy):
+        print(f"done: {worker}; the chief writes {workdir}")
+    else:
+        print(f"done: checkpoints, TensorBoard events and samples in {workdir}")
 
 
 def _fail(message: str) -> None:

@@ -20,17 +20,15 @@ import argparse
 import datetime
 import os
 import pathlib
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from aigc_zoo import benchmark, data, device, flops, registry, train  # noqa: E402
+from aigc_zoo import benchmark, data, device, flops, registry, request  # noqa: E402
 
 _TIMED = (keras.layers.Conv2D, keras.layers.Conv2DTranspose, keras.layers.Dense)
 
@@ -88,9 +86,9 @@ def main() -> None:
     for name in args.models.split(","):
         model_class = registry.get_model(name)
         config = model_class.default_config("digits")
-        run = train.Run(model=name, dataset="digits", config=config)
+        run = request.Run(model=name, dataset="digits", config=config)
         _, info = data.open_split("digits", run.train_split)
-        model = train.build_model(run, info.image_shape, info.num_classes)
+        model = run.build_model(info.image_shape, info.num_classes)
         total_flops = total_seconds = 0.0
         for network in networks(model):
             for layer, input_shape in timed_layers(network):

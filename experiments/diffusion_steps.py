@@ -23,8 +23,6 @@ import shlex  # noqa: E402
 import sys  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "experiments"))
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
@@ -32,7 +30,7 @@ import tensorflow as tf  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
 import evaluate_table  # noqa: E402
-from aigc_zoo import device, train  # noqa: E402
+from aigc_zoo import device, domains, trained  # noqa: E402
 from aigc_zoo.metrics import sample_quality  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results" / "diffusion_steps.md"
@@ -67,8 +65,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data_dir", default=None)
     args = parser.parse_args()
-    run, model = train.restore(args.workdir)
-    evaluator = train.sample_quality_evaluator(
+    run, model = trained.restore(args.workdir)
+    evaluator = domains.sample_quality_evaluator(
         run, sample_quality.Options(num_samples=args.eval_samples), data_dir=args.data_dir)
     rows = []
     for steps in (int(s) for s in args.steps.split(",")):

@@ -8,12 +8,9 @@ step) are traced, then timed as the mean of 5 calls. Prints a markdown table.
 """
 
 import os
-import pathlib
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 

@@ -40,7 +40,6 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # runnable from a clone without `pip install -e .`
 from aigc_zoo.errors import UserError  # noqa: E402
 # aigc_zoo.data imports TensorFlow, which logs to stderr: main() imports it only after checking
 # --mnist_dir, so that a missing folder is reported in one line.

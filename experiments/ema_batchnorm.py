@@ -10,13 +10,9 @@ For each workdir (a GAN trained on `ring8` or `grid25`), 2,500 samples (seed 0) 
 """
 
 import argparse
-import pathlib
-import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # runnable from a clone without `pip install -e .`
-from aigc_zoo import train  # noqa: E402
-from aigc_zoo.metrics import modes  # noqa: E402
+from aigc_zoo import trained
+from aigc_zoo.metrics import modes
 
 
 def main() -> None:
@@ -24,7 +20,7 @@ def main() -> None:
     parser.add_argument("workdirs", nargs="+")
     args = parser.parse_args()
     for workdir in args.workdirs:
-        run, model = train.restore(workdir)
+        run, model = trained.restore(workdir)
         average = model.generator_average
         if average is None or not average.batch_norms:
             print(f"{workdir}: no weight average with batch norm")

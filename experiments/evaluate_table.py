@@ -31,10 +31,9 @@ import shlex  # noqa: E402
 import sys  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # runnable from a clone without `pip install -e .`
 import tensorflow as tf  # noqa: E402
 
-from aigc_zoo import device, train  # noqa: E402
+from aigc_zoo import device, domains, trained  # noqa: E402
 from aigc_zoo.metrics import sample_quality  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
@@ -147,10 +146,10 @@ def main() -> None:
 
     by_dataset = collections.defaultdict(list)
     for workdir in args.workdirs:
-        run, model = train.restore(workdir)
+        run, model = trained.restore(workdir)
         for seed in args.seeds:
             # A fresh evaluator per evaluation, so each row's seconds include its real features.
-            evaluator = train.sample_quality_evaluator(run, options, data_dir=args.data_dir)
+            evaluator = domains.sample_quality_evaluator(run, options, data_dir=args.data_dir)
             results = evaluator.evaluate(model, seed=seed)
             print(f"{workdir} seed {seed}:\n{sample_quality.format_report(results)}", flush=True)
             by_dataset[run.dataset].append({

@@ -19,16 +19,14 @@ import datetime
 import os
 import pathlib
 import resource
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from aigc_zoo import data, device, registry, train  # noqa: E402
+from aigc_zoo import data, device, registry, request  # noqa: E402
 
 
 def _cpu_seconds() -> float:
@@ -53,12 +51,12 @@ def main() -> None:
 
     model_class = registry.get_model(args.model)
     config = model_class.default_config("digits")
-    run = train.Run(model=args.model, dataset="digits", config=config)
+    run = request.Run(model=args.model, dataset="digits", config=config)
     fixed, info = data.load("digits", "train", batch_size=config.batch_size, training=True)
     options = tf.data.Options()
     options.autotune.enabled = True
     autotuned = fixed.with_options(options)
-    model = train.build_model(run, info.image_shape, info.num_classes)
+    model = run.build_model(info.image_shape, info.num_classes)
     model.compile(jit_compile=False)
     model.fit(fixed, epochs=1, steps_per_epoch=info.num_examples // config.batch_size,
               verbose=0)  # traces, and fills the pipeline's cache

@@ -12,12 +12,11 @@ import datetime
 import os
 import pathlib
 import platform
-import sys
 import time
 
+from aigc_zoo import data, registry, request
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from aigc_zoo import data, registry, train  # noqa: E402
 
 
 def pipeline_images_per_second(dataset, batch_size: int, batches: int) -> float:
@@ -50,12 +49,12 @@ def main() -> None:
 
     model_class = registry.get_model(args.model)
     config = model_class.default_config()
-    run = train.Run(model=args.model, dataset=args.dataset or model_class.default_dataset,
-                    config=config)
+    run = request.Run(model=args.model, dataset=args.dataset or model_class.default_dataset,
+                      config=config)
     dataset, info = data.load(run.dataset, run.train_split, batch_size=config.batch_size,
                               training=True, data_dir=args.data_dir)
     pipeline = pipeline_images_per_second(dataset, config.batch_size, args.batches)
-    model = train.build_model(run, info.image_shape, info.num_classes)
+    model = run.build_model(info.image_shape, info.num_classes)
     model.compile(jit_compile="auto")
     step = train_step_images_per_second(model, next(iter(dataset)), config.batch_size, args.steps)
 

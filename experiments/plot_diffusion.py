@@ -9,18 +9,16 @@ samples as t goes from T - 1 to 0 along the same sampler, at 10 of its steps).
 
 import argparse
 import pathlib
-import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
-from aigc_zoo import callbacks, samplers, train  # noqa: E402
+from aigc_zoo import plots, samplers, trained  # noqa: E402
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
 
 
@@ -54,13 +52,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    run, model = train.restore(args.workdir)
+    run, model = trained.restore(args.workdir)
     step = int(model.global_step.numpy())
     IMAGES.mkdir(parents=True, exist_ok=True)
     samples = model.generate(64, seed=args.seed, steps=args.steps).numpy()
-    callbacks.save_grid(IMAGES / "diffusion_grid.png", samples,
-                        title=f"{run.model} on {run.dataset}, step {step}, {args.steps} DDIM "
-                              f"steps, seed {args.seed}")
+    plots.save_grid(IMAGES / "diffusion_grid.png", samples,
+                    title=f"{run.model} on {run.dataset}, step {step}, {args.steps} DDIM "
+                          f"steps, seed {args.seed}")
     _, trajectory = model.sample(8, seed=args.seed, steps=args.steps, return_trajectory=True)
     visited = samplers.timesteps(model.config.timesteps, args.steps, model.config.sample_spacing)
     plot_trajectory(trajectory.numpy(), visited, IMAGES / "diffusion_trajectory.png")

@@ -11,7 +11,6 @@ table to experiments/results/digits_vs_mnist.md.
 """
 
 import pathlib
-import sys
 
 import matplotlib
 
@@ -19,10 +18,9 @@ matplotlib.use("Agg")  # before pyplot: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # runnable from a clone without `pip install -e .`
 from aigc_zoo.data import digits  # noqa: E402
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "images" / "digits.png"
 PER_CLASS = 16
 

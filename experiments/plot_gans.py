@@ -9,16 +9,15 @@ Conditional models draw the labels 0, 1, ..., 9 cycling along the rows' reading 
 
 import argparse
 import pathlib
-import sys
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from aigc_zoo import plots, trained  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # runnable from a clone without `pip install -e .`
-from aigc_zoo import callbacks, train  # noqa: E402
 
 
 def main() -> None:
@@ -30,10 +29,10 @@ def main() -> None:
     figure, axes = plt.subplots(1, len(args.workdirs), squeeze=False,
                                 figsize=(3.0 * len(args.workdirs), 3.5), dpi=110)
     for ax, workdir in zip(axes[0], args.workdirs):
-        run, model = train.restore(workdir)
+        run, model = trained.restore(workdir)
         columns = 10 if model.conditional else 8
         count = 80 if model.conditional else 64
-        grid = callbacks.to_grid(model.generate(count, seed=0).numpy(), columns=columns)
+        grid = plots.to_grid(model.generate(count, seed=0).numpy(), columns=columns)
         ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0,
                   vmax=255, interpolation="nearest")
         ax.set_title(f"{run.model}: {run.config.epochs} epochs,\n"

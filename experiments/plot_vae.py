@@ -6,7 +6,6 @@
 
 import argparse
 import pathlib
-import sys
 
 import matplotlib
 
@@ -14,9 +13,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from aigc_zoo import data, plots, trained  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # runnable from a clone without `pip install -e .`
-from aigc_zoo import callbacks, data, train  # noqa: E402
 
 
 def main() -> None:
@@ -26,7 +25,7 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "docs" / "images" / "vae.png"))
     args = parser.parse_args()
 
-    run, model = train.restore(args.workdir)
+    run, model = trained.restore(args.workdir)
     samples = model.generate(64, seed=0).numpy()
     dataset, _ = data.load(run.dataset, run.eval_split, batch_size=32, training=False,
                            data_dir=args.data_dir, image_size=run.image_size)
@@ -44,7 +43,7 @@ def main() -> None:
         (left, samples, "samples from the prior (seed 0)"),
         (right, pairs, f"{run.eval_split} images (odd rows)\nand reconstructions (even rows)"),
     ]:
-        axes.imshow(callbacks.to_grid(images, columns=8)[..., 0], cmap="gray", vmin=0, vmax=255,
+        axes.imshow(plots.to_grid(images, columns=8)[..., 0], cmap="gray", vmin=0, vmax=255,
                     interpolation="nearest")
         axes.set_title(title, fontsize=10)
         axes.axis("off")

@@ -19,17 +19,14 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import pathlib
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from aigc_zoo import benchmark, data, flops, registry, train  # noqa: E402
+from aigc_zoo import benchmark, data, flops, registry, request  # noqa: E402
 
 VARIANTS = {
     "dcgan": [("default", {}, None), ("no EMA update", {}, "no_ema"),
@@ -68,10 +65,10 @@ def build_variant(model_name: str, changes: dict, patch: str | None):
     """(model, run) of one variant, compiled for graph mode, float32, steps_per_execution 1."""
     model_class = registry.get_model(model_name)
     config = dataclasses.replace(model_class.default_config("digits"), **changes)
-    run = train.Run(model=model_name, dataset="digits", config=config)
+    run = request.Run(model=model_name, dataset="digits", config=config)
     info = data.open_split("digits", "train")[1]
     with _patched(patch):
-        model = train.build_model(run, info.image_shape, info.num_classes)
+        model = run.build_model(info.image_shape, info.num_classes)
     if patch == "no_ema":
         model.after_update = lambda group: None
     model.compile(jit_compile=False, steps_per_execution=1)

@@ -120,9 +120,9 @@ def test_unknown_model_is_one_error_line(tmp_path):
 
 
 def test_each_setting_is_built_in_its_own_precision():
-    from aigc_zoo import benchmark, data, registry, train
+    from aigc_zoo import benchmark, data, registry, request
 
-    run = train.Run(model="vae", dataset="digits", config=registry.get_model("vae").tiny_config())
+    run = request.Run(model="vae", dataset="digits", config=registry.get_model("vae").tiny_config())
     info = data.DatasetInfo(name="digits", image_shape=(28, 28, 1), num_classes=10,
                              num_examples=64)
     for precision in ("mixed_bfloat16", "float32"):

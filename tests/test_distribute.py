@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from aigc_zoo import distribute, registry, train
+from aigc_zoo import distribute, registry, request, train
 from aigc_zoo.errors import UserError
 
 # Trains each model three epochs of one step, on one device and with MirroredStrategy on two
@@ -27,7 +27,7 @@ from aigc_zoo.errors import UserError
 _EQUIVALENCE = textwrap.dedent("""
     import dataclasses, json, sys, tempfile
     import keras
-    from aigc_zoo import distribute, registry, train
+    from aigc_zoo import distribute, registry, request, train
     distribute.split_cpu(2)
     mirrored = distribute.make_strategy("mirrored", num_cpu_devices=2)
     assert mirrored.num_replicas_in_sync == 2
@@ -35,7 +35,7 @@ _EQUIVALENCE = textwrap.dedent("""
     for name in sys.argv[2:]:
         config = dataclasses.replace(registry.get_model(name).tiny_config(), epochs=3,
                                      steps_per_epoch=1)
-        run = train.Run(model=name, dataset="digits", config=config, seed=3)
+        run = request.Run(model=name, dataset="digits", config=config, seed=3)
         for label, strategy in (("single", None), ("mirrored", mirrored)):
             keras.utils.set_random_seed(3)  # the data order depends on the global seed state
             model = train.train(run, workdir=tempfile.mkdtemp(), data_dir=sys.argv[1],
@@ -140,7 +140,7 @@ def test_mixed_bfloat16_trains_to_a_finite_decreasing_loss(digits_data_dir, tmp_
     model_class = registry.get_model("vae")
     config = model_class.tiny_config()
     config.epochs, config.steps_per_epoch = 4, 2
-    run = train.Run(model="vae", dataset="digits", config=config, precision="mixed_bfloat16")
+    run = request.Run(model="vae", dataset="digits", config=config, precision="mixed_bfloat16")
     model = train.train(run, workdir=str(tmp_path), data_dir=digits_data_dir, verbose=0)
     losses = model.history.history["loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
@@ -150,7 +150,7 @@ def test_mixed_bfloat16_trains_to_a_finite_decreasing_loss(digits_data_dir, tmp_
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["precision"] == "mixed_bfloat16"
     # Precision is part of the run: the same workdir refuses another one.
-    other = train.Run(model="vae", dataset="digits", config=config)
+    other = request.Run(model="vae", dataset="digits", config=config)
     with pytest.raises(UserError, match="precision"):
         train.train(other, workdir=str(tmp_path), data_dir=digits_data_dir, verbose=0)
 
@@ -158,7 +158,7 @@ def test_mixed_bfloat16_trains_to_a_finite_decreasing_loss(digits_data_dir, tmp_
 def test_mixed_float16_scales_each_update_groups_loss(digits_data_dir, tmp_path):
     config = registry.get_model("wgan_gp").tiny_config()
     config.steps_per_epoch = 2
-    run = train.Run(model="wgan_gp", dataset="digits", config=config, precision="mixed_float16")
+    run = request.Run(model="wgan_gp", dataset="digits", config=config, precision="mixed_float16")
     model = train.train(run, workdir=str(tmp_path), data_dir=digits_data_dir, verbose=0)
     assert all(isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
                for optimizer in model.optimizers.values())

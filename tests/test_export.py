@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from aigc_zoo import config as config_lib
-from aigc_zoo import export, registry, train
+from aigc_zoo import export, registry, request, train, trained
 
 # Runs in a fresh interpreter: TensorFlow and numpy only, as a serving client would have.
 LOADER = textwrap.dedent('''
@@ -54,7 +54,7 @@ def _run(*flags):
 def _train(name, workdir, data_dir):
     model_class = registry.get_model(name)
     config = dataclasses.replace(model_class.tiny_config(), epochs=1, steps_per_epoch=2)
-    run = train.Run(model=name, dataset=model_class.default_dataset, config=config)
+    run = request.Run(model=name, dataset=model_class.default_dataset, config=config)
     train.train(run, workdir=str(workdir), data_dir=data_dir, jit_compile=False, verbose=0)
 
 
@@ -86,7 +86,7 @@ def _requests_and_expected(exported):
                          "inputs": inputs})
         expected.append(outputs)
 
-    _, vae = train.restore(exported["vae"][0])
+    _, vae = trained.restore(exported["vae"][0])
     add("vae", "generate", {"num_samples": 5, "seed": 3},
         {"images": vae.generate(5, seed=3).numpy()})
     images = np.random.default_rng(0).uniform(-1, 1, (3, 28, 28, 1)).astype(np.float32)
@@ -97,11 +97,11 @@ def _requests_and_expected(exported):
     add("vae", "decode", {"latents": latents.tolist()},
         {"images": vae.decode(latents.astype(np.float32)).numpy()})
 
-    _, gan = train.restore(exported["dcgan"][0])
+    _, gan = trained.restore(exported["dcgan"][0])
     add("dcgan", "generate", {"num_samples": 4, "seed": 11},
         {"images": gan.generate(4, seed=11).numpy()})
 
-    _, diffusion = train.restore(exported["cddpm"][0])
+    _, diffusion = trained.restore(exported["cddpm"][0])
     add("cddpm", "generate", {"num_samples": 3, "seed": 2, "labels": []},
         {"images": diffusion.generate(3, seed=2).numpy()})
     for steps, guidance in ((2, 2.0), (4, 1.0)):

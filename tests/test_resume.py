@@ -151,7 +151,7 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous(tmp_path,
     """ENOSPC injected in-process: the real save writes its files, then the data file is cut
     short and TensorFlow's error for a full disk is raised, as its C++ writer would."""
     from aigc_zoo import config as config_lib
-    from aigc_zoo import train
+    from aigc_zoo import registry, request, train, trained
     from aigc_zoo.errors import UserError
 
     original = tf.train.CheckpointManager.save
@@ -170,9 +170,9 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous(tmp_path,
             None, None, f"{data}; No space left on device")
 
     monkeypatch.setattr(tf.train.CheckpointManager, "save", save_on_a_full_disk)
-    vae = config_lib.override(train.registry.get_model("vae").tiny_config(),
+    vae = config_lib.override(registry.get_model("vae").tiny_config(),
                               ["steps_per_epoch=8", "epochs=1"])
-    run_ = train.Run(model="vae", dataset="digits", config=vae)
+    run_ = request.Run(model="vae", dataset="digits", config=vae)
     workdir = tmp_path / "w"
     with pytest.raises(UserError) as raised:
         train.train(run_, workdir=str(workdir), data_dir=digits_data_dir, verbose=0,
@@ -184,7 +184,7 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous(tmp_path,
     names = sorted(os.listdir(workdir / "checkpoints"))
     assert names == ["checkpoint", "ckpt-1.data-00000-of-00001", "ckpt-1.index"], names
     monkeypatch.undo()
-    _, model = train.restore(str(workdir))
+    _, model = trained.restore(str(workdir))
     assert int(model.global_step.numpy()) == 4
 
 
@@ -207,8 +207,8 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(
     saved = checkpoint_values(None, kept)
     assert all(np.all(np.isfinite(value)) for value in saved.values()
                if np.issubdtype(np.asarray(value).dtype, np.floating))
-    from aigc_zoo import train
-    _, model = train.restore(str(tmp_path))
+    from aigc_zoo import trained
+    _, model = trained.restore(str(tmp_path))
     assert 0 < int(model.global_step.numpy()) < step  # nothing saved at or after the bad step
 
 
@@ -261,11 +261,11 @@ def test_bad_inputs_exit_2_with_one_line_and_change_nothing(extra, fragment, exi
 def test_default_steps_per_execution_always_divides_the_epoch():
     import dataclasses
 
-    from aigc_zoo import registry, train
+    from aigc_zoo import registry, request, train
 
     def make_run(model, **changes):
         config = registry.get_model(model).default_config("digits")
-        return train.Run(model=model, dataset="digits",
+        return request.Run(model=model, dataset="digits",
                          config=dataclasses.replace(config, **changes))
 
     dcgan = make_run("dcgan")  # 60,000 / 64 = 937 batches, rounded down to a multiple of 4

@@ -230,7 +230,7 @@ def test_a_foreign_config_json_is_a_user_error(tmp_path):
     (tmp_path / "config.json").write_text('{"model": "vae"}')
     result = run("--mode=sample", f"--workdir={tmp_path}", check=False)
     assert result.returncode == 2
-    assert_one_line_error(result, "is not an aigc_zoo run config")
+    assert_one_line_error(result, "is not an aigc_zoo run record")
 
 
 def test_offline_tfds_dataset_is_one_line_through_the_runner(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from aigc_zoo import data, registry, train
+from aigc_zoo import data, registry, request, train
 from aigc_zoo.errors import UserError
 from aigc_zoo.metrics import sample_quality
 
@@ -17,10 +17,10 @@ MODEL_KEYS = {"fd", "kid", "kid_std", "is", "is_std", "precision", "recall", "de
               "coverage"}
 
 
-def _tiny_run(name: str, **changes) -> train.Run:
+def _tiny_run(name: str, **changes) -> request.Run:
     config = dataclasses.replace(registry.get_model(name).tiny_config(), steps_per_epoch=3,
                                  **changes)
-    return train.Run(model=name, dataset="digits", config=config)
+    return request.Run(model=name, dataset="digits", config=config)
 
 
 @pytest.fixture(scope="module")

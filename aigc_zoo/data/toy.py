@@ -66,11 +66,6 @@ MIXTURES = {
 }
 
 
-def is_toy(name: str) -> bool:
-    """True for the 2D toy datasets (whose samples are points, not images)."""
-    return name in MIXTURES
-
-
 def split_arrays(name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """The whole base split (`train` or `test`) of toy dataset `name`: points and labels."""
     if split not in _SPLIT_SEEDS:

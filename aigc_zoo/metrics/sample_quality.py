@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from aigc_zoo import data
+from aigc_zoo import data, files
 from aigc_zoo.errors import UserError
 from aigc_zoo.metrics import distances
 
@@ -61,7 +61,12 @@ class Options:
     classifier_dir: str | None = None
     batch_size: int = 500
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
+        files.check_folder("classifier_dir", self.classifier_dir, writable=True)
+        files.check_readable_file("inception_weights", self.inception_weights)
         if self.num_samples < max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1 + IS_SPLITS:
             raise UserError(f"bad value eval_samples={self.num_samples}: expected at least "
                             f"{max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1 + IS_SPLITS} "
@@ -101,7 +106,6 @@ class SampleQuality:
     def __init__(self, dataset: str, *, train_split: str = "train", eval_split: str = "test",
                  data_dir: str | None = None, image_size: int | None = None,
                  options: Options = DEFAULT_OPTIONS, extractor: Any = None):
-        options.validate()
         self.options = options
         self._data = {"name": dataset, "data_dir": data_dir, "image_size": image_size}
         self.splits = {"eval": eval_split, "train": train_split}

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from aigc_zoo import config as config_lib
+from aigc_zoo import distribute
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,11 +298,13 @@ class GenerativeModel(keras.Model):
                         steps_per_execution=steps_per_execution, **kwargs)
 
     def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
-        # Keras' TensorFlow trainer (3.15) overrides this to pull one batch from `fit`'s
-        # iterator whenever the model was made under a tf.distribute strategy, even when
-        # nothing is left to build; with `steps_per_epoch` that iterator carries on, so the
-        # first batch would never be trained on and a distributed run would see other batches
-        # than a single-device one. `__init__` and `compile` build everything, so skip it.
+        # A private Keras method, hence the Keras range pinned in setup.py (checked by
+        # tests/test_keras_version.py). Keras' TensorFlow trainer (3.15) overrides it to pull
+        # one batch from `fit`'s iterator whenever the model was made under a tf.distribute
+        # strategy, even when nothing is left to build; with `steps_per_epoch` that iterator
+        # carries on, so the first batch would never be trained on and a distributed run
+        # would see other batches than a single-device one. `__init__` and `compile` build
+        # everything, so skip it.
         return
 
     @property
@@ -428,7 +431,7 @@ class GenerativeModel(keras.Model):
         results = {name: tracker.result() for name, tracker in self.trackers.items()}
         strategy = tf.distribute.get_strategy()
         if (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-                and strategy.extended._in_multi_worker_mode()):
+                and distribute.worker_name(strategy) is not None):
             # Keras 3.15 averages the step's outputs over workers with
             # `strategy.reduce("MEAN", value, axis=0)`, which needs an axis: shape [1], and
             # the logs come back as scalars.

@@ -27,9 +27,9 @@ import keras
 import tensorflow as tf
 
 from aigc_zoo import config as config_lib
+from aigc_zoo import domains
 from aigc_zoo import losses
 from aigc_zoo import registry
-from aigc_zoo.data import toy
 from aigc_zoo.errors import UserError
 from aigc_zoo.models import base
 from aigc_zoo.models import ema
@@ -145,13 +145,13 @@ class GAN(base.GenerativeModel):
         # Fully connected networks (`gan`, and every variant on 2D points): XLA's fused step
         # was 1.6x faster than graph mode for `gan` on a CPU (make benchmark); the
         # convolutional ones are faster in graph mode.
-        return len(image_shape) == 1 or config.architecture == "mlp"
+        return domains.holds_points(image_shape) or config.architecture == "mlp"
 
     def __init__(self, config: GANConfig, **kwargs: Any):
         super().__init__(config, **kwargs)
         if self.conditional and not self.num_classes:
             raise UserError(f"{self.registered_name} needs a dataset with labels")
-        self.points = len(self.image_shape) == 1
+        self.points = domains.holds_points(self.image_shape)
         classes = self.num_classes if self.conditional else None
         if self.points or config.architecture == "mlp":
             self.generator = gan_networks.mlp_generator(
@@ -184,7 +184,7 @@ class GAN(base.GenerativeModel):
     @classmethod
     def default_config(cls, dataset: str | None = None) -> GANConfig:
         config = cls.config_class()
-        if dataset is not None and toy.is_toy(dataset):
+        if dataset is not None and domains.for_dataset(dataset).kind == "points":
             config = dataclasses.replace(config, **_TOY_DEFAULTS,
                                          batch_size=_TOY_BATCH_PER_STEP * config.d_steps)
         return config

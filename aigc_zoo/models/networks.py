@@ -181,18 +181,36 @@ def unet(image_shape: Sequence[int], widths: Sequence[int], *, blocks_per_level:
     check_downsampling(image_shape, len(widths) - 1)
     x_input = keras.Input(tuple(image_shape), name="x_t")
     t_input = keras.Input((), name="t")
-    inputs = [x_input, t_input]
+    embedding, label_inputs = _conditioning(t_input, embedding_dim, num_classes)
+    h = _unet_body(x_input, embedding, widths, blocks_per_level=blocks_per_level,
+                   attention=attention, attention_heads=attention_heads, dropout=dropout)
+    h = keras.layers.GroupNormalization(_groups(widths[0]), name="norm_out")(h)
+    h = keras.layers.Activation("silu")(h)
+    outputs = keras.layers.Conv2D(image_shape[-1], 3, padding="same", kernel_initializer="zeros",
+                                  name="conv_out")(h)
+    inputs = [x_input, t_input, *label_inputs]
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _conditioning(t_input, embedding_dim: int, num_classes: int | None):
+    """The U-Net's conditioning vector: the timestep's features through a 2-layer MLP, plus a
+    learned class embedding with `num_classes`; returns it and the label input (if any)."""
     embedding = SinusoidalEmbedding(embedding_dim, name="time_features")(t_input)
     embedding = keras.layers.Dense(embedding_dim, activation="silu", name="time_mlp1")(embedding)
     embedding = keras.layers.Dense(embedding_dim, name="time_mlp2")(embedding)
+    label_inputs = []
     if num_classes:
         label_input = keras.Input((), dtype="int32", name="label")
-        inputs.append(label_input)
+        label_inputs.append(label_input)
         labels = keras.layers.Embedding(num_classes + 1, embedding_dim,
                                         name="class_embedding")(label_input)
         embedding = keras.layers.Add()([embedding, labels])
-    embedding = keras.layers.Activation("silu")(embedding)
+    return keras.layers.Activation("silu")(embedding), label_inputs
 
+
+def _unet_body(x_input, embedding, widths: Sequence[int], *, blocks_per_level: int,
+               attention: bool, attention_heads: int, dropout: float):
+    """Down path with skips, middle, up path (see `unet`); layers made in a fixed order."""
     lowest = len(widths) - 1
     h = keras.layers.Conv2D(widths[0], 3, padding="same", name="conv_in")(x_input)
     skips = [h]
@@ -219,8 +237,4 @@ def unet(image_shape: Sequence[int], widths: Sequence[int], *, blocks_per_level:
         if level > 0:
             h = keras.layers.UpSampling2D(2, name=f"upsample{level}")(h)
             h = keras.layers.Conv2D(widths[level], 3, padding="same", name=f"upconv{level}")(h)
-    h = keras.layers.GroupNormalization(_groups(widths[0]), name="norm_out")(h)
-    h = keras.layers.Activation("silu")(h)
-    outputs = keras.layers.Conv2D(image_shape[-1], 3, padding="same", kernel_initializer="zeros",
-                                  name="conv_out")(h)
-    return keras.Model(inputs, outputs, name=name)
+    return h

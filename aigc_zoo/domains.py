@@ -1,0 +1,179 @@
+"""What kind of data a dataset holds, and so how its samples are drawn, logged and evaluated.
+
+- `Images`: samples are images in [-1, 1]; pictures are grids; quality is measured with
+  `metrics.sample_quality` (FD, KID, precision/recall... against the real images), during
+  training every `--eval_every_epochs` epochs.
+- `Points`: samples are 2D points of a Gaussian mixture (`ring8`, `grid25`); pictures are
+  scatters over the modes; evaluation is mode coverage (`metrics.modes`), cheap enough to run
+  after every epoch.
+
+The runner, the callbacks and `--mode=sample`/`--mode=eval` ask the domain
+(`for_dataset(name)`); nothing else branches on the kind of data. Later kinds (image pairs,
+captioned images) are further `Domain`s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from aigc_zoo import plots
+from aigc_zoo.data import toy
+from aigc_zoo.metrics import modes
+from aigc_zoo.metrics import sample_quality
+
+Results = dict[str, Any]
+
+
+class Evaluator(Protocol):
+    """Measures a model's samples; made once per run (real features, classifiers)."""
+
+    def evaluate(self, model: Any, *, seed: int) -> tuple[Results, dict[str, float]]:
+        """What to store in `metrics.json`, and the scalars to log (`eval/<name>`)."""
+
+    def summary(self, results: Results) -> str:
+        """One line for the end of an epoch."""
+
+
+class Domain:
+    """How samples of one kind of data are shown and measured.
+
+    Attributes:
+        kind: "images" or "points".
+        grid_samples: samples in each epoch's picture (drawn with a fixed seed).
+    """
+
+    kind: str = ""
+    grid_samples: int = 64
+
+    def picture(self, samples: np.ndarray, *, title: str = "") -> np.ndarray:
+        """The samples as one uint8 RGB(or grey) picture, for TensorBoard."""
+        raise NotImplementedError
+
+    def save_picture(self, path: str | os.PathLike, samples: np.ndarray, *, title: str = ""
+                     ) -> np.ndarray:
+        """Write the samples' picture as a PNG; returns `picture(samples)`."""
+        raise NotImplementedError
+
+    def evaluator(self, run: Any, quality: sample_quality.Options | None, *,
+                  data_dir: str | None = None) -> Evaluator | None:
+        """How to measure the run's samples (`quality`: None skips what it configures)."""
+        raise NotImplementedError
+
+    def evaluate_every(self, eval_every_epochs: int) -> int:
+        """Epochs between evaluations during training (0: none), given the user's choice."""
+        return eval_every_epochs
+
+    def report(self, results: Results) -> str:
+        """What `--mode=eval` prints of the domain's part of `results` ("" if none)."""
+        raise NotImplementedError
+
+
+class Images(Domain):
+    kind = "images"
+
+    def picture(self, samples: np.ndarray, *, title: str = "") -> np.ndarray:
+        return plots.to_grid(samples)
+
+    def save_picture(self, path: str | os.PathLike, samples: np.ndarray, *, title: str = ""
+                     ) -> np.ndarray:
+        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+        plots.save_grid(path, samples, title=title)
+        return plots.to_grid(samples)
+
+    def evaluator(self, run: Any, quality: sample_quality.Options | None, *,
+                  data_dir: str | None = None) -> Evaluator | None:
+        if quality is None:
+            return None
+        return _SampleQuality(sample_quality_evaluator(run, quality, data_dir=data_dir))
+
+    def report(self, results: Results) -> str:
+        if "sample_quality" not in results:
+            return ""
+        return sample_quality.format_report(results["sample_quality"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Points(Domain):
+    """2D points drawn from `mixture`."""
+
+    mixture: toy.Mixture
+    kind = "points"
+    grid_samples = modes.DEFAULT_NUM_SAMPLES
+
+    def picture(self, samples: np.ndarray, *, title: str = "") -> np.ndarray:
+        return plots.figure_pixels(plots.points_figure(samples, self.mixture, title=title))
+
+    def save_picture(self, path: str | os.PathLike, samples: np.ndarray, *, title: str = ""
+                     ) -> np.ndarray:
+        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+        figure = plots.points_figure(samples, self.mixture, title=title)
+        figure.savefig(path)
+        return plots.figure_pixels(figure)
+
+    def evaluator(self, run: Any, quality: sample_quality.Options | None, *,
+                  data_dir: str | None = None) -> Evaluator:
+        return _ModeCoverage(self.mixture.name)  # cheap: always, whatever `quality` says
+
+    def evaluate_every(self, eval_every_epochs: int) -> int:
+        return 1
+
+    def report(self, results: Results) -> str:
+        return modes.format_report(results["mode_coverage"])
+
+
+def for_dataset(name: str) -> Domain:
+    """The domain of dataset `name`."""
+    if name in toy.MIXTURES:
+        return Points(toy.MIXTURES[name])
+    return Images()
+
+
+def holds_points(image_shape: Sequence[int]) -> bool:
+    """True for the shape of a point (a vector), which the 2D datasets' examples have."""
+    return len(image_shape) == 1
+
+
+def sample_quality_evaluator(run: Any, options: sample_quality.Options, *,
+                             data_dir: str | None = None) -> sample_quality.SampleQuality:
+    """A `SampleQuality` for the run's dataset and splits (loads or trains the extractor)."""
+    return sample_quality.SampleQuality(run.dataset, train_split=run.train_split,
+                                        eval_split=run.eval_split, data_dir=data_dir,
+                                        image_size=run.image_size, options=options)
+
+
+class _SampleQuality:
+    def __init__(self, measure: sample_quality.SampleQuality):
+        self._measure = measure
+
+    def evaluate(self, model: Any, *, seed: int) -> tuple[Results, dict[str, float]]:
+        results = self._measure.evaluate(model, seed=seed)
+        entries = {"num_samples": results["num_samples"], "extractor": results["extractor"],
+                   "sample_quality": results}
+        return entries, sample_quality.scalars(results)
+
+    def summary(self, results: Results) -> str:
+        quality = results["sample_quality"]
+        name = quality["extractor"]
+        values = sample_quality.scalars(quality)
+        return (f"{name} FD {values[f'{name}/fd']:.4f} (real vs real "
+                f"{values[f'{name}/real_vs_real/fd']:.4f}), {quality['num_samples']} samples, "
+                f"{quality['seconds']['total']:.1f} s")
+
+
+class _ModeCoverage:
+    def __init__(self, dataset: str):
+        self._dataset = dataset
+
+    def evaluate(self, model: Any, *, seed: int) -> tuple[Results, dict[str, float]]:
+        points = model.generate(modes.DEFAULT_NUM_SAMPLES, seed=seed).numpy()
+        coverage = modes.mode_coverage(points, self._dataset)
+        scalars = {name: coverage[name]
+                   for name in ("modes_covered", "high_quality_share", "mode_kl")}
+        return {"mode_coverage": coverage}, scalars
+
+    def summary(self, results: Results) -> str:
+        return modes.format_report(results["mode_coverage"])

@@ -1,0 +1,309 @@
+"""What the runner is asked to do, checked once: the run, and a request per mode.
+
+`from_flags` turns the runner's flag values into a `TrainRequest`, `SampleRequest`,
+`EvalRequest` or `ExportRequest`. Each of them, and `Run` and `TrainOptions`, checks its own
+values when it is constructed, so a request built in Python is checked exactly like one from
+the command line, and a check lives in one place. Nothing here touches TensorFlow's devices,
+the data or the workdir.
+
+    request = from_flags({"model": "vae", "mode": "train", ...}, present={"model"})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Collection, Mapping, Sequence, Union
+
+import keras
+
+from aigc_zoo import config as config_lib
+from aigc_zoo import data, distribute, files, registry
+from aigc_zoo.errors import UserError
+from aigc_zoo.metrics import sample_quality
+
+# The runner's precision: float32 on every device, so that a command trains the same run on
+# any machine (docs/performance.md on bfloat16, faster on some CPUs). Steps per compiled call
+# and XLA on a CPU are per model (`default_steps_per_execution`, `xla_on_cpu`).
+DEFAULT_PRECISION = "float32"
+# Mid-epoch checkpoints by default: a save of the default models took 11-114 ms on a 2-core
+# CPU (docs/design.md), against 1,000 steps of tens of ms, so a crash loses at most 1,000 steps
+# for well under 1% of the time; short runs (tests, tiny configs) save only at epoch ends.
+DEFAULT_CHECKPOINT_EVERY_STEPS = 1000
+# Config fields that only affect evaluation or sampling (e.g. the diffusion models'
+# `sample_steps`), so `--mode=eval --set` may change them after training.
+EVAL_TIME_PREFIXES = ("eval_", "sample_")
+SEED_LIMIT = 2**32
+
+
+def check_at_least(name: str, value: int, low: int, *, note: str = "") -> None:
+    """`UserError` unless the integer `value` is at least `low`."""
+    if value < low:
+        raise UserError(f"bad value {name}={value}: expected an integer >= {low}{note}")
+
+
+def check_seed(name: str, seed: int) -> None:
+    if not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"bad value {name}={seed}: expected an integer in [0, 2**32)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """Everything that defines a training run (and so its workdir).
+
+    Args:
+        model: registered model name.
+        dataset: dataset name (see `data.list_datasets`).
+        config: the model's config.
+        seed: seeds weights, data order and the model's random draws.
+        train_split / eval_split: dataset splits for training and for `--mode=eval`.
+        image_size: resize images to this square size (None: the dataset's own size).
+        precision: Keras dtype policy (`distribute.PRECISIONS`). Part of the run's identity:
+            under `mixed_float16` every optimizer carries loss-scale state, so its checkpoints
+            fit only a model of the same precision. (The strategy is not: a run may resume on
+            another number of devices.)
+    """
+
+    model: str
+    dataset: str
+    config: config_lib.TrainConfig
+    seed: int = 0
+    train_split: str = "train"
+    eval_split: str = "test"
+    image_size: int | None = None
+    precision: str = DEFAULT_PRECISION
+
+    def __post_init__(self) -> None:
+        model_class = registry.get_model(self.model)
+        if not isinstance(self.config, model_class.config_class):
+            raise TypeError(f"{self.model} takes a {model_class.config_class.__name__}, not a "
+                            f"{type(self.config).__name__}")
+        self.config.validate()
+        check_seed("seed", self.seed)
+        for split in (self.train_split, self.eval_split):
+            data.parse_split(split)
+        if self.image_size is not None:
+            check_at_least("image_size", self.image_size, 1)
+        config_lib.check_choice("precision", self.precision, distribute.PRECISIONS)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "config": config_lib.to_dict(self.config)}
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> "Run":
+        model_class = registry.get_model(values["model"])
+        config = config_lib.from_dict(model_class.config_class, values["config"])
+        return cls(**{**values, "config": config})
+
+    def build_model(self, image_shape: Sequence[int], num_classes: int | None) -> Any:
+        """The run's model with freshly initialised weights (seeded by `seed`).
+
+        Built in `precision`; Keras' global dtype policy is restored afterwards, so one run's
+        policy never leaks into models built later in the same process. Build it under a
+        strategy's `scope()` to distribute it.
+        """
+        keras.utils.set_random_seed(self.seed)
+        model_class = registry.get_model(self.model)
+        previous = keras.mixed_precision.global_policy()
+        distribute.set_precision(self.precision)
+        try:
+            return model_class(self.config, image_shape=image_shape, num_classes=num_classes,
+                               seed=self.seed)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """How to train a run; none of it is part of the run's identity.
+
+    Args:
+        workdir: the run's folder.
+        data_dir: TFDS data folder (TFDS' default when None).
+        overwrite: start afresh in `workdir`, replacing the run it holds.
+        jit_compile: True, False or "auto" (see `GenerativeModel.compile`).
+        steps_per_execution: train steps per compiled call; None: the model's default, or
+            the largest divisor of the epoch below it (1 on a multi-worker strategy).
+        log_every_steps: TensorBoard per-step summaries every this many steps.
+        verbose: Keras' progress bar setting.
+        eval_every_epochs: measure sample quality every this many epochs (0: never).
+        quality: how to measure it, with seed `eval_seed`.
+        checkpoint_every_steps: also checkpoint inside epochs every this many steps (0: at
+            epoch ends only); the newest `keep_checkpoints` are kept.
+        deterministic: TensorFlow's op determinism (bitwise-equal resumes on accelerators).
+    """
+
+    workdir: str
+    data_dir: str | None = None
+    overwrite: bool = False
+    jit_compile: str | bool = "auto"
+    steps_per_execution: int | None = None
+    log_every_steps: int = 50
+    verbose: str | int = "auto"
+    eval_every_epochs: int = 0
+    quality: sample_quality.Options = sample_quality.DEFAULT_OPTIONS
+    eval_seed: int = 0
+    checkpoint_every_steps: int = DEFAULT_CHECKPOINT_EVERY_STEPS
+    keep_checkpoints: int = 3
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        if self.jit_compile not in ("auto", True, False):
+            raise UserError(f"bad value jit_compile={self.jit_compile!r}: expected auto, "
+                            "true or false")
+        if self.steps_per_execution is not None:
+            check_at_least("steps_per_execution", self.steps_per_execution, 1)
+        check_at_least("log_every_steps", self.log_every_steps, 1)
+        check_at_least("eval_every_epochs", self.eval_every_epochs, 0, note=" (0: never)")
+        check_seed("eval_seed", self.eval_seed)
+        check_at_least("checkpoint_every_steps", self.checkpoint_every_steps, 0,
+                       note=" (0: at epoch ends only)")
+        check_at_least("keep_checkpoints", self.keep_checkpoints, 1)
+        files.check_folder("workdir", self.workdir, writable=True)
+        files.check_folder("data_dir", self.data_dir, writable=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRequest:
+    """Train `run` with `options` on the `tf.distribute` strategy named `strategy`."""
+
+    run: Run
+    options: TrainOptions
+    strategy: str = "default"
+    num_cpu_devices: int = 1
+    tpu: str = ""
+
+    def __post_init__(self) -> None:
+        config_lib.check_choice("strategy", self.strategy, distribute.STRATEGIES)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleRequest:
+    """Write `num_samples` samples of the run in `workdir` (a PNG grid and an `.npz`)."""
+
+    workdir: str
+    num_samples: int = 64
+    seed: int = 0
+    expected_model: str | None = None
+
+    def __post_init__(self) -> None:
+        check_at_least("num_samples", self.num_samples, 1)
+        check_seed("seed", self.seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalRequest:
+    """Evaluate the run in `workdir` (see `trained.evaluate`); `quality` None skips sample
+    quality, `eval_split` None keeps the run's own, `overrides` change eval-time fields."""
+
+    workdir: str
+    data_dir: str | None = None
+    seed: int = 0
+    expected_model: str | None = None
+    quality: sample_quality.Options | None = sample_quality.DEFAULT_OPTIONS
+    eval_split: str | None = None
+    overrides: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_seed("seed", self.seed)
+        files.check_folder("data_dir", self.data_dir, writable=False)
+        if self.eval_split is not None:
+            data.parse_split(self.eval_split)
+        not_eval = [item for item in self.overrides
+                    if not item.strip().startswith(EVAL_TIME_PREFIXES)]
+        if not_eval:
+            raise UserError("--mode=eval can only change eval_* and sample_* config fields, "
+                            f"not {not_eval[0]!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportRequest:
+    """Export the run in `workdir` as a SavedModel (default folder: `<workdir>/export/<step>`)."""
+
+    workdir: str
+    export_dir: str | None = None
+    expected_model: str | None = None
+
+    def __post_init__(self) -> None:
+        files.check_folder("export_dir", self.export_dir, writable=True)
+
+
+Request = Union[TrainRequest, SampleRequest, EvalRequest, ExportRequest]
+
+
+def default_workdir(model: str, dataset: str) -> str:
+    """`runs/<model>-<dataset>`, with the dataset's path characters made harmless."""
+    dataset = dataset.replace(":", "-").replace(os.sep, "_").strip("_")
+    return os.path.join("runs", f"{model}-{dataset}")
+
+
+def from_flags(values: Mapping[str, Any], *, present: Collection[str] = (),
+               extra_args: Sequence[str] = ()) -> Request:
+    """The request the runner's flags describe, checked.
+
+    Args:
+        values: every flag's value (absl's `FLAGS.flag_values_dict()`).
+        present: the flags given on the command line (an explicit `--model` must match the
+            workdir's run in the modes that read one).
+        extra_args: positional arguments, which the runner does not take.
+    """
+    if extra_args:
+        raise UserError(f"unexpected arguments {list(extra_args)}; flags look like --name=value")
+    mode = values["mode"]
+    if mode != "train" and ("strategy" in present or "precision" in present):
+        raise UserError("--strategy and --precision are for --mode=train; sampling and "
+                        "evaluation run on one device in the run's own precision")
+    if mode in ("sample", "export") and values["set"]:
+        what = "exports" if mode == "export" else "sampling"
+        raise UserError(f"--set changes training and --mode=eval settings, not {what}")
+    if mode == "train":
+        return _train_request(values)
+    model_class = registry.get_model(values["model"])
+    workdir = values["workdir"] or default_workdir(
+        values["model"], values["dataset"] or model_class.default_dataset)
+    files.check_folder("workdir", values["workdir"], writable=True)
+    expected_model = values["model"] if "model" in present else None
+    if mode == "sample":
+        return SampleRequest(workdir, num_samples=values["num_samples"], seed=values["seed"],
+                             expected_model=expected_model)
+    if mode == "export":
+        return ExportRequest(workdir, export_dir=values["export_dir"],
+                             expected_model=expected_model)
+    return EvalRequest(workdir, data_dir=values["data_dir"], seed=values["seed"],
+                       expected_model=expected_model,
+                       quality=_quality(values) if values["eval_samples"] else None,
+                       eval_split=values["eval_split"] if "eval_split" in present else None,
+                       overrides=tuple(values["set"]))
+
+
+def _train_request(values: Mapping[str, Any]) -> TrainRequest:
+    model_class = registry.get_model(values["model"])
+    dataset = values["dataset"] or model_class.default_dataset
+    base = (model_class.tiny_config() if values["config"] == "tiny"
+            else model_class.default_config(dataset))
+    assignments = [f"{name}={values[name]}" for name in ("epochs", "steps_per_epoch", "batch_size")
+                   if values[name] is not None]
+    run = Run(model=values["model"], dataset=dataset,
+              config=config_lib.override(base, assignments + list(values["set"])),
+              seed=values["seed"], train_split=values["train_split"],
+              eval_split=values["eval_split"], image_size=values["image_size"],
+              precision=values["precision"])
+    check_at_least("eval_samples", values["eval_samples"], 0)
+    options = TrainOptions(
+        workdir=values["workdir"] or default_workdir(run.model, run.dataset),
+        data_dir=values["data_dir"], overwrite=values["overwrite"],
+        jit_compile={"auto": "auto", "true": True, "false": False}[values["jit_compile"]],
+        steps_per_execution=values["steps_per_execution"],
+        log_every_steps=values["log_every_steps"], eval_every_epochs=values["eval_every_epochs"],
+        quality=(_quality(values) if values["eval_every_epochs"]
+                 else sample_quality.DEFAULT_OPTIONS),
+        eval_seed=values["seed"], checkpoint_every_steps=values["checkpoint_every_steps"],
+        keep_checkpoints=values["keep_checkpoints"], deterministic=values["deterministic"])
+    return TrainRequest(run, options, strategy=values["strategy"],
+                        num_cpu_devices=values["num_cpu_devices"], tpu=values["tpu"])
+
+
+def _quality(values: Mapping[str, Any]) -> sample_quality.Options:
+    return sample_quality.Options(
+        num_samples=values["eval_samples"], extractor=values["extractor"],
+        inception_weights=values["inception_weights"], classifier_dir=values["classifier_dir"])

@@ -1,0 +1,103 @@
+"""What a trained workdir gives: its model restored, samples (`--mode=sample`) and an
+evaluation (`--mode=eval`). The export (`--mode=export`) restores through `restore` too.
+
+    run, model = trained.restore("runs/vae-digits")
+    trained.sample(request.SampleRequest("runs/vae-digits", num_samples=16))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from typing import Any
+
+import numpy as np
+
+from aigc_zoo import callbacks, data, domains, files
+from aigc_zoo import config as config_lib
+from aigc_zoo.checkpoints import Checkpointer
+from aigc_zoo.errors import UserError
+from aigc_zoo.models.base import GenerativeModel
+from aigc_zoo.request import EvalRequest, Run, SampleRequest
+from aigc_zoo.workdir import Workdir
+
+
+def restore(workdir: str, *, expected_model: str | None = None
+            ) -> tuple[Run, GenerativeModel]:
+    """The run saved in `workdir` and its model with the latest checkpoint's weights.
+
+    Args:
+        workdir: a trained run's folder.
+        expected_model: when given, the model name the workdir must hold.
+    """
+    folder = Workdir(workdir)
+    record = folder.require()
+    if expected_model is not None and record.run.model != expected_model:
+        raise UserError(f"{workdir} holds a {record.run.model!r} run, "
+                        f"not {expected_model!r}")
+    model = record.run.build_model(record.image_shape, record.num_classes)
+    model.compile(jit_compile=False)  # creates the optimizers the checkpoint also holds
+    checkpointer = Checkpointer(folder.saved_checkpoints, model)
+    checkpointer.restore_latest()
+    if checkpointer.restored_path is None:
+        raise UserError(f"{workdir} has no checkpoint yet: train there first (--mode=train)")
+    return record.run, model
+
+
+def sample(request: SampleRequest) -> dict[str, str]:
+    """Write a picture (PNG) and an `.npz` of samples from the latest checkpoint; their paths."""
+    run, model = restore(request.workdir, expected_model=request.expected_model)
+    images = model.generate(request.num_samples, seed=request.seed).numpy()
+    stem = os.path.join(Workdir(request.workdir).output("samples"),
+                        f"samples_step{int(model.global_step.numpy())}_seed{request.seed}")
+    domains.for_dataset(run.dataset).save_picture(
+        stem + ".png", images, title=f"{run.model} on {run.dataset}, seed {request.seed}")
+    np.savez_compressed(stem + ".npz", images=images)
+    return {"png": stem + ".png", "npz": stem + ".npz"}
+
+
+def evaluate(request: EvalRequest) -> dict[str, Any]:
+    """Evaluate the latest checkpoint; write `metrics.json` and TensorBoard (`tensorboard/eval`).
+
+    The request's `overrides` change the config's evaluation and sampling fields (`eval_*`,
+    `sample_*`), such as `eval_importance_samples=1000` or `sample_steps=50`.
+
+    Returns:
+        What `metrics.json` holds: the run, split, seed, step and date, `metrics` (the model's
+        own `evaluate_model`, e.g. likelihoods) and what the dataset's domain measures
+        (`sample_quality` for images, `mode_coverage` for 2D points; `Domain.report`).
+    """
+    run, model = restore(request.workdir, expected_model=request.expected_model)
+    run = dataclasses.replace(run, config=config_lib.override(run.config, request.overrides),
+                              eval_split=request.eval_split or run.eval_split)
+    model.config = run.config
+    # The evaluator first: a missing extractor (no labels, no Inception weights offline) fails
+    # before the model's own evaluation has run.
+    evaluator = domains.for_dataset(run.dataset).evaluator(run, request.quality,
+                                                           data_dir=request.data_dir)
+    if evaluator is None and not hasattr(model, "evaluate_model"):
+        raise UserError(f"{run.model} has no evaluation of its own; measure sample quality "
+                        "with --eval_samples > 0")
+    step = int(model.global_step.numpy())
+    results = {
+        "model": run.model, "dataset": run.dataset, "split": run.eval_split,
+        "seed": request.seed, "step": step,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "metrics": {},
+    }
+    if hasattr(model, "evaluate_model"):
+        dataset, _ = data.load(run.dataset, run.eval_split, batch_size=100, training=False,
+                               data_dir=request.data_dir, image_size=run.image_size)
+        results["metrics"] = model.evaluate_model(dataset, seed=request.seed)
+    scalars = {name: value for name, value in results["metrics"].items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    if evaluator is not None:
+        entries, values = evaluator.evaluate(model, seed=request.seed)
+        results.update(entries)
+        scalars.update(values)
+    workdir = Workdir(request.workdir)
+    files.write_json(workdir.metrics_path, results)
+    callbacks.write_scalars(os.path.join(workdir.output("tensorboard"), "eval"), step,
+                            {f"eval/{name}": value for name, value in scalars.items()})
+    return results

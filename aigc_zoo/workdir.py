@@ -1,0 +1,188 @@
+"""A run's folder and its typed run record.
+
+    workdir/config.json    the `RunRecord`: the `Run`, the data's image shape and classes, the
+                           epoch length (steps)
+    workdir/checkpoints/   the training state (`aigc_zoo.checkpoints`)
+    workdir/tensorboard/   event files; `tensorboard/eval` for evaluations
+    workdir/samples/       a sample picture per epoch, and those of `--mode=sample`
+    workdir/metrics.json   what `--mode=eval` measured
+
+Training in a workdir that holds the same run resumes it; a different run there is refused
+unless asked to overwrite. Nothing is written until the new run has been built, so a mistake
+in a command changes nothing. On a multi-worker strategy only the chief writes here: the
+other workers read the chief's checkpoints and write their own (which saving needs, as it
+reads variables collectively) to a temporary folder deleted at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import tempfile
+from typing import Any, Iterator
+
+import tensorflow as tf
+
+from aigc_zoo import distribute, files
+from aigc_zoo.errors import UserError
+from aigc_zoo.request import Run
+
+# Fields that may change between invocations in one workdir: training longer is resuming.
+# `epoch_steps` is derived (from the config, the split and the code's defaults) and recorded so
+# that a resume keeps the epoch length the run started with.
+RESUMABLE_FIELDS = frozenset({"epochs", "epoch_steps"})
+OUTPUTS = ("checkpoints", "tensorboard", "samples", "metrics.json")
+# The record's own fields beside the run's, with their JSON types.
+_RECORD_FIELDS = {"image_shape": list, "num_classes": (int, type(None)), "epoch_steps": int}
+_RUN_FIELDS = {"model": str, "dataset": str, "config": dict, "seed": int, "train_split": str,
+               "eval_split": str, "image_size": (int, type(None)), "precision": str}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """What a workdir's `config.json` holds.
+
+    Args:
+        run: the run.
+        image_shape: (height, width, channels) of its data; (2,) for 2D points.
+        num_classes: labels in its data, or None.
+        epoch_steps: train steps per epoch, kept when the run resumes.
+    """
+
+    run: Run
+    image_shape: tuple[int, ...]
+    num_classes: int | None
+    epoch_steps: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.run.to_json(), "image_shape": list(self.image_shape),
+                "num_classes": self.num_classes, "epoch_steps": self.epoch_steps}
+
+    @classmethod
+    def from_json(cls, values: Any, *, path: str) -> "RunRecord":
+        """The record in `values` (read from `path`); a `UserError` naming what is wrong."""
+        def bad(reason: str) -> UserError:
+            return UserError(f"{path} is not an aigc_zoo run record ({reason}); workdirs written "
+                             "before aigc_zoo 0.1 do not load: train again with --overwrite")
+
+        if not isinstance(values, dict):
+            raise bad(f"a JSON {type(values).__name__}, not an object")
+        for name, kind in {**_RUN_FIELDS, **_RECORD_FIELDS}.items():
+            if name not in values:
+                raise bad(f"no {name!r}")
+            if isinstance(values[name], bool) or not isinstance(values[name], kind):
+                raise bad(f"{name!r} is {values[name]!r}")
+        unknown = set(values) - set(_RUN_FIELDS) - set(_RECORD_FIELDS)
+        if unknown:
+            raise bad(f"unknown fields {sorted(unknown)}")
+        try:
+            run = Run.from_json({name: values[name] for name in _RUN_FIELDS})
+            shape = tuple(int(size) for size in values["image_shape"])
+        except (TypeError, ValueError) as error:
+            raise bad(f"{type(error).__name__}: {error}") from None
+        return cls(run, shape, values["num_classes"], values["epoch_steps"])
+
+
+def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """What differs between two records' JSON, beyond the fields a resume may change."""
+    found = []
+    for key in sorted(set(old) | set(new)):
+        if key in RESUMABLE_FIELDS:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}: {a!r} there, {b!r} now")
+    return found
+
+
+class Workdir:
+    """A run's folder: where it reads its record and checkpoints, and writes its outputs.
+
+    Args:
+        path: the run's folder.
+        outputs: where this process writes (default `path`; a non-chief worker's own folder).
+    """
+
+    def __init__(self, path: str, *, outputs: str | None = None):
+        self.path = path
+        self.outputs = outputs or path
+
+    @classmethod
+    @contextlib.contextmanager
+    def for_process(cls, path: str, strategy: tf.distribute.Strategy) -> Iterator["Workdir"]:
+        """The workdir as this process of `strategy` sees it: the chief writes to `path`, other
+        workers to a temporary folder, deleted when the block ends."""
+        scratch = None if distribute.is_chief(strategy) else tempfile.mkdtemp(
+            prefix="aigc_zoo_worker_")
+        try:
+            yield cls(path, outputs=scratch)
+        finally:
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    @property
+    def chief(self) -> bool:
+        """True when this process writes the run's own folder."""
+        return self.outputs == self.path
+
+    @property
+    def record_path(self) -> str:
+        return os.path.join(self.path, "config.json")
+
+    @property
+    def metrics_path(self) -> str:
+        return os.path.join(self.path, "metrics.json")
+
+    @property
+    def saved_checkpoints(self) -> str:
+        """The run's checkpoints, which every process restores from."""
+        return os.path.join(self.path, "checkpoints")
+
+    def output(self, name: str) -> str:
+        """Where this process writes `name` (`checkpoints`, `tensorboard`, `samples`)."""
+        return os.path.join(self.outputs, name)
+
+    def read(self) -> RunRecord | None:
+        """The run record, or None when the folder has none."""
+        if not os.path.exists(self.record_path):
+            return None
+        return RunRecord.from_json(files.read_json(self.record_path), path=self.record_path)
+
+    def require(self) -> RunRecord:
+        """The run record of a trained workdir; a `UserError` when there is none."""
+        record = self.read()
+        if record is None:
+            raise UserError(f"{self.path} has no config.json: train there first (--mode=train)")
+        return record
+
+    def check_same_run(self, previous: RunRecord | None, new: dict[str, Any]) -> None:
+        """`UserError` unless `new` (a record's JSON, or a run's) resumes `previous`."""
+        if previous is None:
+            return
+        found = differences({k: v for k, v in previous.to_json().items() if k in new}, new)
+        if found:
+            raise UserError(f"{self.path} holds a different run ({'; '.join(found[:3])}); "
+                            "pass --overwrite to replace it, or choose another --workdir")
+
+    def start(self, *, overwrite: bool) -> None:
+        """Create the folder, and with `overwrite` delete the previous run's outputs (the
+        chief's part; call it once the new run has been built)."""
+        if not self.chief:
+            return
+        files.make_writable_folder(self.path, what="workdir")
+        if overwrite:
+            for name in OUTPUTS:
+                path = os.path.join(self.path, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif os.path.exists(path):
+                    os.remove(path)
+
+    def write(self, record: RunRecord) -> None:
+        """Write the run record (the chief's part)."""
+        if self.chief:
+            files.write_json(self.record_path, record.to_json())
