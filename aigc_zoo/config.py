@@ -98,18 +98,41 @@ def _parse(name: str, text: str, hint: Any) -> Any:
     raise TypeError(f"config field {name} has a type the parser does not know: {hint}")
 
 
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether the JSON value `value` fits the field type `hint` (bools are not numbers)."""
+    if typing.get_origin(hint) is tuple:
+        (item,) = set(typing.get_args(hint)) - {Ellipsis}
+        return isinstance(value, (list, tuple)) and all(_has_type(v, item) for v in value)
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, hint) if hint in (int, str, bool) else True
+
+
 def to_dict(config: TrainConfig) -> dict[str, Any]:
     """JSON-ready dict of the config's fields."""
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def from_dict(config_class: type[TrainConfig], values: dict[str, Any]) -> TrainConfig:
-    """Rebuild a config saved by `to_dict`; tuples come back from JSON lists."""
+    """Rebuild a config saved by `to_dict`; tuples come back from JSON lists.
+
+    Every field must be there with a value of its type (an int where a float is expected is
+    fine), so a hand-edited or truncated file is one `UserError`, not a failure deep in a model.
+    """
     hints = typing.get_type_hints(config_class)
     names = {f.name for f in dataclasses.fields(config_class)}
-    unknown = set(values) - names
+    unknown, missing = set(values) - names, names - set(values)
     if unknown:
         raise UserError(f"saved config has fields {sorted(unknown)} that "
                         f"{config_class.__name__} does not know")
+    if missing:
+        raise UserError(f"saved config lacks the {config_class.__name__} fields "
+                        f"{sorted(missing)}")
+    for name, value in values.items():
+        if not _has_type(value, hints[name]):
+            raise UserError(f"saved config field {name}={value!r} is not of type "
+                            f"{getattr(hints[name], '__name__', hints[name])}")
     return config_class(**{k: tuple(v) if typing.get_origin(hints[k]) is tuple else v
                            for k, v in values.items()})

@@ -250,7 +250,7 @@ def from_flags(values: Mapping[str, Any], *, present: Collection[str] = (),
     if extra_args:
         raise UserError(f"unexpected arguments {list(extra_args)}; flags look like --name=value")
     mode = values["mode"]
-    if mode != "train" and ("strategy" in present or "precision" in present):
+    if mode != "train" and (values["strategy"] != "default" or "precision" in present):
         raise UserError("--strategy and --precision are for --mode=train; sampling and "
                         "evaluation run on one device in the run's own precision")
     if mode in ("sample", "export") and values["set"]:
@@ -290,7 +290,8 @@ def _train_request(values: Mapping[str, Any]) -> TrainRequest:
               precision=values["precision"])
     check_at_least("eval_samples", values["eval_samples"], 0)
     options = TrainOptions(
-        workdir=values["workdir"] or default_workdir(run.model, run.dataset),
+        workdir=(values["workdir"] if values["workdir"] is not None
+                 else default_workdir(run.model, run.dataset)),
         data_dir=values["data_dir"], overwrite=values["overwrite"],
         jit_compile={"auto": "auto", "true": True, "false": False}[values["jit_compile"]],
         steps_per_execution=values["steps_per_execution"],

@@ -119,8 +119,9 @@ flags.DEFINE_bool("overwrite", False, "Start afresh in --workdir, deleting its c
 
 
 def parse(argv: list[str]) -> request_lib.Request:
-    """The checked request of a command line (`argv[0]` is the program), without running it;
-    a `UserError` for a bad one. The runner's own flags are left as they were."""
+    """The checked request of a command line (`argv[0]` is the program), without running it
+    (`execute` runs it); a `UserError` for a bad one. The runner's own flags stay as they
+    were, so tests can check command lines in-process."""
     values = copy.deepcopy(FLAGS)
     values.unparse_flags()
     try:
@@ -148,7 +149,11 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # absl's INFO lines would bury the progress bar
     # The request is checked first: a typo should not wait for a TPU or join a cluster
     # before it is reported.
-    request = _request(FLAGS, argv[1:])
+    execute(_request(FLAGS, argv[1:]))
+
+
+def execute(request: request_lib.Request) -> None:
+    """Do what `request` asks (as `main` does after parsing), printing what it wrote."""
     if isinstance(request, request_lib.TrainRequest):
         _train(request)
         return

@@ -35,6 +35,8 @@ def train(run: Run, options: TrainOptions | None = None, *,
     replicas. On a multi-worker strategy every worker restores from the workdir, but only the
     chief writes there (`Workdir.for_process`).
     """
+    if options is not None and option_values:
+        raise TypeError("pass either a TrainOptions or its fields as keywords, not both")
     options = options or TrainOptions(**option_values)
     strategy = strategy or tf.distribute.get_strategy()
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -49,21 +51,25 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
         # Seeds: build_model seeds Python, NumPy and TensorFlow; the data order is seeded.
         tf.config.experimental.enable_op_determinism()
     previous = None if options.overwrite else workdir.read()
+    # The run's own fields are compared before the data is opened; the data's image shape
+    # and classes once it is (a folder dataset may have changed).
     workdir.check_same_run(previous, run.to_json())
     split, info = data.open_split(run.dataset, run.train_split, data_dir=options.data_dir,
                                   image_size=run.image_size)
     record = RunRecord(run, info.image_shape, info.num_classes,
                        epoch_length(run, info.num_examples, previous=previous))
     workdir.check_same_run(previous, record.to_json())
-    stream = _batch_stream(run, split, info)  # the first stream, before the model (seeds)
+    # The first stream is made before the model: building it clears TensorFlow's global seed,
+    # which `build_model` then sets; later streams put the seed back themselves (`reseed`).
+    stream = _batch_stream(run, split, info)
     spe = _steps_per_execution(options, record, multi_worker=multi_worker)
     model = run.build_model(record.image_shape, record.num_classes)
     model.compile(jit_compile=options.jit_compile, steps_per_execution=spe)
     domain = domains.for_dataset(run.dataset)
     every = domain.evaluate_every(options.eval_every_epochs)
     # Made before anything is written: a missing extractor fails here, changing nothing.
-    evaluator = domain.evaluator(run, options.quality, data_dir=options.data_dir) \
-        if every else None
+    evaluator = (domain.evaluator(run, options.quality, data_dir=options.data_dir)
+                 if every else None)
     workdir.start(overwrite=options.overwrite)
     checkpointer, restored, start_step = _restore(model, workdir, options)
     initial_epoch, offset = divmod(start_step, record.epoch_steps)

@@ -38,6 +38,7 @@ OUTPUTS = ("checkpoints", "tensorboard", "samples", "metrics.json")
 _RECORD_FIELDS = {"image_shape": list, "num_classes": (int, type(None)), "epoch_steps": int}
 _RUN_FIELDS = {"model": str, "dataset": str, "config": dict, "seed": int, "train_split": str,
                "eval_split": str, "image_size": (int, type(None)), "precision": str}
+assert set(_RUN_FIELDS) == {field.name for field in dataclasses.fields(Run)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,25 +65,35 @@ class RunRecord:
     def from_json(cls, values: Any, *, path: str) -> "RunRecord":
         """The record in `values` (read from `path`); a `UserError` naming what is wrong."""
         def bad(reason: str) -> UserError:
-            return UserError(f"{path} is not an aigc_zoo run record ({reason}); workdirs written "
-                             "before aigc_zoo 0.1 do not load: train again with --overwrite")
+            return UserError(f"{path} is not an aigc_zoo run record ({reason})")
 
         if not isinstance(values, dict):
             raise bad(f"a JSON {type(values).__name__}, not an object")
         for name, kind in {**_RUN_FIELDS, **_RECORD_FIELDS}.items():
             if name not in values:
-                raise bad(f"no {name!r}")
+                raise bad(f"no {name!r}; workdirs written before aigc_zoo 0.1 do not load: "
+                          "train again with --overwrite")
             if isinstance(values[name], bool) or not isinstance(values[name], kind):
                 raise bad(f"{name!r} is {values[name]!r}")
         unknown = set(values) - set(_RUN_FIELDS) - set(_RECORD_FIELDS)
         if unknown:
             raise bad(f"unknown fields {sorted(unknown)}")
+        shape, classes, steps = values["image_shape"], values["num_classes"], values["epoch_steps"]
+        if len(shape) not in (1, 3) or not all(_positive_int(size) for size in shape):
+            raise bad(f"'image_shape' is {shape!r}")
+        if not (classes is None or _positive_int(classes)) or not _positive_int(steps):
+            raise bad(f"'num_classes' {classes!r} or 'epoch_steps' {steps!r} is not >= 1")
         try:
             run = Run.from_json({name: values[name] for name in _RUN_FIELDS})
-            shape = tuple(int(size) for size in values["image_shape"])
+        except UserError as error:
+            raise bad(str(error)) from None
         except (TypeError, ValueError) as error:
             raise bad(f"{type(error).__name__}: {error}") from None
-        return cls(run, shape, values["num_classes"], values["epoch_steps"])
+        return cls(run, tuple(shape), classes, steps)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
