@@ -1,5 +1,7 @@
-"""Shared fixtures: quiet TensorFlow, one prepared copy of the digits dataset and one trained
-digits domain classifier per session, and a private classifier cache."""
+"""Shared fixtures and helpers: quiet TensorFlow, one prepared copy of the digits dataset and
+one trained digits domain classifier per session, a private classifier cache; the runner in a
+subprocess (`run_cli`, `one_line_error`) or in-process (`user_error`), workdir snapshots,
+checkpoint values and TensorBoard events."""
 
 import os
 import pathlib
@@ -42,3 +44,93 @@ def digits_classifier_dir(digits_data_dir, tmp_path_factory) -> str:
     directory = str(tmp_path_factory.mktemp("classifiers"))
     classifier.load("digits", data_dir=digits_data_dir, cache_dir=directory, verbose=False)
     return directory
+
+
+# -- helpers shared by the test files (import them with `from conftest import ...`) ----------
+
+def cli_command(*flags: str) -> list[str]:
+    """The command line of the runner with `flags`, for `subprocess` (run it with `cli_env`)."""
+    import sys
+    return [sys.executable, "-m", "aigc_zoo.run", *flags]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """This process's environment with the checkout importable (and `extra` variables)."""
+    return {**os.environ, "PYTHONPATH": str(REPO), **extra}
+
+
+def run_cli(*flags: str, check: bool = True, env: dict | None = None, timeout: int = 600):
+    """`python -m aigc_zoo.run <flags>` in a subprocess, as a user runs it; the result.
+
+    With `check`, a non-zero exit fails the test with the end of stderr.
+    """
+    import subprocess
+    result = subprocess.run(cli_command(*flags), capture_output=True, text=True,
+                            env=cli_env(**(env or {})), cwd=REPO, timeout=timeout)
+    if check and result.returncode != 0:
+        pytest.fail(f"runner failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def one_line_error(result, fragment: str = "", *, status: int = 2) -> str:
+    """The runner's one `error:` line of a finished subprocess (exit `status`, no traceback,
+    nothing else on stderr), checked to contain `fragment`."""
+    assert result.returncode == status, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def user_error(*flags: str) -> str:
+    """The `UserError` that the command line `flags` ends in, run in this process through the
+    runner's own `parse` and `execute` (what `main` does); fails the test if it ends without
+    one. The runner turns exactly this error into its one `error:` line and exit status 2."""
+    from aigc_zoo import run
+    from aigc_zoo.errors import UserError
+    try:
+        run.execute(run.parse(["aigc_zoo", *flags]))
+    except UserError as error:
+        message = str(error)
+        assert message and "\n" not in message, message
+        return message
+    pytest.fail(f"{flags} ended without a UserError")
+
+
+def snapshot(folder) -> dict[str, str]:
+    """Every file under `folder` and the sha256 of its bytes."""
+    import hashlib
+    folder = pathlib.Path(folder)
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def checkpoint_values(path) -> dict:
+    """Name -> value of every tensor in the latest checkpoint of a folder (or a prefix)."""
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(str(path))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def tensorboard_events(logdir):
+    """The event files under `logdir`, loaded (tensors kept whole)."""
+    from tensorboard.backend.event_processing import event_accumulator
+    accumulator = event_accumulator.EventAccumulator(str(logdir), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def tiny_model(name: str, *, image_shape=(28, 28, 1), num_classes: int | None = 10,
+               seed: int = 0, **changes):
+    """Model `name` with its tiny config (fields changed by `changes`, checked), compiled
+    without XLA: the small model the unit tests train for a few steps."""
+    import dataclasses
+
+    from aigc_zoo import registry
+    model_class = registry.get_model(name)
+    config = dataclasses.replace(model_class.tiny_config(), **changes)
+    config.validate()
+    model = model_class(config, image_shape=image_shape, num_classes=num_classes, seed=seed)
+    model.compile(jit_compile=False)
+    return model

@@ -1,20 +1,14 @@
 """Checkpointer: a damaged index or data file, a foreign model, and variables added later."""
 
-import dataclasses
-
 import pytest
 
-from aigc_zoo import registry
+from conftest import tiny_model
 from aigc_zoo.checkpoints import Checkpointer
 from aigc_zoo.errors import UserError
 
 
 def _vae(**changes):
-    model_class = registry.get_model("vae")
-    config = dataclasses.replace(model_class.tiny_config(), **changes)
-    model = model_class(config, image_shape=(28, 28, 1), num_classes=10)
-    model.compile(jit_compile=False)
-    return model
+    return tiny_model("vae", **changes)
 
 
 @pytest.fixture()

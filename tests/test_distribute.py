@@ -7,8 +7,6 @@ initialises its devices, so those runs happen in fresh subprocesses.
 
 import contextlib
 import json
-import os
-import pathlib
 import socket
 import subprocess
 import sys
@@ -18,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, cli_command, cli_env, user_error
 from aigc_zoo import distribute, registry, request, train
 from aigc_zoo.errors import UserError
 
@@ -47,10 +45,9 @@ _EQUIVALENCE = textwrap.dedent("""
 """)
 
 
-def _python(args, *, env=None, timeout=600):
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=timeout)
+def _python(args, *, timeout=600):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                          env=cli_env(), cwd=REPO, timeout=timeout)
 
 
 def test_mirrored_on_two_cpu_devices_matches_one_device(digits_data_dir):
@@ -93,12 +90,11 @@ def _run_workers(workdir, data_dir, scratch, *, epochs):
         for index in range(2):
             tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker",
                                                                 "index": index}})
-            env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CONFIG": tf_config,
-                   "TMPDIR": str(scratch[index])}
+            env = cli_env(TF_CONFIG=tf_config, TMPDIR=str(scratch[index]))
             processes.append(subprocess.Popen(
-                [sys.executable, "-m", "aigc_zoo.run", "--model=dcgan", "--config=tiny",
-                 "--strategy=multiworker", f"--workdir={workdir}", f"--data_dir={data_dir}",
-                 f"--epochs={epochs}", "--steps_per_epoch=2", "--batch_size=8"],
+                cli_command("--model=dcgan", "--config=tiny", "--strategy=multiworker",
+                            f"--workdir={workdir}", f"--data_dir={data_dir}",
+                            f"--epochs={epochs}", "--steps_per_epoch=2", "--batch_size=8"),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO))
         outputs = [process.communicate(timeout=300) for process in processes]
     finally:
@@ -182,9 +178,6 @@ def test_strategy_errors_in_process():
     (["--strategy=tpu", "--tpu=local"], "no TPU reachable at --tpu=local"),
 ])
 def test_runner_scaling_flag_errors_are_one_line(flags, fragment, tmp_path):
-    result = _python(["-m", "aigc_zoo.run", "--model=vae", "--config=tiny",
-                      f"--workdir={tmp_path / 'run'}", *flags], timeout=300)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
-    assert not pathlib.Path(tmp_path / "run").exists()
+    assert fragment in user_error("--model=vae", "--config=tiny",
+                                  f"--workdir={tmp_path / 'run'}", *flags)
+    assert not (tmp_path / "run").exists()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import tiny_model
 from aigc_zoo import data, registry
 from aigc_zoo.errors import UserError
 from aigc_zoo.metrics import modes
@@ -17,12 +18,7 @@ GANS = ["gan", "dcgan", "wgan_gp", "sngan", "cgan"]
 
 
 def _build(name, shape=(2,), seed=0, **changes):
-    model_class = registry.get_model(name)
-    config = dataclasses.replace(model_class.tiny_config(), **changes)
-    config.validate()
-    model = model_class(config, image_shape=shape, num_classes=8, seed=seed)
-    model.compile(jit_compile=False)
-    return model
+    return tiny_model(name, image_shape=shape, num_classes=8, seed=seed, **changes)
 
 
 def _points(batch_size, seed=0):

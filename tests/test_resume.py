@@ -1,7 +1,7 @@
 """Reliability through the runner: SIGKILL mid-epoch and resume exactly, a kill or a full disk
-during a checkpoint write, a diverging run, and bad inputs (one line, exit 2, nothing lost)."""
+during a checkpoint write, a diverging run, and bad inputs (one line, nothing lost: in-process
+through the runner's `parse` and `execute`, and a rejected run's exit status 2 in a subprocess)."""
 
-import hashlib
 import os
 import pathlib
 import re
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO
+from conftest import (REPO, checkpoint_values, cli_command, cli_env, one_line_error, run_cli,
+                      snapshot, tiny_model, user_error)
 
 # 400 steps of the tiny VAE take about 3 s here; a checkpoint every 25 steps leaves the test
 # seconds to see the first one and kill the run well inside the first epoch.
@@ -23,43 +24,18 @@ STEPS_PER_EPOCH = 400
 EVERY = 25
 
 
-def _env():
-    return {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-def _runner(*flags):
-    return [sys.executable, "-m", "aigc_zoo.run", *flags]
-
-
-def run(*flags):
-    return subprocess.run(_runner(*flags), capture_output=True, text=True, env=_env(), cwd=REPO,
-                          timeout=600)
-
-
-def checkpoint_values(directory, prefix=None):
-    reader = tf.train.load_checkpoint(prefix or str(directory))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
-
-
-def one_error_line(result):
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
-    return lines[0]
-
-
 def test_sigkill_mid_epoch_then_rerun_ends_bitwise_equal(tmp_path, digits_data_dir):
     flags = ("--config=tiny", f"--data_dir={digits_data_dir}", "--deterministic",
              f"--steps_per_epoch={STEPS_PER_EPOCH}", "--epochs=2",
              f"--checkpoint_every_steps={EVERY}", "--log_every_steps=50")
-    straight = run(*flags, f"--workdir={tmp_path / 'straight'}")
+    straight = run_cli(*flags, f"--workdir={tmp_path / 'straight'}", check=False)
     assert straight.returncode == 0, straight.stderr[-2000:]
 
     workdir = tmp_path / "killed"
     index = workdir / "checkpoints" / "checkpoint"
     with open(tmp_path / "killed.log", "w") as log:
-        process = subprocess.Popen(_runner(*flags, f"--workdir={workdir}"), stdout=log,
-                                   stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
+        process = subprocess.Popen(cli_command(*flags, f"--workdir={workdir}"), stdout=log,
+                                   stderr=subprocess.STDOUT, env=cli_env(), cwd=REPO)
         try:
             deadline = time.monotonic() + 300
             while not index.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -72,7 +48,7 @@ def test_sigkill_mid_epoch_then_rerun_ends_bitwise_equal(tmp_path, digits_data_d
                 process.kill()
                 process.wait()
 
-    resumed = run(*flags, f"--workdir={workdir}")
+    resumed = run_cli(*flags, f"--workdir={workdir}", check=False)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     match = re.search(r"resuming from \S+ at step (\d+) \(epoch 1, step (\d+) of 400\)",
                       resumed.stdout)
@@ -113,21 +89,18 @@ _KILL_DURING_SAVE = textwrap.dedent("""
 
 
 def test_a_kill_during_a_save_leaves_the_previous_checkpoint(tmp_path):
-    from aigc_zoo import registry
     from aigc_zoo.checkpoints import Checkpointer
 
     directory = tmp_path / "checkpoints"
     script = tmp_path / "kill_during_save.py"
     script.write_text(_KILL_DURING_SAVE)
-    result = subprocess.run([sys.executable, str(script), str(directory)], env=_env(),
+    result = subprocess.run([sys.executable, str(script), str(directory)], env=cli_env(),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     assert (directory / "ckpt-2.index").exists()  # written, never committed
 
     def restored():
-        vae = registry.get_model("vae")
-        model = vae(vae.tiny_config(), image_shape=(28, 28, 1), num_classes=10)
-        model.compile(jit_compile=False)
+        model = tiny_model("vae")
         checkpointer = Checkpointer(directory, model)
         return checkpointer.restore_latest(), checkpointer, model
 
@@ -192,11 +165,15 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(
         tmp_path, digits_data_dir):
     # Adam at 0.06 on the tiny Gaussian VAE diverges after a few dozen steps (step 41 on the
     # 2-core test machine); mid-epoch checkpoints come every 5 steps before that.
-    result = run("--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={tmp_path}",
-                 "--set", "likelihood=gaussian", "--set", "learning_rate=0.06",
-                 "--steps_per_epoch=100", "--epochs=2", "--checkpoint_every_steps=5")
-    assert result.returncode == 1, result.stderr[-2000:]
-    line = one_error_line(result)
+    from aigc_zoo import run
+    from aigc_zoo.errors import TrainingDiverged
+    with pytest.raises(TrainingDiverged) as raised:
+        run.execute(run.parse([
+            "aigc_zoo", "--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={tmp_path}",
+            "--set", "likelihood=gaussian", "--set", "learning_rate=0.06",
+            "--steps_per_epoch=100", "--epochs=2", "--checkpoint_every_steps=5"]))
+    line = str(raised.value)
+    assert "\n" not in line
     # The VAE runs 4 steps per compiled call by default, so the line names a range of steps.
     match = re.search(r"non-finite loss at steps? (\d+)(?:-\d+)? \((.*)\); the last good "
                       r"checkpoint, (\S+), is kept", line)
@@ -204,7 +181,7 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(
     step, values, kept = int(match.group(1)), match.group(2), match.group(3)
     assert re.search(r"loss=(nan|inf)", values), values
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")) == kept
-    saved = checkpoint_values(None, kept)
+    saved = checkpoint_values(kept)
     assert all(np.all(np.isfinite(value)) for value in saved.values()
                if np.issubdtype(np.asarray(value).dtype, np.floating))
     from aigc_zoo import trained
@@ -221,14 +198,9 @@ def existing(tmp_path_factory, digits_data_dir):
     workdir = root / "run"
     flags = ["--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={workdir}",
              "--steps_per_epoch=4", "--epochs=1"]
-    assert run(*flags).returncode == 0
+    run_cli(*flags)
     (root / "a_file").write_text("not a folder")
     return workdir, flags, root / "a_file"
-
-
-def _snapshot(folder):
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 @pytest.mark.parametrize("extra, fragment", [
@@ -249,13 +221,18 @@ def _snapshot(folder):
     (["--mode=export", "--export_dir="], "--export_dir is empty"),
     (["--mode=eval", "--eval_split=test[", "--eval_samples=0"], "bad split"),
 ])
-def test_bad_inputs_exit_2_with_one_line_and_change_nothing(extra, fragment, existing):
+def test_bad_inputs_are_one_line_and_change_nothing(extra, fragment, existing):
     workdir, flags, a_file = existing
-    before = _snapshot(workdir)
-    result = run(*flags, *[flag.replace("FILE", str(a_file)) for flag in extra])
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert fragment in one_error_line(result)
-    assert _snapshot(workdir) == before
+    before = snapshot(workdir)
+    assert fragment in user_error(*flags, *[flag.replace("FILE", str(a_file)) for flag in extra])
+    assert snapshot(workdir) == before
+
+
+def test_a_rejected_run_ends_the_process_with_one_line_and_exit_2(existing):
+    workdir, flags, _ = existing
+    before = snapshot(workdir)
+    one_line_error(run_cli(*flags, "--set", "latent_dim=7", check=False), "holds a different run")
+    assert snapshot(workdir) == before
 
 
 def test_default_steps_per_execution_always_divides_the_epoch():
@@ -266,7 +243,7 @@ def test_default_steps_per_execution_always_divides_the_epoch():
     def make_run(model, **changes):
         config = registry.get_model(model).default_config("digits")
         return request.Run(model=model, dataset="digits",
-                         config=dataclasses.replace(config, **changes))
+                           config=dataclasses.replace(config, **changes))
 
     dcgan = make_run("dcgan")  # 60,000 / 64 = 937 batches, rounded down to a multiple of 4
     assert train.epoch_length(dcgan, 60_000) == 936
@@ -283,31 +260,31 @@ def test_default_steps_per_execution_always_divides_the_epoch():
         assert steps % train.default_steps_per_execution(run, steps) == 0
 
 
-def test_a_run_keeps_its_epoch_length_and_older_runs_keep_theirs(tmp_path, digits_data_dir):
+def test_a_run_keeps_its_epoch_length_and_older_records_are_refused(tmp_path,
+                                                                    digits_data_dir):
     import json
 
     # 176 examples in batches of 16: 11 steps, rounded down to 8 for the VAE's 4 steps per call.
     workdir = tmp_path / "vae"
     flags = ("--model=vae", "--config=tiny", "--set", "steps_per_epoch=0",
              "--train_split=train[:176]", f"--data_dir={digits_data_dir}", f"--workdir={workdir}")
-    result = run(*flags, "--epochs=1")
+    result = run_cli(*flags, "--epochs=1", check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     config_path = workdir / "config.json"
     assert json.loads(config_path.read_text())["epoch_steps"] == 8
-    result = run(*flags, "--epochs=2")
+    result = run_cli(*flags, "--epochs=2", check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "step 8 (epoch 2, step 0 of 8)" in result.stdout
 
-    # A workdir written before the length was recorded had whole-split epochs (11 steps) and
-    # one step per call: it resumes with those, mid-epoch here, instead of failing.
+    # A workdir written before aigc_zoo 0.1 recorded no epoch length: refused in one line.
     saved = json.loads(config_path.read_text())
     del saved["epoch_steps"]
     config_path.write_text(json.dumps(saved))
-    result = run(*flags, "--epochs=3")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "step 16 (epoch 2, step 5 of 11)" in result.stdout
-    result = run(*flags, "--epochs=3")  # 33 steps are 3 epochs of 11
-    assert "already trained 3 epochs" in result.stdout, result.stdout[-2000:]
+    before = snapshot(workdir)
+    result = run_cli(*flags, "--epochs=3", check=False)
+    assert "is not an aigc_zoo run record (no 'epoch_steps'); workdirs written before aigc_zoo " \
+        "0.1 do not load" in one_line_error(result)
+    assert snapshot(workdir) == before
 
 
 def test_a_corrupt_checkpoint_is_one_line_and_left_alone(existing, tmp_path):
@@ -317,8 +294,6 @@ def test_a_corrupt_checkpoint_is_one_line_and_left_alone(existing, tmp_path):
     flags = [flag for flag in flags if not flag.startswith("--workdir")]
     data = next((copy / "checkpoints").glob("ckpt-1.data-*"))
     data.write_bytes(bytes(len(data.read_bytes())))  # zeroed: checksums fail
-    before = _snapshot(copy)
-    result = run(*flags, f"--workdir={copy}", "--epochs=2")
-    assert result.returncode == 2
-    assert "is corrupt" in one_error_line(result)
-    assert _snapshot(copy) == before
+    before = snapshot(copy)
+    assert "is corrupt" in user_error(*flags, f"--workdir={copy}", "--epochs=2")
+    assert snapshot(copy) == before

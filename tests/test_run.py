@@ -1,32 +1,16 @@
-"""The runner end to end, in subprocesses as a user runs it: train, resume, sample, eval, errors."""
+"""The runner end to end, in subprocesses as a user runs it: train, resume, sample, eval; a
+bad command line's one `error:` line and exit status; bad inputs in-process (`user_error`)."""
 
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorboard.backend.event_processing import event_accumulator
 
-from conftest import REPO, SHARED_MNIST
-
-
-def run(*flags, check=True):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-m", "aigc_zoo.run", *flags], capture_output=True,
-                            text=True, env=env, cwd=REPO, timeout=600)
-    if check and result.returncode != 0:
-        pytest.fail(f"runner failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    return result
-
-
-def tensorboard_events(logdir):
-    accumulator = event_accumulator.EventAccumulator(str(logdir), size_guidance={"tensors": 0})
-    accumulator.Reload()
-    return accumulator
+from conftest import (SHARED_MNIST, checkpoint_values, one_line_error, run_cli, snapshot,
+                      tensorboard_events, user_error)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +21,7 @@ def trained(tmp_path_factory, digits_data_dir):
     flags = ("--model=vae", "--config=tiny", f"--data_dir={digits_data_dir}",
              f"--workdir={workdir}", "--steps_per_epoch=3", "--log_every_steps=1",
              "--steps_per_execution=1")
-    run(*flags, "--epochs=2")
+    run_cli(*flags, "--epochs=2")
     return workdir, flags
 
 
@@ -67,34 +51,34 @@ def test_training_writes_config_checkpoints_samples_and_events(trained):
 
 def test_rerun_with_more_epochs_resumes_the_step_count(trained):
     workdir, flags = trained
-    run(*flags, "--epochs=3")
+    run_cli(*flags, "--epochs=3")
     events = tensorboard_events(workdir / "tensorboard")
     steps = sorted({e.step for e in events.Tensors("train/loss")})
     assert steps[-1] == 9 and steps[:6] == [1, 2, 3, 4, 5, 6]
     assert tf.train.latest_checkpoint(str(workdir / "checkpoints")).endswith("ckpt-3")
-    again = run(*flags, "--epochs=3")
+    again = run_cli(*flags, "--epochs=3")
     assert "already trained 3 epochs (asked for 3)" in again.stdout
-    fewer = run(*flags, "--epochs=1")
+    fewer = run_cli(*flags, "--epochs=1")
     assert "already trained 3 epochs (asked for 1)" in fewer.stdout
     assert json.loads((workdir / "config.json").read_text())["config"]["epochs"] == 3
 
 
 def test_sample_mode_writes_a_deterministic_grid_and_npz(trained):
     workdir, flags = trained
-    run(*flags, "--mode=sample", "--num_samples=10", "--seed=5")
+    run_cli(*flags, "--mode=sample", "--num_samples=10", "--seed=5")
     first = np.load(next((workdir / "samples").glob("samples_*_seed5.npz")))["images"]
     assert first.shape == (10, 28, 28, 1)
     assert first.min() >= -1.0 and first.max() <= 1.0
     assert list((workdir / "samples").glob("samples_*_seed5.png"))
-    run(*flags, "--mode=sample", "--num_samples=10", "--seed=5")
+    run_cli(*flags, "--mode=sample", "--num_samples=10", "--seed=5")
     again = np.load(next((workdir / "samples").glob("samples_*_seed5.npz")))["images"]
     np.testing.assert_array_equal(first, again)
 
 
 def test_eval_mode_writes_metrics_json(trained, digits_classifier_dir):
     workdir, flags = trained
-    result = run(*flags, "--mode=eval", "--eval_samples=100",
-                 f"--classifier_dir={digits_classifier_dir}")
+    result = run_cli(*flags, "--mode=eval", "--eval_samples=100",
+                     f"--classifier_dir={digits_classifier_dir}")
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["model"] == "vae"
     assert metrics["num_samples"] == 100 and metrics["extractor"] == "classifier"
@@ -116,87 +100,55 @@ def test_eval_mode_writes_metrics_json(trained, digits_classifier_dir):
         assert tag in tags, tags
 
     # --eval_samples=0 skips sample quality; the model's own metrics remain.
-    run(*flags, "--mode=eval", "--eval_samples=0")
+    run_cli(*flags, "--mode=eval", "--eval_samples=0")
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert "sample_quality" not in metrics and metrics["metrics"]["nll_nats"] > 0
 
 
 def test_eval_mode_takes_eval_overrides_and_refuses_training_ones(trained):
     workdir, flags = trained
-    run(*flags, "--mode=eval", "--eval_samples=0", "--eval_split=test[:40]",
-        "--set", "eval_importance_samples=2")
+    run_cli(*flags, "--mode=eval", "--eval_samples=0", "--eval_split=test[:40]",
+            "--set", "eval_importance_samples=2")
     values = json.loads((workdir / "metrics.json").read_text())["metrics"]
     assert values["importance_samples"] == 2 and values["num_examples"] == 40
-    refused = run(*flags, "--mode=eval", "--eval_samples=0", "--set", "latent_dim=3",
-                  check=False)
-    assert refused.returncode == 2
-    assert_one_line_error(refused, "only change eval_* and sample_* config fields")
+    assert "only change eval_* and sample_* config fields" in user_error(
+        *flags, "--mode=eval", "--eval_samples=0", "--set", "latent_dim=3")
 
 
-def test_a_different_config_is_refused_and_nothing_is_lost(trained):
-    workdir, flags = trained
-    before = (workdir / "config.json").read_text()
-    checkpoints = sorted(os.listdir(workdir / "checkpoints"))
-    result = run(*flags, "--set", "latent_dim=7", check=False)
-    assert result.returncode == 2
-    assert_one_line_error(result, "holds a different run")
-    assert (workdir / "config.json").read_text() == before
-    assert sorted(os.listdir(workdir / "checkpoints")) == checkpoints
-
-
-def test_overwrite_starts_a_fresh_run(tmp_path, digits_data_dir):
+def test_overwrite_refuses_a_broken_command_first_then_starts_a_fresh_run(tmp_path,
+                                                                         digits_data_dir):
     flags = ("--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={tmp_path}",
              "--steps_per_epoch=2", "--epochs=1")
-    run(*flags)
-    run(*flags, "--set", "latent_dim=3", "--overwrite")
+    run_cli(*flags)
+    before = snapshot(tmp_path)
+    # 30 is not divisible by 4: refused after the new run is built, before anything is cleared.
+    assert "not divisible" in user_error(*flags, "--overwrite", "--image_size=30")
+    assert snapshot(tmp_path) == before
+    run_cli(*flags, "--set", "latent_dim=3", "--overwrite")
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["config"]["latent_dim"] == 3
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints")).endswith("ckpt-1")
 
 
-def _checkpoint_values(workdir):
-    reader = tf.train.load_checkpoint(str(workdir / "checkpoints"))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
-
-
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, digits_data_dir):
     flags = ("--config=tiny", f"--data_dir={digits_data_dir}", "--steps_per_epoch=4")
-    run(*flags, f"--workdir={tmp_path / 'straight'}", "--epochs=2")
-    run(*flags, f"--workdir={tmp_path / 'resumed'}", "--epochs=1")
-    run(*flags, f"--workdir={tmp_path / 'resumed'}", "--epochs=2")
-    straight, resumed = _checkpoint_values(tmp_path / "straight"), _checkpoint_values(
-        tmp_path / "resumed")
+    run_cli(*flags, f"--workdir={tmp_path / 'straight'}", "--epochs=2")
+    run_cli(*flags, f"--workdir={tmp_path / 'resumed'}", "--epochs=1")
+    run_cli(*flags, f"--workdir={tmp_path / 'resumed'}", "--epochs=2")
+    straight = checkpoint_values(tmp_path / "straight" / "checkpoints")
+    resumed = checkpoint_values(tmp_path / "resumed" / "checkpoints")
     assert straight.keys() == resumed.keys()
     for name in straight:
         np.testing.assert_array_equal(straight[name], resumed[name], err_msg=name)
 
 
-def test_overwrite_with_a_broken_new_command_loses_nothing(tmp_path, digits_data_dir):
-    flags = ("--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={tmp_path}",
-             "--steps_per_epoch=2", "--epochs=1")
-    run(*flags)
-    before = sorted(os.listdir(tmp_path / "checkpoints"))
-    result = run(*flags, "--overwrite", "--image_size=30", check=False)  # 30 is not divisible by 4
-    assert result.returncode == 2
-    assert_one_line_error(result, "not divisible")
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == before
-
-
 def test_divergence_stops_with_one_line_and_exit_1(tmp_path, digits_data_dir):
-    result = run("--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={tmp_path}",
-                 "--set", "likelihood=gaussian", "--set", "learning_rate=1e9",
-                 "--steps_per_epoch=20", "--epochs=2", check=False)
-    assert result.returncode == 1, result.stderr
-    assert_one_line_error(result, "training diverged")
+    result = run_cli("--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={tmp_path}",
+                     "--set", "likelihood=gaussian", "--set", "learning_rate=1e9",
+                     "--steps_per_epoch=20", "--epochs=2", check=False)
+    one_line_error(result, "training diverged", status=1)
     assert "no checkpoint was written" in result.stderr
     assert not list((tmp_path / "checkpoints").glob("ckpt-*.index"))
-
-
-def assert_one_line_error(result, fragment):
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
-    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("flags, fragment", [
@@ -219,18 +171,20 @@ def assert_one_line_error(result, fragment):
     (["--extractor=vgg"], "--extractor=vgg"),
     (["stray"], "unexpected arguments"),
 ])
-def test_user_errors_exit_2_with_one_line(flags, fragment, tmp_path, trained):
+def test_user_errors_are_one_line_and_write_nothing(flags, fragment, tmp_path, trained):
     flags = [flag.replace("VAE_RUN", str(trained[0])) for flag in flags]
-    result = run(f"--workdir={tmp_path / 'w'}", *flags, check=False)
-    assert result.returncode == 2, result.stderr
-    assert_one_line_error(result, fragment)
+    assert fragment in user_error(f"--workdir={tmp_path / 'w'}", *flags)
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_bad_flag_ends_the_process_with_one_line_and_exit_2():
+    one_line_error(run_cli("--model=nope", check=False), "--model=nope")
 
 
 def test_a_foreign_config_json_is_a_user_error(tmp_path):
     (tmp_path / "config.json").write_text('{"model": "vae"}')
-    result = run("--mode=sample", f"--workdir={tmp_path}", check=False)
-    assert result.returncode == 2
-    assert_one_line_error(result, "is not an aigc_zoo run record")
+    assert "is not an aigc_zoo run record" in user_error("--mode=sample", f"--workdir={tmp_path}")
+    assert sorted(os.listdir(tmp_path)) == ["config.json"]
 
 
 def test_offline_tfds_dataset_is_one_line_through_the_runner(tmp_path):
@@ -242,23 +196,20 @@ def test_offline_tfds_dataset_is_one_line_through_the_runner(tmp_path):
         pass
     else:
         pytest.skip("this machine reaches cifar10's download host; test_data covers the path")
-    result = run("--config=tiny", "--dataset=cifar10", f"--data_dir={tmp_path}",
-                 f"--workdir={tmp_path / 'w'}", check=False)
-    assert result.returncode == 2
-    assert_one_line_error(result, "--dataset=digits")
+    assert "--dataset=digits" in user_error("--config=tiny", "--dataset=cifar10",
+                                            f"--data_dir={tmp_path}", f"--workdir={tmp_path / 'w'}")
+    assert not (tmp_path / "w").exists()
 
 
 def test_unwritable_workdir_is_a_user_error(tmp_path, digits_data_dir):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = run("--config=tiny", f"--data_dir={digits_data_dir}",
-                 f"--workdir={blocker / 'run'}", check=False)
-    assert result.returncode == 2
-    assert_one_line_error(result, "cannot create workdir")
+    assert "cannot create workdir" in user_error("--config=tiny", f"--data_dir={digits_data_dir}",
+                                                 f"--workdir={blocker / 'run'}")
 
 
 def test_help_lists_models_and_datasets():
-    result = run("--help")
+    result = run_cli("--help")
     for name in ("vae", "cvae", "digits", "mnist", "cifar10", "celeb_a", "idx:<dir>",
                  "folder:<dir>"):
         assert name in result.stdout
@@ -267,8 +218,8 @@ def test_help_lists_models_and_datasets():
 @pytest.mark.skipif(not SHARED_MNIST.exists(),
                     reason="../shared/data/mnist is only beside CI checkouts")
 def test_trains_on_real_mnist_idx_files(tmp_path):
-    run("--config=tiny", f"--dataset=idx:{SHARED_MNIST}", "--train_split=test[:9000]",
-        "--eval_split=test[9000:]", f"--workdir={tmp_path}", "--steps_per_epoch=2")
+    run_cli("--config=tiny", f"--dataset=idx:{SHARED_MNIST}", "--train_split=test[:9000]",
+            "--eval_split=test[9000:]", f"--workdir={tmp_path}", "--steps_per_epoch=2")
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["num_classes"] == 10 and saved["image_shape"] == [28, 28, 1]
     latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
@@ -278,7 +229,7 @@ def test_trains_on_real_mnist_idx_files(tmp_path):
 def test_toy_dataset_run_logs_mode_coverage_scatters_and_evaluates(tmp_path):
     workdir = tmp_path / "wgan"
     flags = ("--model=wgan_gp", "--dataset=ring8", "--config=tiny", f"--workdir={workdir}")
-    result = run(*flags, "--steps_per_epoch=3", "--epochs=2", "--log_every_steps=1")
+    result = run_cli(*flags, "--steps_per_epoch=3", "--epochs=2", "--log_every_steps=1")
     assert "modes covered" in result.stdout
     assert (workdir / "samples" / "epoch_0002.png").stat().st_size > 0
     eval_events = tensorboard_events(workdir / "tensorboard" / "eval")
@@ -291,16 +242,17 @@ def test_toy_dataset_run_logs_mode_coverage_scatters_and_evaluates(tmp_path):
     # so Keras calls the logger once per 3 steps.
     assert [e.step for e in train_events.Tensors("train/d_loss")] == [3, 6]
 
-    result = run("--mode=eval", f"--workdir={workdir}")
+    result = run_cli("--mode=eval", f"--workdir={workdir}")
     assert "modes covered" in result.stdout
     metrics = json.loads((workdir / "metrics.json").read_text())
     coverage = metrics["mode_coverage"]
     assert coverage["num_modes"] == 8 and coverage["num_samples"] == 2500
     assert 0 <= coverage["modes_covered"] <= 8 and "sample_quality" not in metrics
 
-    result = run("--mode=sample", f"--workdir={workdir}", "--num_samples=100")
+    result = run_cli("--mode=sample", f"--workdir={workdir}", "--num_samples=100")
     npz = np.load(next((workdir / "samples").glob("samples_step6_seed0.npz")))
     assert npz["images"].shape == (100, 2)
 
-    bad = run(*flags, "--image_size=28", "--overwrite", check=False)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "points" in bad.stderr
+    before = snapshot(workdir)
+    assert "points" in user_error(*flags, "--image_size=28", "--overwrite")
+    assert snapshot(workdir) == before

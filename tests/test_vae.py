@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import keras
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from aigc_zoo import registry
+from conftest import tiny_model
 from aigc_zoo.errors import UserError
 from aigc_zoo.models import vae
 
@@ -48,11 +47,8 @@ def _dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
 
 def _make(name: str = "vae", *, num_classes: int | None = NUM_CLASSES, seed: int = 0,
           **changes) -> vae.VAE:
-    cls = registry.get_model(name)
-    config = dataclasses.replace(cls.tiny_config(), **changes)
-    model = cls(config, image_shape=IMAGE_SHAPE, num_classes=num_classes, seed=seed)
-    model.compile(jit_compile=False)
-    return model
+    return tiny_model(name, image_shape=IMAGE_SHAPE, num_classes=num_classes, seed=seed,
+                      **changes)
 
 
 def _train(model: vae.VAE, steps: int) -> dict[str, list[float]]:
