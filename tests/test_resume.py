@@ -282,7 +282,7 @@ def test_a_run_keeps_its_epoch_length_and_older_records_are_refused(tmp_path,
     config_path.write_text(json.dumps(saved))
     before = snapshot(workdir)
     result = run_cli(*flags, "--epochs=3", check=False)
-    assert "is not an aigc_zoo run record (no 'epoch_steps'); workdirs written before aigc_zoo " \
+    assert "is not an aigc_zoo run record (no 'epoch_steps'; workdirs written before aigc_zoo " \
         "0.1 do not load" in one_line_error(result)
     assert snapshot(workdir) == before
 
