@@ -80,9 +80,7 @@ class Images(Domain):
 
     def save_picture(self, path: str | os.PathLike, samples: np.ndarray, *, title: str = ""
                      ) -> np.ndarray:
-        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-        plots.save_grid(path, samples, title=title)
-        return plots.to_grid(samples)
+        return plots.save_grid(path, samples, title=title)
 
     def evaluator(self, run: Any, quality: sample_quality.Options | None, *,
                   data_dir: str | None = None) -> Evaluator | None:

@@ -33,8 +33,8 @@ def to_grid(images: np.ndarray | tf.Tensor, *, columns: int | None = None) -> np
 
 
 def save_grid(path: str | os.PathLike, images: np.ndarray | tf.Tensor, *, title: str = "",
-              columns: int | None = None) -> None:
-    """Write images in [-1, 1] as one PNG grid with matplotlib."""
+              columns: int | None = None) -> np.ndarray:
+    """Write images in [-1, 1] as one PNG grid with matplotlib; returns the grid (`to_grid`)."""
     grid = to_grid(images, columns=columns)
     height, width = grid.shape[:2]
     scale = max(1.0, 480 / max(height, width))  # small digits get enlarged, pixels kept sharp
@@ -49,6 +49,7 @@ def save_grid(path: str | os.PathLike, images: np.ndarray | tf.Tensor, *, title:
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
     figure.savefig(path)
     plt.close(figure)
+    return grid
 
 
 def points_figure(points: np.ndarray | tf.Tensor, mixture: toy.Mixture, *, title: str = ""
