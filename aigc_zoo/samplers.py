@@ -71,10 +71,12 @@ def timesteps_tensor(num_timesteps: int, steps: tf.Tensor, spacing: str = "trail
     outside [1, T] or one that repeats a timestep fails with `InvalidArgumentError` when run.
     """
     steps = tf.cast(steps, tf.int32)
-    if check:
-        tf.debugging.assert_greater_equal(steps, 1, message="steps must be >= 1")
-        tf.debugging.assert_less_equal(steps, num_timesteps,
-                                       message=f"steps must be <= {num_timesteps}")
+    if check:  # as a dependency, so a bad `steps` fails here and not in `tf.range` below
+        with tf.control_dependencies([
+                tf.debugging.assert_greater_equal(steps, 1, message="steps must be >= 1"),
+                tf.debugging.assert_less_equal(steps, num_timesteps,
+                                               message=f"steps must be <= {num_timesteps}")]):
+            steps = tf.identity(steps)
     total = tf.constant(num_timesteps, tf.float64)
     index = tf.range(steps, dtype=tf.float64)
     if spacing == "trailing":
@@ -91,9 +93,11 @@ def timesteps_tensor(num_timesteps: int, steps: tf.Tensor, spacing: str = "trail
         raise ValueError(f"unknown spacing {spacing!r}; choose one of {SPACINGS}")
     values = tf.cast(values, tf.int32)
     if check:
-        tf.debugging.assert_equal(
-            tf.size(tf.unique(values).y), steps,
-            message=f"spacing {spacing!r} repeats timesteps with these steps; use fewer steps")
+        with tf.control_dependencies([tf.debugging.assert_equal(
+                tf.size(tf.unique(values).y), steps,
+                message=f"spacing {spacing!r} repeats timesteps with these steps; "
+                        "use fewer steps")]):
+            values = tf.identity(values)
     return values
 
 

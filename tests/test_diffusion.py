@@ -108,7 +108,6 @@ def trained_cddpm():
 
 def test_generate_shape_range_determinism_and_options(trained_cddpm):
     model = trained_cddpm
-    # Four samples in every test of the trained model: a new batch size is a new trace.
     samples = model.generate(4, seed=2).numpy()
     assert samples.shape == (4,) + IMAGE_SHAPE and samples.dtype == np.float32
     assert samples.min() >= -1.0 and samples.max() <= 1.0

@@ -226,17 +226,22 @@ class GenerativeModel(keras.Model):
         labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
         cycling = tf.range(num_samples, dtype=tf.int32) % self.num_classes
         labels = tf.cond(tf.size(labels) == 0, lambda: cycling, lambda: labels)
-        tf.debugging.assert_equal(tf.size(labels), num_samples,
-                                  message="need one label per sample")
-        tf.debugging.assert_greater_equal(labels, 0, message="labels must be >= 0")
-        tf.debugging.assert_less(labels, self.num_classes,
-                                 message=f"labels must be < {self.num_classes}")
-        return labels
+        # The checks guard the labels' users: without the dependency a wrong count could reach
+        # the network first and fail there with a shape error instead of this message.
+        checks = [
+            tf.debugging.assert_equal(tf.size(labels), num_samples,
+                                      message="need one label per sample"),
+            tf.debugging.assert_greater_equal(labels, 0, message="labels must be >= 0"),
+            tf.debugging.assert_less(labels, self.num_classes,
+                                     message=f"labels must be < {self.num_classes}")]
+        with tf.control_dependencies(checks):
+            return tf.identity(labels)
 
     def _generate_in_graph(self, num_samples: int, seed: int, labels: Any) -> tf.Tensor:
         """`generate_tensors` through one cached `tf.function`, as the SavedModel runs it."""
         if getattr(self, "_generate_function", None) is None:
-            self._generate_function = tf.function(self.generate_tensors)
+            # Any number of samples after the second size, as the exported signature.
+            self._generate_function = tf.function(self.generate_tensors, reduce_retracing=True)
         return self._generate_function(
             tf.constant(num_samples, tf.int32), tf.constant(seed, tf.int64),
             self.sample_labels(labels, num_samples))

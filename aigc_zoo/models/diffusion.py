@@ -132,11 +132,11 @@ class DDPM(base.GenerativeModel):
             num_classes=self.num_classes if self.conditional else None,
             dropout=config.dropout)
         self.ema = ema.WeightAverage(self.unet, decay=config.ema_decay)
-        # Built once: traced again only for new Python options (steps, eta, guidance, ...).
-        self._sample_graph = tf.function(self._sample,
-                                         jit_compile=base.resolve_jit_compile(
-                                             "auto", on_cpu=self.xla_on_cpu(
-                                                 config, self.image_shape)))
+        # One graph per set of Python options (eta, sampler, ...), made on first use; its
+        # tensor inputs take any batch size, steps and guidance, as the exported `sample` does.
+        self._sample_graphs: dict[tuple, Any] = {}
+        self._sample_jit = base.resolve_jit_compile(
+            "auto", on_cpu=self.xla_on_cpu(config, self.image_shape))
 
     @classmethod
     def tiny_config(cls) -> DiffusionConfig:
@@ -239,6 +239,18 @@ class DDPM(base.GenerativeModel):
                                         **options)
         return samplers.ddpm_sample(denoise_fn, noise, self.alphas_cumprod, **options)
 
+    def _sample_graph(self, **options: Any) -> Any:
+        """`_sample` with these static `options`, traced once for every input size."""
+        key = tuple(sorted(options.items()))
+        if key not in self._sample_graphs:
+            signature = [tf.TensorSpec([], tf.int64), tf.TensorSpec([None], tf.int32),
+                         tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
+                         tf.TensorSpec([], tf.float32)]
+            self._sample_graphs[key] = tf.function(
+                lambda *inputs: self._sample(*inputs, **options), input_signature=signature,
+                jit_compile=self._sample_jit)
+        return self._sample_graphs[key]
+
     def sample(self, num_samples: int, *, seed: int = 0, steps: int | None = None,
                eta: float | None = None, guidance: float | None = None, labels: Any = None,
                sampler: str = "ddim", spacing: str | None = None,
@@ -268,12 +280,11 @@ class DDPM(base.GenerativeModel):
         labels = self.sample_labels(labels, num_samples)
         if labels is None:  # unconditional: the graph takes a labels tensor all the same
             labels = tf.zeros([num_samples], tf.int32)
-        # steps and guidance are tensors, as in the exported `sample`: one trace serves them all.
-        result = self._sample_graph(
-            tf.constant(seed, tf.int64), labels, tf.constant(num_samples, tf.int32),
-            tf.constant(steps, tf.int32),
-            tf.constant(guidance if self.conditional else 1.0, tf.float32),
-            eta=eta, sampler=sampler, spacing=spacing, return_trajectory=return_trajectory)
+        result = self._sample_graph(eta=eta, sampler=sampler, spacing=spacing,
+                                    return_trajectory=return_trajectory)(
+            tf.constant(seed, tf.int64), tf.cast(labels, tf.int32),
+            tf.constant(num_samples, tf.int32), tf.constant(steps, tf.int32),
+            tf.constant(guidance if self.conditional else 1.0, tf.float32))
         if return_trajectory:
             return tf.clip_by_value(result[0], -1.0, 1.0), result[1]
         return tf.clip_by_value(result, -1.0, 1.0)
