@@ -28,6 +28,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
         batch_size: global batch size, for images/s.
         log_every_steps: write per-step scalars every this many train steps.
         samples_dir: where each epoch's sample picture is also written as PNG.
+        sample_every_epochs: draw the picture after every this many epochs (0: never).
         domain: the data's domain, which draws the pictures (image grids, scatters of points).
         num_samples: samples in each picture (drawn with a fixed seed, so epochs compare);
             default: the domain's `grid_samples`.
@@ -35,14 +36,15 @@ class TensorBoardLogger(keras.callbacks.Callback):
 
     def __init__(self, logdir: str, *, hparams: dict[str, Any], batch_size: int,
                  log_every_steps: int = 50, samples_dir: str | None = None,
-                 domain: domains.Domain | None = None, num_samples: int | None = None,
-                 sample_seed: int = 1234):
+                 sample_every_epochs: int = 1, domain: domains.Domain | None = None,
+                 num_samples: int | None = None, sample_seed: int = 1234):
         super().__init__()
         self._writer = tf.summary.create_file_writer(logdir)
         self._hparams = hparams
         self._batch_size = batch_size
         self._every = max(1, log_every_steps)
         self._samples_dir = samples_dir
+        self._sample_every = sample_every_epochs
         self._domain = domain or domains.Images()
         self._num_samples = num_samples or self._domain.grid_samples
         self._sample_seed = sample_seed
@@ -82,6 +84,8 @@ class TensorBoardLogger(keras.callbacks.Callback):
             for name, value in (logs or {}).items():
                 tf.summary.scalar(f"epoch/{name}", float(value))
         self._writer.flush()
+        if not self._sample_every or (epoch + 1) % self._sample_every:
+            return
         if not _finite(logs):
             return  # diverged weights draw nothing worth a picture
         samples = self.model.generate(self._num_samples, seed=self._sample_seed).numpy()

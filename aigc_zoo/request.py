@@ -125,6 +125,7 @@ class TrainOptions:
         steps_per_execution: train steps per compiled call; None: the model's default, or
             the largest divisor of the epoch below it (1 on a multi-worker strategy).
         log_every_steps: TensorBoard per-step summaries every this many steps.
+        sample_every_epochs: draw the sample picture every this many epochs (0: never).
         verbose: Keras' progress bar setting.
         eval_every_epochs: measure sample quality every this many epochs (0: never).
         quality: how to measure it, with seed `eval_seed`.
@@ -139,6 +140,7 @@ class TrainOptions:
     jit_compile: str | bool = "auto"
     steps_per_execution: int | None = None
     log_every_steps: int = 50
+    sample_every_epochs: int = 1
     verbose: str | int = "auto"
     eval_every_epochs: int = 0
     quality: sample_quality.Options = sample_quality.DEFAULT_OPTIONS
@@ -154,6 +156,7 @@ class TrainOptions:
         if self.steps_per_execution is not None:
             check_at_least("steps_per_execution", self.steps_per_execution, 1)
         check_at_least("log_every_steps", self.log_every_steps, 1)
+        check_at_least("sample_every_epochs", self.sample_every_epochs, 0, note=" (0: never)")
         check_at_least("eval_every_epochs", self.eval_every_epochs, 0, note=" (0: never)")
         check_seed("eval_seed", self.eval_seed)
         check_at_least("checkpoint_every_steps", self.checkpoint_every_steps, 0,
@@ -295,7 +298,9 @@ def _train_request(values: Mapping[str, Any]) -> TrainRequest:
         data_dir=values["data_dir"], overwrite=values["overwrite"],
         jit_compile={"auto": "auto", "true": True, "false": False}[values["jit_compile"]],
         steps_per_execution=values["steps_per_execution"],
-        log_every_steps=values["log_every_steps"], eval_every_epochs=values["eval_every_epochs"],
+        log_every_steps=values["log_every_steps"],
+        sample_every_epochs=values["sample_every_epochs"],
+        eval_every_epochs=values["eval_every_epochs"],
         quality=(_quality(values) if values["eval_every_epochs"]
                  else sample_quality.DEFAULT_OPTIONS),
         eval_seed=values["seed"], checkpoint_every_steps=values["checkpoint_every_steps"],

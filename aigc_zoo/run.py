@@ -84,6 +84,8 @@ flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
 flags.DEFINE_integer("steps_per_execution", None, "Train steps per compiled call (default: "
                      "the model's measured choice, 4 for GANs and VAEs, 1 for diffusion).")
 flags.DEFINE_integer("log_every_steps", 50, "TensorBoard per-step summaries every N steps.")
+flags.DEFINE_integer("sample_every_epochs", 1, "While training, draw the sample picture "
+                     "(samples/epoch_NNNN.png and TensorBoard) every N epochs (0: never).")
 flags.DEFINE_integer("num_samples", 64, "Images written by --mode=sample.")
 flags.DEFINE_string("train_split", "train", "Split to train on (e.g. train, test[:9000]).")
 flags.DEFINE_string("eval_split", "test", "Split --mode=eval measures (e.g. test, test[9000:]).")

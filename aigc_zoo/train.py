@@ -172,6 +172,7 @@ def _callbacks(record: RunRecord, options: TrainOptions, workdir: Workdir,
     chosen.append(callbacks.TensorBoardLogger(
         workdir.output("tensorboard"), hparams=hparams, batch_size=run.config.batch_size,
         log_every_steps=options.log_every_steps, samples_dir=workdir.output("samples"),
+        sample_every_epochs=options.sample_every_epochs,
         domain=domain))
     return chosen
 

@@ -16,11 +16,11 @@ import pytest
 import tensorflow as tf
 
 from conftest import (REPO, checkpoint_values, cli_command, cli_env, one_line_error, run_cli,
-                      snapshot, tiny_model, user_error)
+                      run_in_process, snapshot, tiny_model, user_error)
 
-# 400 steps of the tiny VAE take about 3 s here; a checkpoint every 25 steps leaves the test
-# seconds to see the first one and kill the run well inside the first epoch.
-STEPS_PER_EPOCH = 400
+# 200 steps of the tiny VAE take 1.5 s here (3 s beside another test); a checkpoint every 25
+# steps leaves the test over a second to see the first one and kill the run inside the epoch.
+STEPS_PER_EPOCH = 200
 EVERY = 25
 
 
@@ -28,12 +28,14 @@ def test_sigkill_mid_epoch_then_rerun_ends_bitwise_equal(tmp_path, digits_data_d
     flags = ("--config=tiny", f"--data_dir={digits_data_dir}", "--deterministic",
              f"--steps_per_epoch={STEPS_PER_EPOCH}", "--epochs=2",
              f"--checkpoint_every_steps={EVERY}", "--log_every_steps=50")
-    straight = run_cli(*flags, f"--workdir={tmp_path / 'straight'}", check=False)
-    assert straight.returncode == 0, straight.stderr[-2000:]
-
     workdir = tmp_path / "killed"
     index = workdir / "checkpoints" / "checkpoint"
-    with open(tmp_path / "killed.log", "w") as log:
+    # The uninterrupted run trains beside the one that is killed (and resumed).
+    with open(tmp_path / "straight.log", "w+") as straight_log, \
+            open(tmp_path / "killed.log", "w") as log:
+        straight = subprocess.Popen(cli_command(*flags, f"--workdir={tmp_path / 'straight'}"),
+                                    stdout=straight_log, stderr=subprocess.STDOUT,
+                                    env=cli_env(), cwd=REPO)
         process = subprocess.Popen(cli_command(*flags, f"--workdir={workdir}"), stdout=log,
                                    stderr=subprocess.STDOUT, env=cli_env(), cwd=REPO)
         try:
@@ -43,14 +45,19 @@ def test_sigkill_mid_epoch_then_rerun_ends_bitwise_equal(tmp_path, digits_data_d
             assert process.poll() is None, "the run ended before it could be killed"
             process.send_signal(signal.SIGKILL)
             assert process.wait(timeout=60) == -signal.SIGKILL
+            resumed = run_cli(*flags, f"--workdir={workdir}", check=False)
+            if straight.wait(timeout=600) != 0:
+                straight_log.seek(0)
+                pytest.fail(f"the uninterrupted run failed:\n{straight_log.read()[-2000:]}")
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            for running in (process, straight):
+                if running.poll() is None:
+                    running.kill()
+                    running.wait()
 
-    resumed = run_cli(*flags, f"--workdir={workdir}", check=False)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    match = re.search(r"resuming from \S+ at step (\d+) \(epoch 1, step (\d+) of 400\)",
+    match = re.search(r"resuming from \S+ at step (\d+) \(epoch 1, step (\d+) of "
+                      rf"{STEPS_PER_EPOCH}\)",
                       resumed.stdout)
     assert match, resumed.stdout[-2000:]
     assert 0 < int(match.group(2)) < STEPS_PER_EPOCH  # mid-epoch: the epoch was not redone
@@ -198,7 +205,7 @@ def existing(tmp_path_factory, digits_data_dir):
     workdir = root / "run"
     flags = ["--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={workdir}",
              "--steps_per_epoch=4", "--epochs=1"]
-    run_cli(*flags)
+    run_in_process(*flags)
     (root / "a_file").write_text("not a folder")
     return workdir, flags, root / "a_file"
 
@@ -209,6 +216,7 @@ def existing(tmp_path_factory, digits_data_dir):
     (["--steps_per_epoch=4", "--steps_per_execution=3"], "not a multiple"),
     (["--steps_per_epoch=4", "--steps_per_execution=3", "--overwrite"], "not a multiple"),
     (["--log_every_steps=0"], "log_every_steps"),
+    (["--sample_every_epochs=-1"], "sample_every_epochs=-1"),
     (["--seed=-1"], "seed=-1"),
     (["--image_size=0"], "image_size=0"),
     (["--data_dir=FILE"], "--data_dir"),
@@ -268,22 +276,18 @@ def test_a_run_keeps_its_epoch_length_and_older_records_are_refused(tmp_path,
     workdir = tmp_path / "vae"
     flags = ("--model=vae", "--config=tiny", "--set", "steps_per_epoch=0",
              "--train_split=train[:176]", f"--data_dir={digits_data_dir}", f"--workdir={workdir}")
-    result = run_cli(*flags, "--epochs=1", check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_in_process(*flags, "--epochs=1")
     config_path = workdir / "config.json"
     assert json.loads(config_path.read_text())["epoch_steps"] == 8
-    result = run_cli(*flags, "--epochs=2", check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "step 8 (epoch 2, step 0 of 8)" in result.stdout
+    assert "step 8 (epoch 2, step 0 of 8)" in run_in_process(*flags, "--epochs=2")
 
     # A workdir written before aigc_zoo 0.1 recorded no epoch length: refused in one line.
     saved = json.loads(config_path.read_text())
     del saved["epoch_steps"]
     config_path.write_text(json.dumps(saved))
     before = snapshot(workdir)
-    result = run_cli(*flags, "--epochs=3", check=False)
     assert "is not an aigc_zoo run record (no 'epoch_steps'; workdirs written before aigc_zoo " \
-        "0.1 do not load" in one_line_error(result)
+        "0.1 do not load" in user_error(*flags, "--epochs=3")
     assert snapshot(workdir) == before
 
 
