@@ -49,19 +49,25 @@ from aigc_zoo.errors import UserError  # noqa: E402
 from aigc_zoo.models import base  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", [], "Models to measure (default: every registered model).")
-flags.DEFINE_bool("quick", False, "One model (the first of --models, else dcgan), short "
-                  "windows, float32 and graph mode only: checks the benchmark runs.")
-flags.DEFINE_enum("grid", "auto", ["auto", "full"], "Which settings to measure (see --help).")
-flags.DEFINE_integer("large_spe", 4, "The larger steps_per_execution measured.")
-flags.DEFINE_float("window_seconds", 1.0, "Length of one timed window of training.")
-flags.DEFINE_integer("windows", 5, "Timed windows per setting (the median is reported).")
-flags.DEFINE_string("output_dir", "experiments/benchmarks", "Where the results are written.")
-flags.DEFINE_string("docs_chart", "docs/images/benchmark.png", "Copy of the chart for the "
-                    "docs, written by a full run (not --quick, not --models); empty: none.")
-flags.DEFINE_string("data_dir", None, "TFDS data folder (digits is built there if missing).")
-flags.DEFINE_string("rerender", None, "A saved results JSON: re-write its table and chart, "
-                    "marking the default settings of the code as it is now (measures nothing).")
+
+
+def _define_flags() -> None:
+    """The command line's flags, defined only when this module runs as the benchmark (so the
+    runner's flags, `--data_dir` among them, and these can be imported into one process)."""
+    flags.DEFINE_list("models", [], "Models to measure (default: every registered model).")
+    flags.DEFINE_bool("quick", False, "One model (the first of --models, else dcgan), short "
+                      "windows, float32 and graph mode only: checks the benchmark runs.")
+    flags.DEFINE_enum("grid", "auto", ["auto", "full"], "Which settings to measure (see --help).")
+    flags.DEFINE_integer("large_spe", 4, "The larger steps_per_execution measured.")
+    flags.DEFINE_float("window_seconds", 1.0, "Length of one timed window of training.")
+    flags.DEFINE_integer("windows", 5, "Timed windows per setting (the median is reported).")
+    flags.DEFINE_string("output_dir", "experiments/benchmarks", "Where the results are written.")
+    flags.DEFINE_string("docs_chart", "docs/images/benchmark.png", "Copy of the chart for the "
+                        "docs, written by a full run (not --quick, not --models); empty: none.")
+    flags.DEFINE_string("data_dir", None, "TFDS data folder (digits is built there if missing).")
+    flags.DEFINE_string("rerender", None, "A saved results JSON: re-write its table and chart, "
+                        "marking the default settings of the code as it is now (measures nothing).")
+
 
 PIPELINE_DATASETS = ("digits", "ring8", "grid25")  # the offline ones; TFDS needs a download
 DIFFUSION_STEPS = (10, 50, 250)
@@ -450,4 +456,5 @@ def _main_with_errors(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(_main_with_errors)
