@@ -29,8 +29,12 @@ install: $(VENV)/.installed
 run: install
 	$(PY) -m aigc_zoo.run --model=vae $(ARGS)
 
+# One pytest worker per core; a test file stays on one worker, so its module fixtures (trained
+# tiny models) are made once; files go out longest first (tests/conftest.py). TEST_WORKERS=0
+# runs everything in this process.
+TEST_WORKERS ?= auto
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q tests $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests $(ARGS)
 
 # Train-step speed, MFU, sampling and input-pipeline throughput; results in experiments/benchmarks/.
 benchmark: install

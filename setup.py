@@ -25,7 +25,7 @@ setup(
         "absl-py",
     ],
     extras_require={
-        "test": ["pytest"],
+        "test": ["pytest", "pytest-xdist"],  # the suite runs on every core (Makefile)
         "lint": ["ruff"],
     },
     entry_points={"console_scripts": ["aigc-zoo=aigc_zoo.run:console_main"]},

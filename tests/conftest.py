@@ -1,7 +1,7 @@
 """Shared fixtures and helpers: quiet TensorFlow, one prepared copy of the digits dataset and
 one trained digits domain classifier per session, a private classifier cache; the runner in a
-subprocess (`run_cli`, `one_line_error`) or in-process (`user_error`), workdir snapshots,
-checkpoint values and TensorBoard events."""
+subprocess (`run_cli`, `one_line_error`) or in-process (`run_in_process`, `user_error`), tiny
+models (`tiny_model`), workdir snapshots, checkpoint values and TensorBoard events."""
 
 import os
 import pathlib
@@ -15,13 +15,45 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 
 
+# The files that take longest, run first: pytest-xdist hands whole files (`--dist loadfile`,
+# in this order with `--no-loadscope-reorder`) to idle workers, so a long file left for last
+# would run alone at the end. Files that need no digits are interleaved, so the second worker
+# has work while the first prepares the dataset.
+_LONGEST_FIRST = ("test_distribute.py", "test_diffusion.py", "test_export.py",
+                  "test_every_model.py", "test_run.py", "test_resume.py", "test_benchmark.py",
+                  "test_sample_quality.py", "test_gan.py", "test_inception.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
+    items.sort(key=rank)  # stable: the order inside a file and among the rest is kept
+
+
+def _made_once(tmp_path_factory, name: str, make) -> str:
+    """A folder `name` that `make(folder)` fills once per test run: under pytest-xdist the
+    workers share one (the first to arrive makes it, under a lock, the others wait)."""
+    import fcntl
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' base folders share this parent
+    folder, done = root / f"shared-{name}", root / f"shared-{name}.done"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            folder.mkdir(exist_ok=True)
+            make(str(folder))
+            done.touch()
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def digits_data_dir(tmp_path_factory) -> str:
-    """A TFDS data_dir with the full `digits` dataset prepared (about 30 s, once)."""
+    """A TFDS data_dir with the full `digits` dataset prepared (about 25 s, once)."""
     from aigc_zoo.data import digits
-    directory = str(tmp_path_factory.mktemp("tfds"))
-    digits.Digits(data_dir=directory).download_and_prepare()
-    return directory
+    return _made_once(tmp_path_factory, "tfds",
+                      lambda folder: digits.Digits(data_dir=folder).download_and_prepare())
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -39,11 +71,10 @@ def private_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits_classifier_dir(digits_data_dir, tmp_path_factory) -> str:
-    """A classifier cache holding the `digits` domain classifier, trained once (about 30 s)."""
+    """A classifier cache holding the `digits` domain classifier, trained once (about 25 s)."""
     from aigc_zoo.metrics import classifier
-    directory = str(tmp_path_factory.mktemp("classifiers"))
-    classifier.load("digits", data_dir=digits_data_dir, cache_dir=directory, verbose=False)
-    return directory
+    return _made_once(tmp_path_factory, "classifiers", lambda folder: classifier.load(
+        "digits", data_dir=digits_data_dir, cache_dir=folder, verbose=False))
 
 
 # -- helpers shared by the test files (import them with `from conftest import ...`) ----------
@@ -81,6 +112,19 @@ def one_line_error(result, fragment: str = "", *, status: int = 2) -> str:
     assert lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
     assert fragment in lines[0], lines[0]
     return lines[0]
+
+
+def run_in_process(*flags: str) -> str:
+    """What the runner prints for the command line `flags`, run in this process through its own
+    `parse` and `execute` (what `main` does, without the process's start-up)."""
+    import contextlib
+    import io
+
+    from aigc_zoo import run
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run.execute(run.parse(["aigc_zoo", *flags]))
+    return printed.getvalue()
 
 
 def user_error(*flags: str) -> str:

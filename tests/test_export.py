@@ -15,7 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from conftest import run_cli, user_error
+from conftest import REPO, cli_command, cli_env, user_error
 
 from aigc_zoo import config as config_lib
 from aigc_zoo import export, registry, request, train, trained
@@ -27,9 +27,11 @@ LOADER = textwrap.dedent('''
     import tensorflow as tf
 
     requests = json.load(open(sys.argv[1]))
-    outputs = {}
+    outputs, models = {}, {}
     for index, request in enumerate(requests):
-        loaded = tf.saved_model.load(request["export_dir"])
+        if request["export_dir"] not in models:  # each SavedModel loaded once, as a server does
+            models[request["export_dir"]] = tf.saved_model.load(request["export_dir"])
+        loaded = models[request["export_dir"]]
         signature = loaded.signatures[request["signature_name"]]
         specs = signature.structured_input_signature[1]
         # TF Serving's REST predict: {"inputs": {name: value}} onto the signature's inputs.
@@ -52,24 +54,33 @@ def _train(name, workdir, data_dir):
     model_class = registry.get_model(name)
     config = dataclasses.replace(model_class.tiny_config(), epochs=1, steps_per_epoch=2)
     run = request.Run(model=name, dataset=model_class.default_dataset, config=config)
-    train.train(run, workdir=str(workdir), data_dir=data_dir, jit_compile=False, verbose=0)
+    train.train(run, workdir=str(workdir), data_dir=data_dir, jit_compile=False, verbose=0,
+                sample_every_epochs=0)
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, digits_data_dir):
     """name -> (workdir, export_dir) for a VAE, a DCGAN and a cDDPM, trained and exported."""
-    runs = {}
-    for name in ("vae", "dcgan", "cddpm"):
-        workdir = tmp_path_factory.mktemp(name)
-        _train(name, workdir, digits_data_dir)
-        runs[name] = workdir
-    # One export through the runner, as a user runs it; the others in-process.
-    result = run_cli("--mode=export", f"--workdir={runs['vae']}")
-    vae_dir = export.default_export_dir(str(runs["vae"]), 2)
-    assert f"wrote SavedModel {vae_dir}" in result.stdout
-    dirs = {"vae": vae_dir}
-    for name in ("dcgan", "cddpm"):
-        dirs[name] = export.export_run(str(runs[name]), export_dir=str(runs[name] / "saved"))
+    runs = {name: tmp_path_factory.mktemp(name) for name in ("vae", "dcgan", "cddpm")}
+    _train("vae", runs["vae"], digits_data_dir)
+    # One export through the runner, as a user runs it (while the others train); the others
+    # in-process.
+    runner = subprocess.Popen(cli_command("--mode=export", f"--workdir={runs['vae']}"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=cli_env(), cwd=REPO)
+    try:
+        dirs = {}
+        for name in ("dcgan", "cddpm"):
+            _train(name, runs[name], digits_data_dir)
+            dirs[name] = export.export_run(str(runs[name]), export_dir=str(runs[name] / "saved"))
+        stdout, stderr = runner.communicate(timeout=600)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert runner.returncode == 0, stderr[-3000:]
+    dirs["vae"] = export.default_export_dir(str(runs["vae"]), 2)
+    assert f"wrote SavedModel {dirs['vae']}" in stdout
     return {name: (str(runs[name]), dirs[name]) for name in runs}
 
 
