@@ -50,7 +50,7 @@ def split_cpu(num_devices: int) -> None:
         have = len(tf.config.list_logical_devices("CPU"))
         raise UserError(f"cannot split the CPU into {num_devices} logical devices: TensorFlow "
                         f"already initialised its devices ({have} CPU); call "
-                        "distribute.setup() before any TensorFlow op") from None
+                        "distribute.split_cpu() before any TensorFlow op") from None
 
 
 def set_precision(precision: str) -> None:

@@ -15,7 +15,8 @@ metrics of `--mode=eval`, for a tiny deterministic run of each model.
 The models are driven by `python -m aigc_zoo.run` in subprocesses and their files are read with
 TensorFlow alone: the script imports nothing of aigc_zoo, whose internals the refactor may move.
 `--check` prints `same` or `DIFFERENT (old -> new)` per case and field and exits 1 on any
-difference.
+difference. Bitwise equality needs the same CPU model (and TensorFlow, Keras) as the record:
+`--check` warns when they differ; record the base tree on the checking machine then.
 """
 
 from __future__ import annotations
@@ -219,8 +220,16 @@ def main() -> int:
     if args.check:
         with open(args.check) as file:
             reference = json.load(file)
-        print(f"reference: commit {reference['environment']['git_commit']}, "
-              f"{reference['environment']['date']}")
+        recorded = reference["environment"]
+        print(f"reference: commit {recorded['git_commit']}, {recorded['date']}")
+        here = _environment()
+        for key in ("cpu_model", "tensorflow", "keras"):
+            # oneDNN and XLA pick their kernels by CPU: on another CPU model (an Intel
+            # reference, an AMD machine) graph-mode weights differ in the last bits.
+            if recorded.get(key) != here[key]:
+                print(f"warning: recorded with {key} {recorded.get(key)!r}, this is "
+                      f"{here[key]!r}; bitwise equality holds only on the same; record the "
+                      "tree to preserve here and check against that", flush=True)
     results: dict[str, Any] = {}
     started, differences = time.time(), 0
     for case in cases:
