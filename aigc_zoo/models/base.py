@@ -240,11 +240,17 @@ class GenerativeModel(keras.Model):
     def _generate_in_graph(self, num_samples: int, seed: int, labels: Any) -> tf.Tensor:
         """`generate_tensors` through one cached `tf.function`, as the SavedModel runs it."""
         if getattr(self, "_generate_function", None) is None:
-            # Any number of samples after the second size, as the exported signature.
-            self._generate_function = tf.function(self.generate_tensors, reduce_retracing=True)
+            # The exported signature's inputs: one trace serves every number of samples.
+            signature = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64)]
+            if self.conditional:
+                signature.append(tf.TensorSpec([None], tf.int32))
+            self._generate_function = tf.function(
+                lambda num_samples, seed, labels=None: self.generate_tensors(
+                    num_samples, seed, labels), input_signature=signature)
+        labels = self.sample_labels(labels, num_samples)  # None for an unconditional model
         return self._generate_function(
             tf.constant(num_samples, tf.int32), tf.constant(seed, tf.int64),
-            self.sample_labels(labels, num_samples))
+            *([] if labels is None else [tf.cast(labels, tf.int32)]))
 
     # -- serialisation (`.keras` files) ---------------------------------------------------------
 
