@@ -69,6 +69,24 @@ def private_cache(tmp_path_factory):
         os.environ["AIGC_ZOO_CACHE"] = previous
 
 
+def _seed_everything():
+    import keras
+    keras.utils.set_random_seed(0)
+
+
+# Weight initialisers draw from the global seed state (the runner seeds it per run; a model's
+# own `seed` covers its sampling draws), so each test file and each test starts from seed 0:
+# under pytest-xdist which files ran before on a worker changes from run to run.
+@pytest.fixture(scope="module", autouse=True)
+def seeded_module():
+    _seed_everything()
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    _seed_everything()
+
+
 @pytest.fixture(scope="session")
 def digits_classifier_dir(digits_data_dir, tmp_path_factory) -> str:
     """A classifier cache holding the `digits` domain classifier, trained once (about 25 s)."""
