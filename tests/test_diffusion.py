@@ -85,7 +85,9 @@ def test_untrained_v_loss_and_min_snr_weights_match_the_schedule():
 
 
 def test_training_lowers_the_loss_and_moves_the_ema_weights():
-    model = _make(learning_rate=3e-3, batch_size=16)
+    model = _make(learning_rate=3e-3, batch_size=16, attention=True)  # the default's network
+    assert any(isinstance(layer, keras.layers.MultiHeadAttention)
+               for layer in model.unet.layers), "the tiny config turns attention off"
     initial = [w.copy() for w in model.ema.averaged.get_weights()]
     losses = _train(model, 30)
     assert np.all(np.isfinite(losses))
@@ -95,6 +97,8 @@ def test_training_lowers_the_loss_and_moves_the_ema_weights():
     live = model.unet.get_weights()
     assert any(not np.allclose(a, b) for a, b in zip(averaged, initial))
     assert any(not np.allclose(a, b) for a, b in zip(averaged, live))  # an average, not a copy
+    samples = model.generate(3, seed=0).numpy()
+    assert samples.shape == (3,) + IMAGE_SHAPE and np.all(np.abs(samples) <= 1)
 
 
 # --- sampling ------------------------------------------------------------------------------------

@@ -32,8 +32,6 @@ _EQUIVALENCE = textwrap.dedent("""
     data_dir, name, labels = sys.argv[1], sys.argv[2], sys.argv[3:]
     config = dataclasses.replace(registry.get_model(name).tiny_config(), epochs=3,
                                  steps_per_epoch=1)
-    if name == "ddpm":  # attention is per replica, like any layer, and a quarter of the time
-        config = dataclasses.replace(config, attention=False)
     run = request.Run(model=name, dataset="digits", config=config, seed=3)
     results = {}
     for label in labels:
