@@ -84,7 +84,7 @@ def test_untrained_v_loss_and_min_snr_weights_match_the_schedule():
     assert np.mean(losses) == pytest.approx(expected, abs=0.04)
 
 
-def test_training_lowers_the_loss_and_moves_the_ema_weights():
+def test_training_lowers_the_loss_and_moves_the_ema_weights(tmp_path):
     model = _make(learning_rate=3e-3, batch_size=16, attention=True)  # the default's network
     assert any(isinstance(layer, keras.layers.MultiHeadAttention)
                for layer in model.unet.layers), "the tiny config turns attention off"
@@ -99,6 +99,11 @@ def test_training_lowers_the_loss_and_moves_the_ema_weights():
     assert any(not np.allclose(a, b) for a, b in zip(averaged, live))  # an average, not a copy
     samples = model.generate(3, seed=0).numpy()
     assert samples.shape == (3,) + IMAGE_SHAPE and np.all(np.abs(samples) <= 1)
+    # The attention layers survive a `.keras` round trip (test_every_model's use tiny configs).
+    model.save(tmp_path / "ddpm.keras")
+    loaded = keras.saving.load_model(tmp_path / "ddpm.keras", safe_mode=True)
+    assert loaded.config.attention
+    np.testing.assert_array_equal(loaded.generate(3, seed=0).numpy(), samples)
 
 
 # --- sampling ------------------------------------------------------------------------------------
