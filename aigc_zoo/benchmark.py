@@ -270,10 +270,11 @@ def default_setting(run: request.Run, info: data.DatasetInfo, *, accelerator: bo
                     ) -> dict[str, Any]:
     """The setting the runner trains `run` with when no flag says otherwise, on a device with
     (`accelerator`) or without a GPU or TPU."""
-    model_class = registry.get_model(run.model)
-    return {"jit_compile": accelerator or model_class.xla_on_cpu(run.config, info.image_shape),
+    knobs = run.knobs(info.image_shape)
+    return {"jit_compile": accelerator or knobs.xla_on_cpu,
             "steps_per_execution": train.default_steps_per_execution(
-                run, train.epoch_length(run, info.num_examples)),
+                run, info.image_shape,
+                train.epoch_length(run, info.num_examples, info.image_shape)),
             "precision": request.DEFAULT_PRECISION}
 
 
@@ -363,8 +364,9 @@ def _time_generate(model: Any, num_samples: int, calls: int, **options: Any) -> 
 
 
 def sampling_throughput(model: Any, *, quick: bool) -> list[dict[str, Any]]:
-    """images/s of `generate()` (diffusion: per number of sampling steps), after a warm-up."""
-    if not hasattr(model, "alphas_cumprod"):  # one network pass per image
+    """images/s of `generate()` (models with a `steps` option: per number of steps), after a
+    warm-up."""
+    if "steps" not in model.sampling_options():  # a fixed cost per image
         return [_time_generate(model, 64 if quick else 512, 1 if quick else 3)]
     steps = DIFFUSION_STEPS[:1] if quick else DIFFUSION_STEPS
     # 8 samples at every step count: 250 steps of a bigger batch would dominate the run time.

@@ -1,9 +1,13 @@
-"""Export a trained run as a TensorFlow SavedModel with serving signatures (`--mode=export`).
+"""Export a trained run as a TensorFlow SavedModel with serving signatures (`--mode=export`),
+and a model's `.keras` file (`KerasFile`, which `GenerativeModel` inherits).
 
 The SavedModel needs TensorFlow alone to load (no `aigc_zoo`, no Keras model code) and serves
-with TF Serving. Every model has `generate(num_samples, seed)`; each family adds its own
-signatures (`GenerativeModel.serving_endpoints`): `encode` and `decode` for the VAEs, `sample`
-for the diffusion models; conditional models also take `labels`. Inputs are scalars or tensors
+with TF Serving. Every model has `generate(num_samples, seed)`: the model's `sample_tensors`
+with its default sampling options. A model whose `sampling_options` include runtime ones (the
+diffusion models' `steps` and `guidance`) also has `sample`, which takes them as inputs; its
+static options are fixed at their defaults. Conditional models also take `labels`. A family
+may add its own signatures (`GenerativeModel.serving_endpoints`: `encode`, `decode` for the
+VAEs). Inputs are scalars or tensors
 of fixed dtypes (int32 counts, seeds and steps, float32 guidance and images), so a TF Serving
 REST request is `{"signature_name": "generate", "inputs": {"num_samples": 4, "seed": 0}}`.
 
@@ -15,20 +19,110 @@ export. See docs/export.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import keras
+import tensorflow as tf
 
 from aigc_zoo import config as config_lib
-from aigc_zoo import files, trained
+from aigc_zoo import files
 from aigc_zoo.errors import UserError
-from aigc_zoo.models.base import GenerativeModel
+
+if TYPE_CHECKING:  # the models import this module for `KerasFile` and `ServingEndpoint`
+    from aigc_zoo.models.base import GenerativeModel
 
 INFO_FILE = os.path.join("assets.extra", "aigc_zoo.json")  # TF Serving ignores assets.extra
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingEndpoint:
+    """One signature of an exported SavedModel.
+
+    Args:
+        function: takes the named inputs of `inputs` as keyword arguments and returns a dict of
+            named output tensors; traced once with `inputs` as its input signature.
+        inputs: the named, typed inputs (TF Serving's request keys).
+        doc: what the signature returns, written to the export's `assets.extra/aigc_zoo.json`.
+    """
+
+    function: Callable[..., dict[str, tf.Tensor]]
+    inputs: Sequence[tf.TensorSpec]
+    doc: str
+
+
+def endpoints(model: "GenerativeModel") -> dict[str, ServingEndpoint]:
+    """Every signature `save_model` writes: `generate`, `sample` when the model has runtime
+    sampling options, and the family's own (`serving_endpoints`)."""
+    declared = model.sampling_options()
+    defaults = model.resolved_sampling_options({})
+    runtime = {name: option for name, option in declared.items() if option.dtype is not None}
+    conditioning = list(model.conditioning_specs().values())
+    counts = [tf.TensorSpec([], tf.int32, name="num_samples"),
+              tf.TensorSpec([], tf.int32, name="seed")]
+    images = "images [num_samples, H, W, C] in [-1, 1] (points for 2D datasets)"
+    if model.conditional:
+        images += "; labels [num_samples] in [0, num_classes), or [] for 0, 1, 2, ... cycling"
+
+    def sampler(inputs: Sequence[str]) -> ServingEndpoint:
+        """The sampling computation taking the runtime options `inputs` as inputs."""
+        specs = [*counts, *(tf.TensorSpec([], runtime[name].dtype, name=name) for name in inputs),
+                 *conditioning]
+
+        def function(num_samples, seed, *rest):  # the archive passes inputs by position
+            given = dict(zip([spec.name for spec in specs[2:]], rest))
+            checked = model.check_conditioning(
+                {spec.name: given[spec.name] for spec in conditioning}, num_samples)
+            values = {name: given[name] if name in inputs else
+                      (tf.constant(value, declared[name].dtype) if name in runtime else value)
+                      for name, value in defaults.items()}
+            return {"images": model.sample_tensors(num_samples, tf.cast(seed, tf.int64),
+                                                   checked, **values)}
+
+        doc = images + "".join(f"; {name}: {runtime[name].doc}" for name in inputs)
+        fixed = ", ".join(f"{name}={value!r}" for name, value in defaults.items()
+                          if name not in inputs)
+        return ServingEndpoint(function, specs, doc + (f"; fixed at export: {fixed}"
+                                                       if inputs and fixed else ""))
+
+    found = {"generate": sampler(())}
+    if runtime:
+        found["sample"] = sampler(tuple(runtime))
+    return {**found, **model.serving_endpoints()}
+
+
+class KerasFile:
+    """`.keras` files of a `GenerativeModel`: what `from_config` needs to rebuild the model
+    (weights come separately) and its compile options."""
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "model": self.registered_name,
+                "config": config_lib.to_dict(self.config), "image_shape": list(self.image_shape),
+                "num_classes": self.num_classes, "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "GenerativeModel":
+        values = dict(config)
+        name = values.pop("model", cls.registered_name)
+        if name != cls.registered_name:
+            raise ValueError(f"a saved {name!r} model cannot be loaded as "
+                             f"{cls.registered_name!r}")
+        model_config = config_lib.from_dict(cls.config_class, values.pop("config"))
+        return cls(model_config, image_shape=values.pop("image_shape"),
+                   num_classes=values.pop("num_classes"), seed=values.pop("seed"), **values)
+
+    def get_compile_config(self) -> dict[str, Any]:
+        # `compile` is the model's own, so Keras' default (its optimizer, loss, ...) would not
+        # fit; a loaded model is compiled again with the same options (fresh optimizers: the
+        # `.keras` file is for inference and fine-tuning, checkpoints carry the training state).
+        return dict(self._compile_options) if self.compiled else {}
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        self.compile(**config)
 
 
 def default_export_dir(workdir: str, global_step: int) -> str:
@@ -45,6 +139,8 @@ def export_run(workdir: str, *, export_dir: str | None = None,
         export_dir: where to write (default `default_export_dir`); must not exist yet.
         expected_model: when given, the model name the workdir must hold.
     """
+    from aigc_zoo import trained  # which imports the models, which import this module
+
     run, model = trained.restore(workdir, expected_model=expected_model)
     step = int(model.global_step.numpy())
     export_dir = export_dir or default_export_dir(workdir, step)
@@ -70,17 +166,18 @@ def save_model(model: GenerativeModel, export_dir: str, *,
         raise UserError(f"{export_dir} already exists; delete it or pass another --export_dir")
     parent = os.path.dirname(export_dir)
     files.make_writable_folder(parent, what="the export's folder")
-    model.prepare_sampling()  # e.g. the GANs' standing statistics, before they are captured
-    endpoints = model.serving_endpoints()
+    # e.g. the GANs' standing statistics, before they are captured
+    model.prepare_sampling(model.resolved_sampling_options({}))
+    served = endpoints(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, endpoint in endpoints.items():
+    for name, endpoint in served.items():
         archive.add_endpoint(name, endpoint.function, input_signature=list(endpoint.inputs))
     signatures = {name: {"inputs": {spec.name: {"dtype": spec.dtype.name,
                                                 "shape": spec.shape.as_list()}
                                     for spec in endpoint.inputs},
                          "returns": endpoint.doc}
-                  for name, endpoint in endpoints.items()}
+                  for name, endpoint in served.items()}
     temporary = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
         archive.write_out(temporary, verbose=False)

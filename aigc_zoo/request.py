@@ -24,7 +24,7 @@ from aigc_zoo.metrics import sample_quality
 
 # The runner's precision: float32 on every device, so that a command trains the same run on
 # any machine (docs/performance.md on bfloat16, faster on some CPUs). Steps per compiled call
-# and XLA on a CPU are per model (`default_steps_per_execution`, `xla_on_cpu`).
+# and XLA on a CPU are per model (`Knobs.steps_per_execution`, `Knobs.xla_on_cpu`).
 DEFAULT_PRECISION = "float32"
 # Mid-epoch checkpoints by default: a save of the default models took 11-114 ms on a 2-core
 # CPU (docs/design.md), against 1,000 steps of tens of ms, so a crash loses at most 1,000 steps
@@ -94,6 +94,10 @@ class Run:
         model_class = registry.get_model(values["model"])
         config = config_lib.from_dict(model_class.config_class, values["config"])
         return cls(**{**values, "config": config})
+
+    def knobs(self, image_shape: Sequence[int]) -> Any:
+        """What the run's model declares about itself (`base.Knobs`) for data of `image_shape`."""
+        return registry.get_model(self.model).knobs(self.config, image_shape)
 
     def build_model(self, image_shape: Sequence[int], num_classes: int | None) -> Any:
         """The run's model with freshly initialised weights (seeded by `seed`).

@@ -12,11 +12,11 @@ Training resumes from the latest checkpoint, mid-epoch included; no model-specif
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import tensorflow as tf
 
-from aigc_zoo import callbacks, data, distribute, domains, registry
+from aigc_zoo import callbacks, data, distribute, domains
 from aigc_zoo import config as config_lib
 from aigc_zoo.checkpoints import Checkpointer
 from aigc_zoo.errors import TrainingDiverged, UserError
@@ -57,7 +57,7 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     split, info = data.open_split(run.dataset, run.train_split, data_dir=options.data_dir,
                                   image_size=run.image_size)
     record = RunRecord(run, info.image_shape, info.num_classes,
-                       epoch_length(run, info.num_examples, previous=previous))
+                       epoch_length(run, info.num_examples, info.image_shape, previous=previous))
     workdir.check_same_run(previous, record.to_json())
     # The first stream is made before the model: building it clears TensorFlow's global seed,
     # which `build_model` then sets; later streams put the seed back themselves (`reseed`).
@@ -119,8 +119,8 @@ def _steps_per_execution(options: TrainOptions, record: RunRecord, *, multi_work
         # Keras' loop of several steps per call failed under MultiWorkerMirroredStrategy here
         # ("You must feed a value for placeholder tensor ...while/cond/Placeholder"), so
         # multi-worker runs take one step per call unless told otherwise.
-        steps = 1 if multi_worker else default_steps_per_execution(record.run,
-                                                                   record.epoch_steps)
+        steps = 1 if multi_worker else default_steps_per_execution(
+            record.run, record.image_shape, record.epoch_steps)
     # Keras runs whole compiled calls, so an epoch that `steps` does not divide would run more
     # steps than asked and the data position would drift.
     if record.epoch_steps % steps:
@@ -203,7 +203,8 @@ def _fit(model: GenerativeModel, record: RunRecord, options: TrainOptions, chose
             break
 
 
-def epoch_length(run: Run, num_examples: int, *, previous: RunRecord | None = None) -> int:
+def epoch_length(run: Run, num_examples: int, image_shape: Sequence[int], *,
+                 previous: RunRecord | None = None) -> int:
     """Train steps per epoch: the config's, else the length a resumed run (`previous`)
     started with, else one pass over the split rounded down to a multiple of the model's
     default steps per execution (the data repeats, so the rounding drops no example, it only
@@ -213,14 +214,15 @@ def epoch_length(run: Run, num_examples: int, *, previous: RunRecord | None = No
     if previous is not None:
         return previous.epoch_steps
     steps = num_examples // run.config.batch_size
-    spe = registry.get_model(run.model).default_steps_per_execution
+    spe = run.knobs(image_shape).steps_per_execution
     return steps - steps % spe if steps >= spe else steps
 
 
-def default_steps_per_execution(run: Run, steps_per_epoch: int) -> int:
-    """The model's default steps per compiled call, or the largest divisor of the epoch below
-    it (a tiny epoch of 3 steps runs 3 per call)."""
-    spe = registry.get_model(run.model).default_steps_per_execution
+def default_steps_per_execution(run: Run, image_shape: Sequence[int], steps_per_epoch: int
+                                ) -> int:
+    """The model's default steps per compiled call (`Knobs.steps_per_execution`), or the
+    largest divisor of the epoch below it (a tiny epoch of 3 steps runs 3 per call)."""
+    spe = run.knobs(image_shape).steps_per_execution
     return next(n for n in range(spe, 0, -1) if steps_per_epoch % n == 0)
 
 

@@ -76,7 +76,8 @@ def evaluate(request: EvalRequest) -> dict[str, Any]:
     # before the model's own evaluation has run.
     evaluator = domains.for_dataset(run.dataset).evaluator(run, request.quality,
                                                            data_dir=request.data_dir)
-    if evaluator is None and not hasattr(model, "evaluate_model"):
+    likelihood = model.knobs(model.config, model.image_shape).likelihood
+    if evaluator is None and not likelihood:
         raise UserError(f"{run.model} has no evaluation of its own; measure sample quality "
                         "with --eval_samples > 0")
     step = int(model.global_step.numpy())
@@ -86,7 +87,7 @@ def evaluate(request: EvalRequest) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "metrics": {},
     }
-    if hasattr(model, "evaluate_model"):
+    if likelihood:
         dataset, _ = data.load(run.dataset, run.eval_split, batch_size=100, training=False,
                                data_dir=request.data_dir, image_size=run.image_size)
         results["metrics"] = model.evaluate_model(dataset, seed=request.seed)

@@ -59,7 +59,7 @@ def main() -> None:
     plots.save_grid(IMAGES / "diffusion_grid.png", samples,
                     title=f"{run.model} on {run.dataset}, step {step}, {args.steps} DDIM "
                           f"steps, seed {args.seed}")
-    _, trajectory = model.sample(8, seed=args.seed, steps=args.steps, return_trajectory=True)
+    _, trajectory = model.generate(8, seed=args.seed, steps=args.steps, return_trajectory=True)
     visited = samplers.timesteps(model.config.timesteps, args.steps, model.config.sample_spacing)
     plot_trajectory(trajectory.numpy(), visited, IMAGES / "diffusion_trajectory.png")
     print(f"wrote {IMAGES / 'diffusion_grid.png'} and {IMAGES / 'diffusion_trajectory.png'}")

@@ -143,7 +143,7 @@ def test_auto_jit_on_a_cpu_is_on_for_fully_connected_gans_only():
     def xla(model, dataset="digits", image_shape=(28, 28, 1), **changes):
         model_class = registry.get_model(model)
         config = dataclasses.replace(model_class.default_config(dataset), **changes)
-        return model_class.xla_on_cpu(config, image_shape)
+        return model_class.knobs(config, image_shape).xla_on_cpu
 
     assert xla("gan") and xla("dcgan", architecture="mlp")
     assert xla("dcgan", "ring8", image_shape=(2,))  # every GAN is an MLP on 2D points

@@ -136,7 +136,7 @@ def test_generate_shape_range_determinism_and_options(trained_cddpm):
 
 def test_trajectory_ends_at_the_sample(trained_cddpm):
     model = trained_cddpm
-    final, trajectory = model.sample(4, seed=1, steps=4, return_trajectory=True)
+    final, trajectory = model.generate(4, seed=1, steps=4, return_trajectory=True)
     assert trajectory.shape == (5, 4) + IMAGE_SHAPE
     np.testing.assert_allclose(final.numpy(), model.generate(4, seed=1, steps=4).numpy(),
                                atol=1e-6)

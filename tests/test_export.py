@@ -115,12 +115,12 @@ def _requests_and_expected(exported):
         labels = [7, 0, 3]
         add("cddpm", "sample", {"num_samples": 3, "seed": 5, "steps": steps,
                                 "guidance": guidance, "labels": labels},
-            {"images": diffusion.sample(3, seed=5, steps=steps, guidance=guidance,
-                                        labels=labels).numpy()})
+            {"images": diffusion.generate(3, seed=5, steps=steps, guidance=guidance,
+                                          labels=labels).numpy()})
     # Bad requests fail inside the graph with a message (TF Serving answers with an error).
     bad = {"num_samples": 3, "seed": 0, "steps": 2, "guidance": 2.0, "labels": [1, 2, 3]}
     add("cddpm", "sample", {**bad, "labels": [1, 2]}, {"error": "one label per sample"})
-    add("cddpm", "sample", {**bad, "labels": [1, 2, 10]}, {"error": "labels must be < 10"})
+    add("cddpm", "sample", {**bad, "labels": [1, 2, 10]}, {"error": "labels must be in [0, 10)"})
     add("cddpm", "sample", {**bad, "steps": 0}, {"error": "steps must be >= 1"})
     add("cddpm", "sample", {**bad, "steps": 51}, {"error": "steps must be <= 50"})
     return requests, expected

@@ -253,19 +253,20 @@ def test_default_steps_per_execution_always_divides_the_epoch():
         return request.Run(model=model, dataset="digits",
                            config=dataclasses.replace(config, **changes))
 
+    shape = (28, 28, 1)
     dcgan = make_run("dcgan")  # 60,000 / 64 = 937 batches, rounded down to a multiple of 4
-    assert train.epoch_length(dcgan, 60_000) == 936
-    assert train.default_steps_per_execution(dcgan, 936) == 4
-    assert train.default_steps_per_execution(dcgan, 6) == 3  # an explicit --steps_per_epoch
-    assert train.epoch_length(make_run("dcgan", steps_per_epoch=937), 60_000) == 937
-    assert train.epoch_length(dcgan, 130) == 2  # fewer batches than steps per call: kept
+    assert train.epoch_length(dcgan, 60_000, shape) == 936
+    assert train.default_steps_per_execution(dcgan, shape, 936) == 4
+    assert train.default_steps_per_execution(dcgan, shape, 6) == 3  # an explicit --steps_per_epoch
+    assert train.epoch_length(make_run("dcgan", steps_per_epoch=937), 60_000, shape) == 937
+    assert train.epoch_length(dcgan, 130, shape) == 2  # fewer batches than steps per call: kept
     ddpm = make_run("ddpm")  # diffusion: one step per call, its own 500-step epochs
-    assert train.epoch_length(ddpm, 60_000) == 500
-    assert train.default_steps_per_execution(ddpm, 500) == 1
+    assert train.epoch_length(ddpm, 60_000, shape) == 500
+    assert train.default_steps_per_execution(ddpm, shape, 500) == 1
     for model in registry.list_models():
         run = make_run(model)
-        steps = train.epoch_length(run, 60_000)
-        assert steps % train.default_steps_per_execution(run, steps) == 0
+        steps = train.epoch_length(run, 60_000, shape)
+        assert steps % train.default_steps_per_execution(run, shape, steps) == 0
 
 
 def test_a_run_keeps_its_epoch_length_and_older_records_are_refused(tmp_path,

@@ -12,10 +12,15 @@ A model says *what* to optimise and the base class says *how* to step:
 - `after_update(group)` runs after each optimizer step (EMA weights, for example).
 - `loss_names` lists the keys that are tracked with `keras.metrics.Mean` and shown in the
   progress bar and TensorBoard.
+- `sample_tensors(num_samples, seed, conditioning, **options)` is the one sampling computation;
+  `sampling_options()` declares its options. The base class's `generate` checks the inputs and
+  runs it through a cached `tf.function`; `aigc_zoo.export` serves the same computation.
+- `knobs(config, image_shape)` declares what the runner, the benchmark, evaluation and the
+  tests read about the model (steps per call, XLA on a CPU, sampling cost, capabilities).
 
 Keras compiles `train_step` with `tf.function(jit_compile=...)`; XLA comes from
 `compile(jit_compile=...)`, and `"auto"` turns it on where an accelerator is present and, on a
-CPU, where the class's `xla_on_cpu(config, image_shape)` says so (as `make benchmark`
+CPU, where the class's `knobs(config, image_shape).xla_on_cpu` says so (as `make benchmark`
 measured: graph mode wins for the convolutional networks, XLA for the fully connected `gan`).
 """
 
@@ -29,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from aigc_zoo import config as config_lib
-from aigc_zoo import distribute
+from aigc_zoo import distribute, export
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,19 +66,46 @@ class UpdateGroup:
 
 
 @dataclasses.dataclass(frozen=True)
-class ServingEndpoint:
-    """One signature of an exported SavedModel (see `aigc_zoo.export`).
+class SamplingOption:
+    """One option of `generate`, declared by a family's `sampling_options`.
 
     Args:
-        function: takes the named inputs of `inputs` as keyword arguments and returns a dict of
-            named output tensors; traced once with `inputs` as its input signature.
-        inputs: the named, typed inputs (TF Serving's request keys).
-        doc: what the signature returns, written to the export's `assets.extra/aigc_zoo.json`.
+        default: the value when `generate` is not given one; None lets the family's
+            `resolve_sampling_options` fill it in (a default that depends on another option).
+        dtype: for an option the sampling graph takes as a runtime scalar input (one trace
+            serves every value, and the export's `sample` signature takes it), its dtype; None
+            for a static option, fixed when the graph is traced (one graph per value; an export
+            fixes it at its default).
+        doc: what it does, for the export's signature description.
     """
 
-    function: Callable[..., dict[str, tf.Tensor]]
-    inputs: Sequence[tf.TensorSpec]
-    doc: str
+    default: Any
+    dtype: tf.DType | None = None
+    doc: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Knobs:
+    """What a model declares about itself, read by the runner, the benchmark, evaluation, the
+    export and the shared test harness (`GenerativeModel.knobs`).
+
+    Args:
+        steps_per_execution: train steps per compiled call when the runner is not told
+            (`--steps_per_execution`); an epoch over the whole split is rounded down to a
+            multiple of it.
+        xla_on_cpu: what `jit_compile="auto"` means for training on a CPU.
+        sampling_cost: network evaluations per sample of `generate` with its defaults; the
+            benchmark and the default `--eval_samples` size their work by it.
+        encodes: the model has `encode(images, labels)` and `decode(latents, labels)`.
+        likelihood: the model has `evaluate_model(dataset, seed=...)`, its own evaluation
+            (likelihood bounds) in `--mode=eval`.
+    """
+
+    steps_per_execution: int = 1
+    xla_on_cpu: bool = False
+    sampling_cost: float = 1.0
+    encodes: bool = False
+    likelihood: bool = False
 
 
 def _with_loss_scaling(group: UpdateGroup) -> UpdateGroup:
@@ -106,11 +138,11 @@ def resolve_jit_compile(jit_compile: str | bool, *, on_cpu: bool = False) -> boo
     return bool(jit_compile)
 
 
-class GenerativeModel(keras.Model):
+class GenerativeModel(export.KerasFile, keras.Model):
     """Base class of every model in the zoo; owns `train_step` and `test_step`.
 
     Subclasses set `config_class` (a `TrainConfig` dataclass), `loss_names`, optionally
-    `default_dataset`, and implement `update_groups`, `compute_losses` and `generate`.
+    `default_dataset`, and implement `update_groups`, `compute_losses` and `sample_tensors`.
     Networks are built in `__init__` (functional models with a known input shape), so the
     model is complete before `compile`.
 
@@ -126,10 +158,6 @@ class GenerativeModel(keras.Model):
     default_dataset: ClassVar[str] = "digits"
     conditional: ClassVar[bool] = False  # True: generate() and compute_losses use labels
     registered_name: ClassVar[str] = ""  # set by registry.register_model
-    # Train steps per compiled call when the runner is not told (`--steps_per_execution`):
-    # `make benchmark` measured 4 faster than 1 for the GANs and VAEs on a CPU, not for the
-    # diffusion U-Net. An epoch over the whole split is rounded down to a multiple of it.
-    default_steps_per_execution: ClassVar[int] = 1
 
     def __init__(self, config: config_lib.TrainConfig, *, image_shape: Sequence[int],
                  num_classes: int | None = None, seed: int = 0, **kwargs: Any):
@@ -145,15 +173,16 @@ class GenerativeModel(keras.Model):
                                           name="global_step", aggregation="only_first_replica")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
         self._groups: tuple[UpdateGroup, ...] = ()
+        self._sampling_functions: dict[tuple, Any] = {}
 
     # -- what subclasses provide ---------------------------------------------------------------
 
     @classmethod
-    def xla_on_cpu(cls, config: config_lib.TrainConfig, image_shape: Sequence[int]) -> bool:
-        """What `jit_compile="auto"` means on a CPU for this config. oneDNN's convolutions beat
-        XLA's there, so graph mode (False) wins for convolutional networks; `make benchmark`
-        decides (docs/performance.md)."""
-        return False
+    def knobs(cls, config: config_lib.TrainConfig, image_shape: Sequence[int]) -> Knobs:
+        """What this model declares about itself for `config` (see `Knobs`). The defaults are
+        `make benchmark`'s measurements (docs/performance.md): oneDNN's convolutions beat XLA's
+        on a CPU, so graph mode for convolutional networks, and 1 step per compiled call."""
+        return Knobs()
 
     @classmethod
     def default_config(cls, dataset: str | None = None) -> config_lib.TrainConfig:
@@ -185,100 +214,151 @@ class GenerativeModel(keras.Model):
     def after_update(self, group: str) -> None:
         """Hook run after each optimizer step of `group`; nothing by default."""
 
-    def generate(self, num_samples: int, *, seed: int = 0, **options: Any) -> tf.Tensor:
-        """`num_samples` images in [-1, 1], NHWC, deterministic for `seed`."""
-        raise NotImplementedError
+    def sample_tensors(self, num_samples: tf.Tensor, seed: tf.Tensor,
+                       conditioning: dict[str, tf.Tensor], **options: Any) -> Any:
+        """The family's one sampling computation, traceable, deterministic for `seed`.
 
-    def generate_tensors(self, num_samples: tf.Tensor, seed: tf.Tensor,
-                         labels: tf.Tensor | None) -> tf.Tensor:
-        """`generate`'s default samples as one traceable computation (no Python-side checks).
-
-        Both `generate` and the exported SavedModel's `generate` signature run it, so they give
-        the same samples for a seed.
+        `generate` runs it through a cached `tf.function` and the export's signatures run the
+        same code, so a SavedModel's samples equal the model's for a seed.
 
         Args:
             num_samples: int32 scalar.
-            seed: int64 scalar; the stateless draws use the seed pair [seed, 0].
-            labels: int32 [num_samples] for conditional models (already checked), else None.
+            seed: int64 scalar; stateless draws use the seed pair [seed, 0] (and its folds).
+            conditioning: the checked inputs of `conditioning_specs` (labels [num_samples]).
+            **options: every option of `sampling_options`, resolved: static ones as Python
+                values, runtime ones as scalar tensors of their dtype.
+        Returns:
+            Samples [num_samples, H, W, C] in [-1, 1] (2D points for toy datasets); a family
+            may return more for a static option that asks for it (diffusion's trajectory).
         """
         raise NotImplementedError
 
-    def prepare_sampling(self) -> None:
-        """Bring sampling-only state up to date before export (GANs: standing BN statistics)."""
+    def sampling_options(self) -> dict[str, SamplingOption]:
+        """`generate`'s options beyond seed and conditioning, by name, with their defaults
+        (which read the config's sampling fields); none by default."""
+        return {}
 
-    def serving_endpoints(self) -> dict[str, ServingEndpoint]:
-        """The signatures `aigc_zoo.export` writes; families add theirs to this `generate`."""
-        inputs = [tf.TensorSpec([], tf.int32, name="num_samples"),
-                  tf.TensorSpec([], tf.int32, name="seed")]
-        doc = "images [num_samples, H, W, C] in [-1, 1] (points for 2D datasets)"
+    def resolve_sampling_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Fill the defaults that depend on other options and check every value (`ValueError`).
+
+        `options` holds every declared option, a default where `generate` was not given one.
+        """
+        return options
+
+    def prepare_sampling(self, options: dict[str, Any]) -> None:
+        """Bring sampling-only state up to date before sampling with `options` (resolved) and
+        before export (GANs: the weight average's standing batch-norm statistics)."""
+
+    def serving_endpoints(self) -> dict[str, Any]:
+        """The family's own exported signatures (`export.ServingEndpoint` by name), beside the
+        `generate` and `sample` that `aigc_zoo.export` makes for every model."""
+        return {}
+
+    # -- sampling: what the base class does ----------------------------------------------------
+
+    def conditioning_specs(self) -> dict[str, tf.TensorSpec]:
+        """The conditioning inputs of `sample_tensors`, `generate` and the exported signatures."""
         if self.conditional:
-            inputs.append(tf.TensorSpec([None], tf.int32, name="labels"))
-            doc += "; labels [num_samples] in [0, num_classes), or [] for 0, 1, 2, ... cycling"
+            return {"labels": tf.TensorSpec([None], tf.int32, name="labels")}
+        return {}
 
-        def generate(num_samples, seed, labels=None):
-            labels = self.graph_labels(labels, num_samples) if self.conditional else None
-            return {"images": self.generate_tensors(num_samples, tf.cast(seed, tf.int64), labels)}
+    def check_conditioning(self, conditioning: dict[str, Any], num_samples: Any
+                           ) -> dict[str, tf.Tensor]:
+        """The conditioning inputs as checked tensors, in eager mode and in a graph alike.
 
-        return {"generate": ServingEndpoint(generate, inputs, doc)}
-
-    def graph_labels(self, labels: tf.Tensor, num_samples: tf.Tensor) -> tf.Tensor:
-        """In-graph `sample_labels`: [] means 0, 1, 2, ... cycling; others are checked when run."""
-        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+        Labels [] mean 0, 1, 2, ... cycling; a wrong count or a label outside
+        [0, num_classes) fails the checks (`tf.errors.InvalidArgumentError`).
+        """
+        if not self.conditional:
+            return {}
+        labels = tf.cast(tf.reshape(conditioning["labels"], [-1]), tf.int32)
         cycling = tf.range(num_samples, dtype=tf.int32) % self.num_classes
         labels = tf.cond(tf.size(labels) == 0, lambda: cycling, lambda: labels)
         # The checks guard the labels' users: without the dependency a wrong count could reach
         # the network first and fail there with a shape error instead of this message.
+        in_range = f"labels must be in [0, {self.num_classes})"
         checks = [
             tf.debugging.assert_equal(tf.size(labels), num_samples,
                                       message="need one label per sample"),
-            tf.debugging.assert_greater_equal(labels, 0, message="labels must be >= 0"),
-            tf.debugging.assert_less(labels, self.num_classes,
-                                     message=f"labels must be < {self.num_classes}")]
+            tf.debugging.assert_greater_equal(labels, 0, message=in_range),
+            tf.debugging.assert_less(labels, self.num_classes, message=in_range)]
         with tf.control_dependencies(checks):
-            return tf.identity(labels)
+            return {"labels": tf.identity(labels)}
 
-    def _generate_in_graph(self, num_samples: int, seed: int, labels: Any) -> tf.Tensor:
-        """`generate_tensors` through one cached `tf.function`, as the SavedModel runs it."""
-        if getattr(self, "_generate_function", None) is None:
-            # The exported signature's inputs: one trace serves every number of samples.
-            signature = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64)]
-            if self.conditional:
-                signature.append(tf.TensorSpec([None], tf.int32))
-            self._generate_function = tf.function(
-                lambda num_samples, seed, labels=None: self.generate_tensors(
-                    num_samples, seed, labels), input_signature=signature)
-        labels = self.sample_labels(labels, num_samples)  # None for an unconditional model
-        return self._generate_function(
+    def resolved_sampling_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Every declared option: the given ones, defaults for the rest, resolved and checked.
+
+        Raises:
+            TypeError: for an option the family does not declare.
+            ValueError: for a bad value.
+        """
+        declared = self.sampling_options()
+        unknown = sorted(set(options) - set(declared))
+        if unknown:
+            raise TypeError(f"{self.registered_name or type(self).__name__} has no sampling "
+                            f"options {unknown}; its options: {sorted(declared) or 'none'}")
+        values = {name: option.default if options.get(name) is None else options[name]
+                  for name, option in declared.items()}
+        return self.resolve_sampling_options(values)
+
+    def generate(self, num_samples: int, *, seed: int = 0, labels: Any = None,
+                 **options: Any) -> Any:
+        """`num_samples` samples in [-1, 1], NHWC (2D points for toy datasets), the same for
+        the same seed, labels and options.
+
+        Args:
+            num_samples: samples to draw.
+            seed: an integer in [0, 2**32).
+            labels: a conditional model's labels [num_samples] (default 0, 1, 2, ... cycling).
+            **options: the family's `sampling_options` (diffusion: steps, guidance, ...).
+        Raises:
+            ValueError: labels an unconditional model would ignore, bad labels or option
+                values. TypeError: an option the family does not have.
+        """
+        values = self.resolved_sampling_options(options)
+        if labels is not None and not self.conditional:
+            raise ValueError(f"{self.registered_name or type(self).__name__} is "
+                             "unconditional and takes no labels")
+        given = {} if labels is None else {"labels": np.asarray(labels).reshape(-1)}
+        if self.conditional:
+            given.setdefault("labels", np.zeros([0], np.int32))
+            if given["labels"].size and given["labels"].dtype.kind not in "iu":
+                raise ValueError(f"labels must be integers, not {given['labels'].dtype}")
+        try:
+            conditioning = self.check_conditioning(given, num_samples)
+        except tf.errors.InvalidArgumentError as error:
+            raise ValueError(error.message.splitlines()[0]) from None
+        self.prepare_sampling(values)
+        declared = self.sampling_options()
+        static = {name: values[name] for name, option in declared.items() if option.dtype is None}
+        runtime = [tf.constant(values[name], option.dtype)
+                   for name, option in declared.items() if option.dtype is not None]
+        return self._sampling_function(static)(
             tf.constant(num_samples, tf.int32), tf.constant(seed, tf.int64),
-            *([] if labels is None else [tf.cast(labels, tf.int32)]))
+            *conditioning.values(), *runtime)
 
-    # -- serialisation (`.keras` files) ---------------------------------------------------------
+    def _sampling_function(self, static: dict[str, Any]) -> Any:
+        """`sample_tensors` with these static options as one cached `tf.function` whose
+        inputs are the export's (any number of samples, labels and runtime options: one trace);
+        XLA where a GPU or TPU is present."""
+        key = tuple(sorted(static.items()))
+        if key not in self._sampling_functions:
+            conditioning = self.conditioning_specs()
+            runtime = {name: option.dtype for name, option in self.sampling_options().items()
+                       if option.dtype is not None}
+            signature = [tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64),
+                         *(tf.TensorSpec(spec.shape, spec.dtype)
+                           for spec in conditioning.values()),
+                         *(tf.TensorSpec([], dtype) for dtype in runtime.values())]
 
-    def get_config(self) -> dict[str, Any]:
-        """Everything `from_config` needs to rebuild the model (weights come separately)."""
-        return {**super().get_config(), "model": self.registered_name,
-                "config": config_lib.to_dict(self.config), "image_shape": list(self.image_shape),
-                "num_classes": self.num_classes, "seed": self.seed}
+            def sample(num_samples, seed, *inputs):
+                given = dict(zip(conditioning, inputs[:len(conditioning)]))
+                values = dict(zip(runtime, inputs[len(conditioning):]))
+                return self.sample_tensors(num_samples, seed, given, **static, **values)
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "GenerativeModel":
-        values = dict(config)
-        name = values.pop("model", cls.registered_name)
-        if name != cls.registered_name:
-            raise ValueError(f"a saved {name!r} model cannot be loaded as "
-                             f"{cls.registered_name!r}")
-        model_config = config_lib.from_dict(cls.config_class, values.pop("config"))
-        return cls(model_config, image_shape=values.pop("image_shape"),
-                   num_classes=values.pop("num_classes"), seed=values.pop("seed"), **values)
-
-    def get_compile_config(self) -> dict[str, Any]:
-        # `compile` is this class's own, so Keras' default (its optimizer, loss, ...) would not
-        # fit; a loaded model is compiled again with the same options (fresh optimizers: the
-        # `.keras` file is for inference and fine-tuning, checkpoints carry the training state).
-        return dict(self._compile_options) if self.compiled else {}
-
-    def compile_from_config(self, config: dict[str, Any]) -> None:
-        self.compile(**config)
+            self._sampling_functions[key] = tf.function(
+                sample, input_signature=signature, jit_compile=resolve_jit_compile("auto"))
+        return self._sampling_functions[key]
 
     # -- what the base class does --------------------------------------------------------------
 
@@ -288,7 +368,7 @@ class GenerativeModel(keras.Model):
 
         Args:
             jit_compile: True, False or "auto" (XLA where a GPU or TPU is present; on a CPU,
-                as the class's `xla_on_cpu` says).
+                as the class's `knobs(...).xla_on_cpu` says).
             steps_per_execution: train steps per call of the compiled function.
         """
         self._compile_options = {"jit_compile": jit_compile,
@@ -305,7 +385,8 @@ class GenerativeModel(keras.Model):
         self.built = True
         super().compile(optimizer=None,
                         jit_compile=resolve_jit_compile(
-                            jit_compile, on_cpu=self.xla_on_cpu(self.config, self.image_shape)),
+                            jit_compile,
+                            on_cpu=self.knobs(self.config, self.image_shape).xla_on_cpu),
                         steps_per_execution=steps_per_execution, **kwargs)
 
     def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
@@ -331,28 +412,6 @@ class GenerativeModel(keras.Model):
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
         return list(self.trackers.values())
-
-    def sample_labels(self, labels: Any, num_samples: int) -> tf.Tensor | None:
-        """The int32 labels [num_samples] for `generate`, checked; None for unconditional models.
-
-        A conditional model without `labels` cycles 0, 1, 2, ...; labels outside
-        [0, num_classes) or of the wrong length raise `ValueError`, and so do labels given to an
-        unconditional model (which would ignore them).
-        """
-        if not self.conditional:
-            if labels is not None:
-                raise ValueError(f"{self.registered_name or type(self).__name__} is "
-                                 "unconditional and takes no labels")
-            return None
-        if labels is None:
-            return tf.range(num_samples, dtype=tf.int32) % self.num_classes
-        values = np.asarray(labels).reshape(-1)
-        if values.shape[0] != num_samples:
-            raise ValueError(f"got {values.shape[0]} labels for {num_samples} samples")
-        if values.size and (values.min() < 0 or values.max() >= self.num_classes):
-            raise ValueError(f"labels must be in [0, {self.num_classes}), got "
-                             f"{values.min()}..{values.max()}")
-        return tf.constant(values, tf.int32)
 
     def random_seed(self) -> tf.Tensor:
         """A fresh stateless seed ([2] ints) for one random draw; the same on every replica.

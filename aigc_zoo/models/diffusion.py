@@ -16,7 +16,7 @@ updated after every optimizer step and is what `generate` samples with, by DDIM 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import tensorflow as tf
@@ -132,11 +132,12 @@ class DDPM(base.GenerativeModel):
             num_classes=self.num_classes if self.conditional else None,
             dropout=config.dropout)
         self.ema = ema.WeightAverage(self.unet, decay=config.ema_decay)
-        # One graph per set of Python options (eta, sampler, ...), made on first use; its
-        # tensor inputs take any batch size, steps and guidance, as the exported `sample` does.
-        self._sample_graphs: dict[tuple, Any] = {}
-        self._sample_jit = base.resolve_jit_compile(
-            "auto", on_cpu=self.xla_on_cpu(config, self.image_shape))
+
+    @classmethod
+    def knobs(cls, config: DiffusionConfig, image_shape: Sequence[int]) -> base.Knobs:
+        # Guidance other than 0 or 1 runs the network on a doubled batch (`_denoise_fn`).
+        guided = cls.conditional and config.guidance not in (0.0, 1.0)
+        return base.Knobs(sampling_cost=config.sample_steps * (2 if guided else 1))
 
     @classmethod
     def tiny_config(cls) -> DiffusionConfig:
@@ -226,117 +227,58 @@ class DDPM(base.GenerativeModel):
             [(tf.equal(guidance, 1.0), lambda: predict(x, t, labels)),
              (tf.equal(guidance, 0.0), lambda: predict(x, t, null))], default=lambda: guided(x, t))
 
-    def _sample(self, seed: tf.Tensor, labels: tf.Tensor, num_samples: tf.Tensor,
-                steps: tf.Tensor, guidance: tf.Tensor, *, eta: float, sampler: str, spacing: str,
-                return_trajectory: bool) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
-        """Unclipped samples; `seed` int64 scalar, `num_samples` and `steps` int32 scalars,
-        `guidance` float32 scalar, all runtime tensors; the keyword options are static."""
+    def sampling_options(self) -> dict[str, base.SamplingOption]:
+        config = self.config
+        options = {
+            "steps": base.SamplingOption(
+                None, tf.int32, f"network evaluations (1..{config.timesteps}; default "
+                "sample_steps for DDIM, all T for DDPM)"),
+            "eta": base.SamplingOption(config.sample_eta, doc="DDIM's eta (0: deterministic)"),
+            "sampler": base.SamplingOption("ddim", doc="ddim, or ddpm (ancestral)"),
+            "spacing": base.SamplingOption(config.sample_spacing, doc="timestep spacing"),
+            "return_trajectory": base.SamplingOption(
+                False, doc="also return x_t after every step, [steps + 1, N, H, W, C]"),
+        }
+        if self.conditional:
+            options["guidance"] = base.SamplingOption(
+                config.guidance, tf.float32, "classifier-free guidance scale (0: unconditional, "
+                "1: conditional, above: guided)")
+        return options
+
+    def resolve_sampling_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        config = self.config
+        if options["sampler"] not in SAMPLERS:
+            raise ValueError(f"unknown sampler {options['sampler']!r}; choose one of {SAMPLERS}")
+        if options["steps"] is None:
+            options["steps"] = (config.sample_steps if options["sampler"] == "ddim"
+                                else config.timesteps)
+        samplers.timesteps(config.timesteps, options["steps"], options["spacing"])  # ValueError
+        options["eta"] = float(options["eta"])
+        if self.conditional:
+            options["guidance"] = float(options["guidance"])
+        return options
+
+    def sample_tensors(self, num_samples: tf.Tensor, seed: tf.Tensor,
+                       conditioning: dict[str, tf.Tensor], *, steps: tf.Tensor, eta: float,
+                       sampler: str, spacing: str, return_trajectory: bool,
+                       guidance: tf.Tensor | None = None) -> Any:
+        """Samples clipped to [-1, 1] with the EMA weights; `steps` (int32) and `guidance`
+        (float32) are runtime scalars, the other options static."""
         seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
         noise = tf.random.stateless_normal(tf.stack([num_samples, *self.image_shape]), seed)
-        denoise_fn = self._denoise_fn(labels if self.conditional else None, guidance)
+        denoise_fn = self._denoise_fn(conditioning.get("labels"),
+                                      tf.constant(1.0) if guidance is None else guidance)
         step_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         options = dict(steps=steps, spacing=spacing, prediction=self.config.prediction,
                        seed=step_seed, return_trajectory=return_trajectory)
         if sampler == "ddim":
-            return samplers.ddim_sample(denoise_fn, noise, self.alphas_cumprod, eta=eta,
-                                        **options)
-        return samplers.ddpm_sample(denoise_fn, noise, self.alphas_cumprod, **options)
-
-    def _sample_graph(self, **options: Any) -> Any:
-        """`_sample` with these static `options`, traced once for every input size."""
-        key = tuple(sorted(options.items()))
-        if key not in self._sample_graphs:
-            signature = [tf.TensorSpec([], tf.int64), tf.TensorSpec([None], tf.int32),
-                         tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
-                         tf.TensorSpec([], tf.float32)]
-            self._sample_graphs[key] = tf.function(
-                lambda *inputs: self._sample(*inputs, **options), input_signature=signature,
-                jit_compile=self._sample_jit)
-        return self._sample_graphs[key]
-
-    def sample(self, num_samples: int, *, seed: int = 0, steps: int | None = None,
-               eta: float | None = None, guidance: float | None = None, labels: Any = None,
-               sampler: str = "ddim", spacing: str | None = None,
-               return_trajectory: bool = False) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
-        """Samples with the EMA weights, clipped to [-1, 1]; optionally x_t at every step.
-
-        Args:
-            num_samples: images to draw.
-            seed: the same seed gives the same images.
-            steps: network evaluations (default `sample_steps`; DDPM: all T when None).
-            eta: DDIM's eta (default `sample_eta`); ignored by DDPM.
-            guidance: `cddpm`'s classifier-free guidance scale (default `guidance`).
-            labels: `cddpm`'s labels [num_samples] (default 0, 1, 2, ... cycling).
-            sampler: "ddim" or "ddpm" (ancestral).
-            spacing: timestep spacing (default `sample_spacing`).
-            return_trajectory: also return x_t after every step, [steps + 1, N, H, W, C].
-        """
-        config = self.config
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
-        if steps is None:
-            steps = config.sample_steps if sampler == "ddim" else config.timesteps
-        spacing = spacing or config.sample_spacing
-        samplers.timesteps(config.timesteps, steps, spacing)  # ValueError for bad steps
-        eta = config.sample_eta if eta is None else float(eta)
-        guidance = config.guidance if guidance is None else float(guidance)
-        labels = self.sample_labels(labels, num_samples)
-        if labels is None:  # unconditional: the graph takes a labels tensor all the same
-            labels = tf.zeros([num_samples], tf.int32)
-        result = self._sample_graph(eta=eta, sampler=sampler, spacing=spacing,
-                                    return_trajectory=return_trajectory)(
-            tf.constant(seed, tf.int64), tf.cast(labels, tf.int32),
-            tf.constant(num_samples, tf.int32), tf.constant(steps, tf.int32),
-            tf.constant(guidance if self.conditional else 1.0, tf.float32))
+            result = samplers.ddim_sample(denoise_fn, noise, self.alphas_cumprod, eta=eta,
+                                          **options)
+        else:
+            result = samplers.ddpm_sample(denoise_fn, noise, self.alphas_cumprod, **options)
         if return_trajectory:
             return tf.clip_by_value(result[0], -1.0, 1.0), result[1]
         return tf.clip_by_value(result, -1.0, 1.0)
-
-    def generate(self, num_samples: int, *, seed: int = 0, steps: int | None = None,
-                 eta: float | None = None, guidance: float | None = None, labels: Any = None,
-                 sampler: str = "ddim", **options: Any) -> tf.Tensor:
-        """`num_samples` images in [-1, 1], NHWC, deterministic for `seed` (see `sample`)."""
-        if options:
-            raise TypeError(f"unexpected options {sorted(options)}")
-        return self.sample(num_samples, seed=seed, steps=steps, eta=eta, guidance=guidance,
-                           labels=labels, sampler=sampler)
-
-    def generate_tensors(self, num_samples: tf.Tensor, seed: tf.Tensor,
-                         labels: tf.Tensor | None) -> tf.Tensor:
-        """`generate` with the config's sampling defaults (DDIM), as one traceable call."""
-        config = self.config
-        return self._exported_sample(num_samples, seed, tf.constant(config.sample_steps),
-                                     tf.constant(config.guidance, tf.float32), labels)
-
-    def _exported_sample(self, num_samples, seed, steps, guidance, labels) -> tf.Tensor:
-        if labels is None:
-            labels = tf.zeros([num_samples], tf.int32)
-        samples = self._sample(tf.cast(seed, tf.int64), labels, num_samples, steps,
-                               guidance if self.conditional else tf.constant(1.0),
-                               eta=self.config.sample_eta, sampler="ddim",
-                               spacing=self.config.sample_spacing, return_trajectory=False)
-        return tf.clip_by_value(samples, -1.0, 1.0)
-
-    def serving_endpoints(self) -> dict[str, base.ServingEndpoint]:
-        endpoints = super().serving_endpoints()
-        inputs = [tf.TensorSpec([], tf.int32, name="num_samples"),
-                  tf.TensorSpec([], tf.int32, name="seed"),
-                  tf.TensorSpec([], tf.int32, name="steps")]
-        doc = (f"DDIM images [num_samples, H, W, C] in [-1, 1] with `steps` network evaluations "
-               f"(1..{self.config.timesteps}); eta={self.config.sample_eta} and spacing "
-               f"{self.config.sample_spacing!r} are fixed at export")
-        if self.conditional:
-            inputs += [tf.TensorSpec([], tf.float32, name="guidance"),
-                       tf.TensorSpec([None], tf.int32, name="labels")]
-            doc += "; guidance: classifier-free scale; labels as for generate"
-
-        def sample(num_samples, seed, steps, guidance=None, labels=None):
-            if self.conditional:
-                labels = self.graph_labels(labels, num_samples)
-            return {"images": self._exported_sample(num_samples, seed, steps, guidance, labels)}
-
-        endpoints["sample"] = base.ServingEndpoint(sample, inputs, doc)
-        return endpoints
 
 
 @registry.register_model("cddpm")

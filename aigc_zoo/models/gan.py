@@ -138,14 +138,14 @@ class GAN(base.GenerativeModel):
     """
 
     config_class = GANConfig
-    default_steps_per_execution = 4  # measured faster than 1 on a CPU (make benchmark)
 
     @classmethod
-    def xla_on_cpu(cls, config: GANConfig, image_shape: Sequence[int]) -> bool:
-        # Fully connected networks (`gan`, and every variant on 2D points): XLA's fused step
-        # was 1.6x faster than graph mode for `gan` on a CPU (make benchmark); the
-        # convolutional ones are faster in graph mode.
-        return domains.holds_points(image_shape) or config.architecture == "mlp"
+    def knobs(cls, config: GANConfig, image_shape: Sequence[int]) -> base.Knobs:
+        # 4 steps per call measured faster than 1 on a CPU (make benchmark). Fully connected
+        # networks (`gan`, and every variant on 2D points): XLA's fused step was 1.6x faster
+        # than graph mode for `gan` on a CPU; the convolutional ones are faster in graph mode.
+        return base.Knobs(steps_per_execution=4, xla_on_cpu=domains.holds_points(image_shape)
+                          or config.architecture == "mlp")
 
     def __init__(self, config: GANConfig, **kwargs: Any):
         super().__init__(config, **kwargs)
@@ -293,38 +293,35 @@ class GAN(base.GenerativeModel):
             return latents
         return [latents, tf.range(count) % self.num_classes]
 
-    def generate(self, num_samples: int, *, seed: int = 0, labels: Any = None,
-                 average: bool = True, standing: bool = True, **options: Any) -> tf.Tensor:
-        """`num_samples` samples, deterministic for `seed`: images in [-1, 1] or 2D points.
+    def sampling_options(self) -> dict[str, base.SamplingOption]:
+        return {
+            # Static: each is its own graph. The defaults are what exports serve.
+            "average": base.SamplingOption(True, doc="sample from the weight average (when "
+                                           "ema_decay > 0), else the live generator"),
+            "standing": base.SamplingOption(True, doc="give the average batch-norm statistics "
+                                            "of its own activations first (False keeps what it "
+                                            "holds: for experiments/ema_batchnorm.py)"),
+        }
 
-        Args:
-            labels: class labels [num_samples] for `cgan` (default: 0, 1, 2, ... cycling).
-            average: sample from the weight average (when `ema_decay` > 0).
-            standing: give the average batch-norm statistics of its own activations first
-                (False keeps whatever it holds: for experiments/ema_batchnorm.py).
-        """
-        if options:
-            raise TypeError(f"unknown generate options {sorted(options)}")
-        if average and standing:  # the default: what `generate_tensors` and exports do
-            self.prepare_sampling()
-            return self._generate_in_graph(num_samples, seed, labels)
+    def resolve_sampling_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        for name, value in options.items():
+            if not isinstance(value, bool):
+                raise ValueError(f"sampling option {name} must be True or False, not {value!r}")
+        return options
+
+    def prepare_sampling(self, options: dict[str, Any]) -> None:
+        """Give the weight average standing batch-norm statistics (if not done since training)."""
+        if self.generator_average is not None and options["average"] and options["standing"]:
+            self.generator_average.ensure_statistics(self._statistics_inputs)
+
+    def sample_tensors(self, num_samples: tf.Tensor, seed: tf.Tensor,
+                       conditioning: dict[str, tf.Tensor], *, average: bool,
+                       standing: bool) -> tf.Tensor:
+        """Samples of the weight average (`average`, when there is one) or the generator."""
         network = self.generator
         if average and self.generator_average is not None:
             network = self.generator_average.averaged
-        return self._samples(network, num_samples, tf.constant(seed, tf.int64),
-                             self.sample_labels(labels, num_samples))
-
-    def prepare_sampling(self) -> None:
-        """Give the weight average standing batch-norm statistics (if not done since training)."""
-        if self.generator_average is not None:
-            self.generator_average.ensure_statistics(self._statistics_inputs)
-
-    def generate_tensors(self, num_samples: tf.Tensor, seed: tf.Tensor,
-                         labels: tf.Tensor | None) -> tf.Tensor:
-        """Samples of the weight average (call `prepare_sampling` first) or the generator."""
-        network = (self.generator if self.generator_average is None
-                   else self.generator_average.averaged)
-        return self._samples(network, num_samples, seed, labels)
+        return self._samples(network, num_samples, seed, conditioning.get("labels"))
 
     def _samples(self, network: keras.Model, num_samples, seed: tf.Tensor,
                  labels: tf.Tensor | None) -> tf.Tensor:

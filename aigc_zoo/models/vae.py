@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import tensorflow as tf
 
 from aigc_zoo import config as config_lib
-from aigc_zoo import losses
+from aigc_zoo import export, losses
 from aigc_zoo import registry
 from aigc_zoo.errors import UserError
 from aigc_zoo.models import base
@@ -86,7 +86,6 @@ class VAE(base.GenerativeModel):
     """
 
     config_class = VAEConfig
-    default_steps_per_execution = 4  # measured faster than 1 on a CPU (make benchmark)
     loss_names = ("loss", "reconstruction", "kl")
 
     def __init__(self, config: VAEConfig, **kwargs: Any):
@@ -100,6 +99,11 @@ class VAE(base.GenerativeModel):
                                              2 * config.latent_dim, extra_channels=label_dims)
         self.decoder = networks.conv_decoder(config.latent_dim + label_dims, self.image_shape,
                                              config.filters, decoder_channels)
+
+    @classmethod
+    def knobs(cls, config: VAEConfig, image_shape: Sequence[int]) -> base.Knobs:
+        # 4 steps per call measured faster than 1 on a CPU (make benchmark).
+        return base.Knobs(steps_per_execution=4, encodes=True, likelihood=True)
 
     @classmethod
     def tiny_config(cls) -> VAEConfig:
@@ -150,21 +154,14 @@ class VAE(base.GenerativeModel):
         mean, _ = self.encode(images, labels)
         return self.decode(mean, labels)
 
-    def generate(self, num_samples: int, *, seed: int = 0, labels: Any = None,
-                 **options: Any) -> tf.Tensor:
-        """Decoded prior samples; `cvae` takes `labels` (default: 0, 1, 2, ... cycling)."""
-        if options:
-            raise TypeError(f"unexpected options {sorted(options)}")
-        return self._generate_in_graph(num_samples, seed, labels)
-
-    def generate_tensors(self, num_samples: tf.Tensor, seed: tf.Tensor,
-                         labels: tf.Tensor | None) -> tf.Tensor:
+    def sample_tensors(self, num_samples: tf.Tensor, seed: tf.Tensor,
+                       conditioning: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Decoded prior samples; `cvae` decodes them with its `labels`."""
         seed_pair = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
         z = tf.random.stateless_normal([num_samples, self.config.latent_dim], seed=seed_pair)
-        return self.decode(z, labels)
+        return self.decode(z, conditioning.get("labels"))
 
-    def serving_endpoints(self) -> dict[str, base.ServingEndpoint]:
-        endpoints = super().serving_endpoints()
+    def serving_endpoints(self) -> dict[str, export.ServingEndpoint]:
         label_inputs = ([tf.TensorSpec([None], tf.int32, name="labels")] if self.conditional
                         else [])
         label_doc = "; labels [batch]" if self.conditional else ""
@@ -176,12 +173,13 @@ class VAE(base.GenerativeModel):
         def decode(latents, labels=None):
             return {"images": self.decode(latents, labels)}
 
-        endpoints["encode"] = base.ServingEndpoint(
+        endpoints = {}
+        endpoints["encode"] = export.ServingEndpoint(
             encode, [tf.TensorSpec([None, *self.image_shape], tf.float32, name="images"),
                      *label_inputs],
             "mean and log_var [batch, latent_dim] of q(z | images); images in [-1, 1]"
             + label_doc)
-        endpoints["decode"] = base.ServingEndpoint(
+        endpoints["decode"] = export.ServingEndpoint(
             decode, [tf.TensorSpec([None, self.config.latent_dim], tf.float32, name="latents"),
                      *label_inputs],
             "the decoder's mean images in [-1, 1] for latents [batch, latent_dim]" + label_doc)
