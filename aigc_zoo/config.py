@@ -38,6 +38,37 @@ class TrainConfig:
                "an integer >= 0 (0: the whole split)")
 
 
+def sampling_field(default: Any) -> Any:
+    """A config field that only changes sampling or evaluation (diffusion's `sample_steps`, a
+    VAE's `eval_importance_samples`): `--set` may change it in `--mode=sample|eval|export`,
+    and a resume that changes it is the same run."""
+    return dataclasses.field(default=default, metadata={"sampling": True})
+
+
+def sampling_fields(config: TrainConfig | type[TrainConfig]) -> frozenset[str]:
+    """Names of the config's `sampling_field`s."""
+    return frozenset(f.name for f in dataclasses.fields(config) if f.metadata.get("sampling"))
+
+
+def override_sampling(config: TrainConfig, assignments: Iterable[str], *, mode: str
+                      ) -> TrainConfig:
+    """`override` for a trained run: only its sampling fields may change, then checked.
+
+    Raises:
+        UserError: for a field that is not a sampling field (naming those there are).
+    """
+    allowed = sampling_fields(config)
+    for assignment in assignments:
+        name = assignment.partition("=")[0].strip()
+        if name not in allowed:
+            choices = ", ".join(sorted(allowed)) or "none for this model"
+            raise UserError(f"--mode={mode} can only change sampling and evaluation config "
+                            f"fields ({choices}), not {name!r}")
+    changed = override(config, assignments)
+    changed.validate()
+    return changed
+
+
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:
     if not ok:
         raise UserError(f"bad value {name}={value!r}: expected {allowed}")

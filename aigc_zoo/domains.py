@@ -38,6 +38,11 @@ class Evaluator(Protocol):
         """One line for the end of an epoch."""
 
 
+# The per-epoch picture's full size is kept up to this many network evaluations per sample
+# (diffusion's default 20 DDIM steps), fewer samples beyond it (`Domain.grid_size`).
+GRID_COST = 20
+
+
 class Domain:
     """How samples of one kind of data are shown and measured.
 
@@ -66,6 +71,14 @@ class Domain:
     def evaluate_every(self, eval_every_epochs: int) -> int:
         """Epochs between evaluations during training (0: none), given the user's choice."""
         return eval_every_epochs
+
+    def grid_size(self, sampling_cost: float) -> int:
+        """Samples in each epoch's picture for a model of this sampling cost (network
+        evaluations per sample): `grid_samples`, fewer (down to a quarter) for a sampler
+        costlier than `GRID_COST` evaluations, so the picture stays a small part of an epoch."""
+        if sampling_cost <= GRID_COST:
+            return self.grid_samples
+        return max(self.grid_samples // 4, int(self.grid_samples * GRID_COST / sampling_cost))
 
     def report(self, results: Results) -> str:
         """What `--mode=eval` prints of the domain's part of `results` ("" if none)."""

@@ -131,17 +131,19 @@ def default_export_dir(workdir: str, global_step: int) -> str:
 
 
 def export_run(workdir: str, *, export_dir: str | None = None,
-               expected_model: str | None = None) -> str:
+               expected_model: str | None = None, overrides: Sequence[str] = ()) -> str:
     """Restore the workdir's latest checkpoint and write its SavedModel; returns the folder.
 
     Args:
         workdir: a trained run's folder.
         export_dir: where to write (default `default_export_dir`); must not exist yet.
         expected_model: when given, the model name the workdir must hold.
+        overrides: changes of the config's sampling fields: the export's defaults.
     """
     from aigc_zoo import trained  # which imports the models, which import this module
 
-    run, model = trained.restore(workdir, expected_model=expected_model)
+    run, model = trained.restore(workdir, expected_model=expected_model, overrides=overrides,
+                                 mode="export")
     step = int(model.global_step.numpy())
     export_dir = export_dir or default_export_dir(workdir, step)
     info = {"model": run.model, "dataset": run.dataset, "global_step": step,

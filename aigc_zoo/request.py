@@ -30,9 +30,6 @@ DEFAULT_PRECISION = "float32"
 # CPU (docs/design.md), against 1,000 steps of tens of ms, so a crash loses at most 1,000 steps
 # for well under 1% of the time; short runs (tests, tiny configs) save only at epoch ends.
 DEFAULT_CHECKPOINT_EVERY_STEPS = 1000
-# Config fields that only affect evaluation or sampling (e.g. the diffusion models'
-# `sample_steps`), so `--mode=eval --set` may change them after training.
-EVAL_TIME_PREFIXES = ("eval_", "sample_")
 SEED_LIMIT = 2**32
 
 
@@ -184,24 +181,47 @@ class TrainRequest:
         config_lib.check_choice("strategy", self.strategy, distribute.STRATEGIES)
 
 
+def _check_assignments(overrides: Sequence[str]) -> None:
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"bad override {item!r}: expected name=value")
+
+
 @dataclasses.dataclass(frozen=True)
 class SampleRequest:
-    """Write `num_samples` samples of the run in `workdir` (a PNG grid and an `.npz`)."""
+    """Write `num_samples` samples of the run in `workdir` (a PNG grid and an `.npz`).
+
+    `labels` (a conditional model's) repeat to `num_samples`: one label for every sample, or a
+    list in turn; None cycles 0, 1, 2, .... `overrides` change sampling fields of the config
+    (`config.sampling_field`), e.g. `sample_steps=50`.
+    """
 
     workdir: str
     num_samples: int = 64
     seed: int = 0
     expected_model: str | None = None
+    labels: tuple[int, ...] | None = None
+    overrides: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_at_least("num_samples", self.num_samples, 1)
         check_seed("seed", self.seed)
+        if self.labels is not None and not self.labels:
+            raise UserError("bad value labels=[]: expected one or more integers")
+        _check_assignments(self.overrides)
+
+    def sample_labels(self) -> list[int] | None:
+        """The label of every sample, or None for the model's default."""
+        if self.labels is None:
+            return None
+        return [self.labels[i % len(self.labels)] for i in range(self.num_samples)]
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalRequest:
     """Evaluate the run in `workdir` (see `trained.evaluate`); `quality` None skips sample
-    quality, `eval_split` None keeps the run's own, `overrides` change eval-time fields."""
+    quality (its `num_samples` None: sized by the model's sampling cost), `eval_split` None
+    keeps the run's own, `overrides` change sampling fields of the config."""
 
     workdir: str
     data_dir: str | None = None
@@ -216,23 +236,22 @@ class EvalRequest:
         files.check_folder("data_dir", self.data_dir, writable=False)
         if self.eval_split is not None:
             data.parse_split(self.eval_split)
-        not_eval = [item for item in self.overrides
-                    if not item.strip().startswith(EVAL_TIME_PREFIXES)]
-        if not_eval:
-            raise UserError("--mode=eval can only change eval_* and sample_* config fields, "
-                            f"not {not_eval[0]!r}")
+        _check_assignments(self.overrides)
 
 
 @dataclasses.dataclass(frozen=True)
 class ExportRequest:
-    """Export the run in `workdir` as a SavedModel (default folder: `<workdir>/export/<step>`)."""
+    """Export the run in `workdir` as a SavedModel (default folder: `<workdir>/export/<step>`);
+    `overrides` change sampling fields of the config, the export's defaults."""
 
     workdir: str
     export_dir: str | None = None
     expected_model: str | None = None
+    overrides: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         files.check_folder("export_dir", self.export_dir, writable=True)
+        _check_assignments(self.overrides)
 
 
 Request = Union[TrainRequest, SampleRequest, EvalRequest, ExportRequest]
@@ -260,9 +279,8 @@ def from_flags(values: Mapping[str, Any], *, present: Collection[str] = (),
     if mode != "train" and (values["strategy"] != "default" or "precision" in present):
         raise UserError("--strategy and --precision are for --mode=train; sampling and "
                         "evaluation run on one device in the run's own precision")
-    if mode in ("sample", "export") and values["set"]:
-        what = "exports" if mode == "export" else "sampling"
-        raise UserError(f"--set changes training and --mode=eval settings, not {what}")
+    if values["labels"] is not None and mode != "sample":
+        raise UserError("--labels is for --mode=sample (a conditional model's labels)")
     if mode == "train":
         return _train_request(values)
     model_class = registry.get_model(values["model"])
@@ -270,17 +288,29 @@ def from_flags(values: Mapping[str, Any], *, present: Collection[str] = (),
         values["model"], values["dataset"] or model_class.default_dataset)
     files.check_folder("workdir", values["workdir"], writable=True)
     expected_model = values["model"] if "model" in present else None
+    overrides = tuple(values["set"])
     if mode == "sample":
         return SampleRequest(workdir, num_samples=values["num_samples"], seed=values["seed"],
-                             expected_model=expected_model)
+                             expected_model=expected_model, labels=_labels(values["labels"]),
+                             overrides=overrides)
     if mode == "export":
         return ExportRequest(workdir, export_dir=values["export_dir"],
-                             expected_model=expected_model)
+                             expected_model=expected_model, overrides=overrides)
     return EvalRequest(workdir, data_dir=values["data_dir"], seed=values["seed"],
                        expected_model=expected_model,
-                       quality=_quality(values) if values["eval_samples"] else None,
+                       quality=_quality(values) if values["eval_samples"] != 0 else None,
                        eval_split=values["eval_split"] if "eval_split" in present else None,
-                       overrides=tuple(values["set"]))
+                       overrides=overrides)
+
+
+def _labels(texts: Sequence[str] | None) -> tuple[int, ...] | None:
+    if texts is None:
+        return None
+    try:
+        return tuple(int(text) for text in texts)
+    except ValueError:
+        raise UserError(f"bad value labels={','.join(texts)!r}: expected integers, e.g. 7 or "
+                        "0,1,2") from None
 
 
 def _train_request(values: Mapping[str, Any]) -> TrainRequest:
@@ -295,7 +325,8 @@ def _train_request(values: Mapping[str, Any]) -> TrainRequest:
               seed=values["seed"], train_split=values["train_split"],
               eval_split=values["eval_split"], image_size=values["image_size"],
               precision=values["precision"])
-    check_at_least("eval_samples", values["eval_samples"], 0)
+    if values["eval_samples"] is not None:
+        check_at_least("eval_samples", values["eval_samples"], 0)
     options = TrainOptions(
         workdir=(values["workdir"] if values["workdir"] is not None
                  else default_workdir(run.model, run.dataset)),

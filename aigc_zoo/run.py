@@ -76,7 +76,8 @@ flags.DEFINE_integer("epochs", None, "Epochs to train (config field `epochs`).")
 flags.DEFINE_integer("steps_per_epoch", None, "Train steps per epoch; 0 = the whole split "
                      "(rounded down to a multiple of the model's default steps per call).")
 flags.DEFINE_integer("batch_size", None, "Global batch size (config field `batch_size`).")
-flags.DEFINE_multi_string("set", [], "Override a config field: --set name=value (repeatable).")
+flags.DEFINE_multi_string("set", [], "Override a config field: --set name=value (repeatable); "
+                          "in --mode=sample|eval|export only its sampling fields.")
 flags.DEFINE_integer("seed", 0, "Seed of weights, data order and sampling.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
                   "XLA for the train step; auto = on with a GPU/TPU; on a CPU, only for the "
@@ -87,10 +88,13 @@ flags.DEFINE_integer("log_every_steps", 50, "TensorBoard per-step summaries ever
 flags.DEFINE_integer("sample_every_epochs", 1, "While training, draw the sample picture "
                      "(samples/epoch_NNNN.png and TensorBoard) every N epochs (0: never).")
 flags.DEFINE_integer("num_samples", 64, "Images written by --mode=sample.")
+flags.DEFINE_list("labels", None, "--mode=sample of a conditional model: the labels to draw, "
+                  "repeated to --num_samples (7: all sevens; 0,1,2: in turn).")
 flags.DEFINE_string("train_split", "train", "Split to train on (e.g. train, test[:9000]).")
 flags.DEFINE_string("eval_split", "test", "Split --mode=eval measures (e.g. test, test[9000:]).")
-flags.DEFINE_integer("eval_samples", 10_000, "Samples for the sample-quality metrics of "
-                     "--mode=eval and --eval_every_epochs (0: skip them in --mode=eval).")
+flags.DEFINE_integer("eval_samples", None, "Samples for the sample-quality metrics of "
+                     "--mode=eval and --eval_every_epochs (0: skip them in --mode=eval; default: "
+                     "100,000 / the model's sampling cost, from 1,000 to 10,000).")
 flags.DEFINE_enum("extractor", "classifier", ["classifier", "inception"],
                   "Features for sample quality: the dataset's domain classifier (offline, "
                   "trained once and cached) or Inception-v3 (FID; needs its weights).")
@@ -162,7 +166,8 @@ def execute(request: request_lib.Request) -> None:
     _quietly(_setup_devices)  # one device, its start-up lines filtered
     if isinstance(request, request_lib.ExportRequest):
         path = export.export_run(request.workdir, export_dir=request.export_dir,
-                                 expected_model=request.expected_model)
+                                 expected_model=request.expected_model,
+                                 overrides=request.overrides)
         print(f"wrote SavedModel {path}")
     elif isinstance(request, request_lib.SampleRequest):
         paths = trained.sample(request)

@@ -68,8 +68,8 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     domain = domains.for_dataset(run.dataset)
     every = domain.evaluate_every(options.eval_every_epochs)
     # Made before anything is written: a missing extractor fails here, changing nothing.
-    evaluator = (domain.evaluator(run, options.quality, data_dir=options.data_dir)
-                 if every else None)
+    quality = options.quality.sized(run.knobs(record.image_shape).sampling_cost)
+    evaluator = (domain.evaluator(run, quality, data_dir=options.data_dir) if every else None)
     workdir.start(overwrite=options.overwrite)
     checkpointer, restored, start_step = _restore(model, workdir, options)
     initial_epoch, offset = divmod(start_step, record.epoch_steps)
@@ -172,8 +172,8 @@ def _callbacks(record: RunRecord, options: TrainOptions, workdir: Workdir,
     chosen.append(callbacks.TensorBoardLogger(
         workdir.output("tensorboard"), hparams=hparams, batch_size=run.config.batch_size,
         log_every_steps=options.log_every_steps, samples_dir=workdir.output("samples"),
-        sample_every_epochs=options.sample_every_epochs,
-        domain=domain))
+        sample_every_epochs=options.sample_every_epochs, domain=domain,
+        num_samples=domain.grid_size(run.knobs(record.image_shape).sampling_cost)))
     return chosen
 
 

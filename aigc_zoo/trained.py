@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -23,60 +23,84 @@ from aigc_zoo.request import EvalRequest, Run, SampleRequest
 from aigc_zoo.workdir import Workdir
 
 
-def restore(workdir: str, *, expected_model: str | None = None
+def restore(workdir: str, *, expected_model: str | None = None,
+            overrides: Sequence[str] = (), mode: str = "sample"
             ) -> tuple[Run, GenerativeModel]:
     """The run saved in `workdir` and its model with the latest checkpoint's weights.
 
     Args:
         workdir: a trained run's folder.
         expected_model: when given, the model name the workdir must hold.
+        overrides: `name=value` changes of the config's sampling fields
+            (`config.sampling_field`), which the returned run and model then have.
+        mode: the `--mode` asking, for the message when an override is not a sampling field.
     """
     folder = Workdir(workdir)
     record = folder.require()
     if expected_model is not None and record.run.model != expected_model:
         raise UserError(f"{workdir} holds a {record.run.model!r} run, "
                         f"not {expected_model!r}")
-    model = record.run.build_model(record.image_shape, record.num_classes)
+    run = record.run
+    if overrides:
+        run = dataclasses.replace(run, config=config_lib.override_sampling(
+            run.config, overrides, mode=mode))
+    # Sampling fields do not change the networks, so the checkpoint fits the changed config.
+    model = run.build_model(record.image_shape, record.num_classes)
     model.compile(jit_compile=False)  # creates the optimizers the checkpoint also holds
     checkpointer = Checkpointer(folder.saved_checkpoints, model)
     checkpointer.restore_latest()
     if checkpointer.restored_path is None:
         raise UserError(f"{workdir} has no checkpoint yet: train there first (--mode=train)")
-    return record.run, model
+    return run, model
 
 
 def sample(request: SampleRequest) -> dict[str, str]:
-    """Write a picture (PNG) and an `.npz` of samples from the latest checkpoint; their paths."""
-    run, model = restore(request.workdir, expected_model=request.expected_model)
-    images = model.generate(request.num_samples, seed=request.seed).numpy()
+    """Write a picture (PNG) and an `.npz` of samples from the latest checkpoint; their paths.
+
+    The `.npz` holds `images` and every conditioning input they were drawn with (`labels`).
+    """
+    run, model = restore(request.workdir, expected_model=request.expected_model,
+                         overrides=request.overrides, mode="sample")
+    labels = request.sample_labels()
+    if labels is not None and not model.conditional:
+        raise UserError(f"{run.model} is unconditional: it takes no --labels")
+    try:
+        images = model.generate(request.num_samples, seed=request.seed, labels=labels).numpy()
+    except ValueError as error:  # labels outside the model's classes
+        raise UserError(f"bad value labels: {error}") from None
+    conditioning = {}
+    if model.conditional:  # the labels each image was drawn for, the default ones too
+        conditioning = {name: value.numpy() for name, value in model.check_conditioning(
+            {"labels": [] if labels is None else labels}, request.num_samples).items()}
     stem = os.path.join(Workdir(request.workdir).output("samples"),
                         f"samples_step{int(model.global_step.numpy())}_seed{request.seed}")
     domains.for_dataset(run.dataset).save_picture(
         stem + ".png", images, title=f"{run.model} on {run.dataset}, seed {request.seed}")
-    np.savez_compressed(stem + ".npz", images=images)
+    np.savez_compressed(stem + ".npz", images=images, **conditioning)
     return {"png": stem + ".png", "npz": stem + ".npz"}
 
 
 def evaluate(request: EvalRequest) -> dict[str, Any]:
     """Evaluate the latest checkpoint; write `metrics.json` and TensorBoard (`tensorboard/eval`).
 
-    The request's `overrides` change the config's evaluation and sampling fields (`eval_*`,
-    `sample_*`), such as `eval_importance_samples=1000` or `sample_steps=50`.
+    The request's `overrides` change the config's sampling and evaluation fields
+    (`config.sampling_field`), such as `eval_importance_samples=1000` or `sample_steps=50`.
 
     Returns:
         What `metrics.json` holds: the run, split, seed, step and date, `metrics` (the model's
         own `evaluate_model`, e.g. likelihoods) and what the dataset's domain measures
         (`sample_quality` for images, `mode_coverage` for 2D points; `Domain.report`).
     """
-    run, model = restore(request.workdir, expected_model=request.expected_model)
-    run = dataclasses.replace(run, config=config_lib.override(run.config, request.overrides),
-                              eval_split=request.eval_split or run.eval_split)
-    model.config = run.config
+    run, model = restore(request.workdir, expected_model=request.expected_model,
+                         overrides=request.overrides, mode="eval")
+    run = dataclasses.replace(run, eval_split=request.eval_split or run.eval_split)
+    knobs = model.knobs(model.config, model.image_shape)
+    quality = None if request.quality is None else request.quality.sized(knobs.sampling_cost)
     # The evaluator first: a missing extractor (no labels, no Inception weights offline) fails
     # before the model's own evaluation has run.
-    evaluator = domains.for_dataset(run.dataset).evaluator(run, request.quality,
+    evaluator = domains.for_dataset(run.dataset).evaluator(run, quality,
                                                            data_dir=request.data_dir)
-    likelihood = model.knobs(model.config, model.image_shape).likelihood
+    likelihood = knobs.likelihood
     if evaluator is None and not likelihood:
         raise UserError(f"{run.model} has no evaluation of its own; measure sample quality "
                         "with --eval_samples > 0")

@@ -25,6 +25,7 @@ from typing import Any, Iterator
 
 import tensorflow as tf
 
+from aigc_zoo import config as config_lib
 from aigc_zoo import distribute, files
 from aigc_zoo.errors import UserError
 from aigc_zoo.request import Run
@@ -96,15 +97,17 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    """What differs between two records' JSON, beyond the fields a resume may change."""
+def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "", *,
+                ignored: frozenset[str] = frozenset()) -> list[str]:
+    """What differs between two records' JSON, beyond the fields a resume may change and the
+    dotted paths in `ignored` (the config's sampling fields, e.g. `config.sample_steps`)."""
     found = []
     for key in sorted(set(old) | set(new)):
-        if key in RESUMABLE_FIELDS:
+        if key in RESUMABLE_FIELDS or f"{prefix}{key}" in ignored:
             continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            found += differences(a, b, f"{prefix}{key}.")
+            found += differences(a, b, f"{prefix}{key}.", ignored=ignored)
         elif a != b:
             found.append(f"{prefix}{key}: {a!r} there, {b!r} now")
     return found
@@ -174,7 +177,11 @@ class Workdir:
         """`UserError` unless `new` (a record's JSON, or a run's) resumes `previous`."""
         if previous is None:
             return
-        found = differences({k: v for k, v in previous.to_json().items() if k in new}, new)
+        # Sampling fields may change on resume: they are the run's defaults for sampling.
+        ignored = frozenset(f"config.{name}"
+                            for name in config_lib.sampling_fields(previous.run.config))
+        found = differences({k: v for k, v in previous.to_json().items() if k in new}, new,
+                            ignored=ignored)
         if found:
             raise UserError(f"{self.path} holds a different run ({'; '.join(found[:3])}); "
                             "pass --overwrite to replace it, or choose another --workdir")

@@ -125,8 +125,42 @@ def test_eval_mode_takes_eval_overrides_and_refuses_training_ones(trained):
                    "--set", "eval_importance_samples=2")
     values = json.loads((workdir / "metrics.json").read_text())["metrics"]
     assert values["importance_samples"] == 2 and values["num_examples"] == 40
-    assert "only change eval_* and sample_* config fields" in user_error(
+    assert ("--mode=eval can only change sampling and evaluation config fields "
+            "(eval_examples, eval_importance_samples), not 'latent_dim'") in user_error(
         *flags, "--mode=eval", "--eval_samples=0", "--set", "latent_dim=3")
+    assert "--mode=sample can only change" in user_error(
+        *flags, "--mode=sample", "--set", "beta=2")
+    assert "eval_importance_samples=0" in user_error(
+        *flags, "--mode=eval", "--eval_samples=0", "--set", "eval_importance_samples=0")
+
+
+def test_sampling_fields_change_on_resume_without_making_another_run(tmp_path, digits_data_dir):
+    flags = ("--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={tmp_path}",
+             "--steps_per_epoch=1", "--epochs=1", "--sample_every_epochs=0")
+    run_in_process(*flags)
+    run_in_process(*flags, "--epochs=2", "--set", "eval_importance_samples=3")
+    record = json.loads((tmp_path / "config.json").read_text())
+    assert record["config"]["eval_importance_samples"] == 3 and record["config"]["epochs"] == 2
+    assert "holds a different run" in user_error(*flags, "--epochs=3", "--set", "latent_dim=3")
+
+
+def test_sample_mode_takes_labels_and_records_them_in_the_npz(tmp_path, digits_data_dir):
+    flags = ("--model=cvae", "--config=tiny", f"--data_dir={digits_data_dir}",
+             f"--workdir={tmp_path}", "--steps_per_epoch=1", "--epochs=1",
+             "--sample_every_epochs=0")
+    run_in_process(*flags)
+    run_in_process(*flags, "--mode=sample", "--num_samples=5", "--labels=7")
+    with np.load(next(tmp_path.glob("samples/samples_*_seed0.npz"))) as saved:
+        assert saved["images"].shape == (5, 28, 28, 1) and list(saved["labels"]) == [7] * 5
+    run_in_process(*flags, "--mode=sample", "--num_samples=5", "--labels=1,2", "--seed=1")
+    with np.load(next(tmp_path.glob("samples/samples_*_seed1.npz"))) as saved:
+        assert list(saved["labels"]) == [1, 2, 1, 2, 1]
+    run_in_process(*flags, "--mode=sample", "--num_samples=3", "--seed=2")
+    with np.load(next(tmp_path.glob("samples/samples_*_seed2.npz"))) as saved:
+        assert list(saved["labels"]) == [0, 1, 2]  # the default: cycling
+    assert "labels must be in [0, 10)" in user_error(*flags, "--mode=sample", "--labels=10")
+    assert "expected integers" in user_error(*flags, "--mode=sample", "--labels=seven")
+    assert "--labels is for --mode=sample" in user_error(*flags, "--labels=3")
 
 
 def test_overwrite_refuses_a_broken_command_first_then_starts_a_fresh_run(tmp_path,
@@ -183,6 +217,7 @@ def test_divergence_stops_with_one_line_and_exit_1(tmp_path, digits_data_dir):
     (["--mode=eval", "--workdir=VAE_RUN", "--extractor=inception",
       "--inception_weights=/no/such/weights.h5"], "--inception_weights=/no/such/weights.h5"),
     (["--mode=eval", "--workdir=VAE_RUN", "--eval_samples=5"], "eval_samples=5"),
+    (["--mode=sample", "--workdir=VAE_RUN", "--labels=3"], "vae is unconditional"),
     (["--extractor=vgg"], "--extractor=vgg"),
     (["stray"], "unexpected arguments"),
 ])

@@ -48,18 +48,20 @@ class Options:
     """How to measure sample quality.
 
     Args:
-        num_samples: samples to draw (and the most real images per split to compare with).
+        num_samples: samples to draw (and the most real images per split to compare with);
+            None: sized by the model's sampling cost (`sized`).
         extractor: "classifier" or "inception".
         inception_weights: a local Inception-v3 weights file; None downloads ("imagenet").
         classifier_dir: folder of cached domain classifiers (None: the default cache).
         batch_size: images per `generate` call and per data batch.
     """
 
-    num_samples: int = 10_000
+    num_samples: int | None = None
     extractor: str = "classifier"
     inception_weights: str | None = None
     classifier_dir: str | None = None
     batch_size: int = 500
+    num_samples_note: str = ""  # why `num_samples` is what it is, when `sized` chose it
 
     def __post_init__(self) -> None:
         self.validate()
@@ -67,10 +69,10 @@ class Options:
     def validate(self) -> None:
         files.check_folder("classifier_dir", self.classifier_dir, writable=True)
         files.check_readable_file("inception_weights", self.inception_weights)
-        if self.num_samples < max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1 + IS_SPLITS:
+        least = max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1 + IS_SPLITS
+        if self.num_samples is not None and self.num_samples < least:
             raise UserError(f"bad value eval_samples={self.num_samples}: expected at least "
-                            f"{max(PRECISION_RECALL_K, DENSITY_COVERAGE_K) + 1 + IS_SPLITS} "
-                            "(or 0 to skip sample quality)")
+                            f"{least} (or 0 to skip sample quality)")
         if self.extractor not in EXTRACTORS:
             raise UserError(f"bad value extractor={self.extractor!r}: expected one of "
                             f"{', '.join(EXTRACTORS)}")
@@ -78,6 +80,27 @@ class Options:
             raise UserError(f"bad value batch_size={self.batch_size}: expected >= 1")
 
 
+    def sized(self, sampling_cost: float) -> "Options":
+        """These options with `num_samples` chosen for a model whose sample costs
+        `sampling_cost` network evaluations, when they leave it None: `MAX_SAMPLES` for a
+        one-pass generator, fewer (down to `MIN_DEFAULT_SAMPLES`) for a slow sampler, so that a
+        default evaluation costs at most about `SAMPLING_BUDGET` network evaluations."""
+        if self.num_samples is not None:
+            return self
+        count = int(min(MAX_SAMPLES, max(MIN_DEFAULT_SAMPLES,
+                                         SAMPLING_BUDGET // max(sampling_cost, 1))))
+        note = (f"default for a sampling cost of {sampling_cost:g} network evaluations per "
+                f"sample: min({MAX_SAMPLES}, {SAMPLING_BUDGET} / cost), at least "
+                f"{MIN_DEFAULT_SAMPLES}; set --eval_samples to choose")
+        return dataclasses.replace(self, num_samples=count, num_samples_note=note)
+
+
+# The default sample count (`Options.sized`): 10,000 for generators of one network pass, fewer
+# for samplers of many, whose 10,000 samples would take hours on a CPU; FD and KID are biased
+# upwards at small counts, which the note in the results says.
+MAX_SAMPLES = 10_000
+MIN_DEFAULT_SAMPLES = 1_000
+SAMPLING_BUDGET = 100_000
 DEFAULT_OPTIONS = Options()
 
 
@@ -106,7 +129,8 @@ class SampleQuality:
     def __init__(self, dataset: str, *, train_split: str = "train", eval_split: str = "test",
                  data_dir: str | None = None, image_size: int | None = None,
                  options: Options = DEFAULT_OPTIONS, extractor: Any = None):
-        self.options = options
+        # Options left unsized (`num_samples` None) get a one-pass generator's count.
+        self.options = options = options.sized(1.0)
         self._data = {"name": dataset, "data_dir": data_dir, "image_size": image_size}
         self.splits = {"eval": eval_split, "train": train_split}
         start = time.perf_counter()
@@ -187,6 +211,8 @@ class SampleQuality:
         return {
             "extractor": describe["name"], "extractor_info": describe,
             "num_samples": len(samples), "num_real": len(reference),
+            **({"num_samples_note": self.options.num_samples_note}
+               if self.options.num_samples_note else {}),
             "num_reference": len(real["train"]["features"]),
             "split": self.splits["eval"], "reference_split": self.splits["train"],
             "seed": seed, "conditional": labels is not None,

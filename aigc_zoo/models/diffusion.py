@@ -73,10 +73,10 @@ class DiffusionConfig(config_lib.TrainConfig):
     gradient_clip: float = 1.0
     ema_decay: float = 0.995
     label_dropout: float = 0.1
-    guidance: float = 2.0
-    sample_steps: int = 20
-    sample_eta: float = 0.0
-    sample_spacing: str = "trailing"
+    guidance: float = config_lib.sampling_field(2.0)
+    sample_steps: int = config_lib.sampling_field(20)
+    sample_eta: float = config_lib.sampling_field(0.0)
+    sample_spacing: str = config_lib.sampling_field("trailing")
 
     def validate(self) -> None:
         super().validate()

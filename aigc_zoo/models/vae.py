@@ -59,8 +59,8 @@ class VAEConfig(config_lib.TrainConfig):
     beta: float = 1.0
     kl_warmup_steps: int = 0
     learning_rate: float = 1e-3
-    eval_importance_samples: int = 100
-    eval_examples: int = 0
+    eval_importance_samples: int = config_lib.sampling_field(100)
+    eval_examples: int = config_lib.sampling_field(0)
 
     def validate(self) -> None:
         super().validate()
