@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from aigc_zoo import benchmark_report, data, device, flops, registry, train  # noqa: E402
+from aigc_zoo import benchmark_report, data, device, flops, registry, training  # noqa: E402
 from aigc_zoo import request  # noqa: E402
 from aigc_zoo.errors import UserError  # noqa: E402
 from aigc_zoo.models import base  # noqa: E402
@@ -272,9 +272,9 @@ def default_setting(run: request.Run, info: data.DatasetInfo, *, accelerator: bo
     (`accelerator`) or without a GPU or TPU."""
     knobs = run.knobs(info.image_shape)
     return {"jit_compile": accelerator or knobs.xla_on_cpu,
-            "steps_per_execution": train.default_steps_per_execution(
+            "steps_per_execution": training.default_steps_per_execution(
                 run, info.image_shape,
-                train.epoch_length(run, info.num_examples, info.image_shape)),
+                training.epoch_length(run, info.num_examples, info.image_shape)),
             "precision": request.DEFAULT_PRECISION}
 
 
@@ -367,7 +367,10 @@ def sampling_throughput(model: Any, *, quick: bool) -> list[dict[str, Any]]:
     """images/s of `generate()` (models with a `steps` option: per number of steps), after a
     warm-up."""
     if "steps" not in model.sampling_options():  # a fixed cost per image
-        return [_time_generate(model, 64 if quick else 512, 1 if quick else 3)]
+        # Fewer samples for a costlier sampler (its declared network evaluations per sample).
+        cost = model.knobs(model.config, model.image_shape).sampling_cost
+        count = max(8, int((64 if quick else 512) / max(cost, 1)))
+        return [_time_generate(model, count, 1 if quick else 3)]
     steps = DIFFUSION_STEPS[:1] if quick else DIFFUSION_STEPS
     # 8 samples at every step count: 250 steps of a bigger batch would dominate the run time.
     return [_time_generate(model, 8, 1, steps=count) for count in steps]

@@ -50,6 +50,18 @@ def sampling_fields(config: TrainConfig | type[TrainConfig]) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(config) if f.metadata.get("sampling"))
 
 
+def stage_field(models: tuple[str, ...]) -> Any:
+    """A config field naming the workdir of a trained run of one of `models`, which the new
+    model is built on (`aigc_zoo.stages`); empty until set (`--set autoencoder=runs/vae-...`)."""
+    return dataclasses.field(default="", metadata={"stage": tuple(models)})
+
+
+def stage_fields(config: TrainConfig | type[TrainConfig]) -> dict[str, tuple[str, ...]]:
+    """The config's `stage_field`s: name -> the models each accepts."""
+    return {f.name: f.metadata["stage"] for f in dataclasses.fields(config)
+            if "stage" in f.metadata}
+
+
 def override_sampling(config: TrainConfig, assignments: Iterable[str], *, mode: str
                       ) -> TrainConfig:
     """`override` for a trained run: only its sampling fields may change, then checked.

@@ -9,7 +9,7 @@
 devices): splitting the CPU into logical devices and configuring collective ops for several
 workers are only possible before that. The runner calls it first thing in `main`.
 
-Everything else is the same under every strategy: `train.train` builds the model, its
+Everything else is the same under every strategy: `training.train` builds the model, its
 optimizers, trackers and checkpoint under `strategy.scope()`, and Keras' `fit` splits each
 global batch between the replicas. See docs/scaling.md.
 """

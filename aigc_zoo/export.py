@@ -64,30 +64,37 @@ def endpoints(model: "GenerativeModel") -> dict[str, ServingEndpoint]:
     conditioning = list(model.conditioning_specs().values())
     counts = [tf.TensorSpec([], tf.int32, name="num_samples"),
               tf.TensorSpec([], tf.int32, name="seed")]
+    names = ["num_samples", "seed", *runtime, *(spec.name for spec in conditioning)]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{model.registered_name}'s sampling inputs {names} repeat a name")
     images = "images [num_samples, H, W, C] in [-1, 1] (points for 2D datasets)"
     if model.conditional:
         images += "; labels [num_samples] in [0, num_classes), or [] for 0, 1, 2, ... cycling"
+
+    # The model's own cached sampling function for the default static options: its inputs
+    # are the export's, so both signatures call one traced graph (tracing a diffusion
+    # sampler's loop costs seconds), and it is the graph `generate` runs in-process.
+    static = {name: value for name, value in defaults.items() if name not in runtime}
+    function = model.sampling_function(static)
 
     def sampler(inputs: Sequence[str]) -> ServingEndpoint:
         """The sampling computation taking the runtime options `inputs` as inputs."""
         specs = [*counts, *(tf.TensorSpec([], runtime[name].dtype, name=name) for name in inputs),
                  *conditioning]
 
-        def function(num_samples, seed, *rest):  # the archive passes inputs by position
+        def serve(num_samples, seed, *rest):  # the archive passes inputs by position
             given = dict(zip([spec.name for spec in specs[2:]], rest))
             checked = model.check_conditioning(
                 {spec.name: given[spec.name] for spec in conditioning}, num_samples)
-            values = {name: given[name] if name in inputs else
-                      (tf.constant(value, declared[name].dtype) if name in runtime else value)
-                      for name, value in defaults.items()}
-            return {"images": model.sample_tensors(num_samples, tf.cast(seed, tf.int64),
-                                                   checked, **values)}
+            values = [given[name] if name in inputs else tf.constant(defaults[name], option.dtype)
+                      for name, option in runtime.items()]
+            return {"images": function(num_samples, tf.cast(seed, tf.int64), *checked.values(),
+                                       *values)}
 
         doc = images + "".join(f"; {name}: {runtime[name].doc}" for name in inputs)
-        fixed = ", ".join(f"{name}={value!r}" for name, value in defaults.items()
-                          if name not in inputs)
-        return ServingEndpoint(function, specs, doc + (f"; fixed at export: {fixed}"
-                                                       if inputs and fixed else ""))
+        fixed = ", ".join(f"{name}={value!r}" for name, value in static.items())
+        return ServingEndpoint(serve, specs, doc + (f"; fixed at export: {fixed}"
+                                                    if inputs and fixed else ""))
 
     found = {"generate": sampler(())}
     if runtime:
@@ -102,7 +109,8 @@ class KerasFile:
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "model": self.registered_name,
                 "config": config_lib.to_dict(self.config), "image_shape": list(self.image_shape),
-                "num_classes": self.num_classes, "seed": self.seed}
+                "num_classes": self.num_classes, "seed": self.seed,
+                "stages": self.stage_descriptions}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "GenerativeModel":
@@ -113,7 +121,8 @@ class KerasFile:
                              f"{cls.registered_name!r}")
         model_config = config_lib.from_dict(cls.config_class, values.pop("config"))
         return cls(model_config, image_shape=values.pop("image_shape"),
-                   num_classes=values.pop("num_classes"), seed=values.pop("seed"), **values)
+                   num_classes=values.pop("num_classes"), seed=values.pop("seed"),
+                   stages=values.pop("stages", None), **values)
 
     def get_compile_config(self) -> dict[str, Any]:
         # `compile` is the model's own, so Keras' default (its optimizer, loss, ...) would not
@@ -169,6 +178,7 @@ def save_model(model: GenerativeModel, export_dir: str, *,
     parent = os.path.dirname(export_dir)
     files.make_writable_folder(parent, what="the export's folder")
     # e.g. the GANs' standing statistics, before they are captured
+    model.prepare_stages()
     model.prepare_sampling(model.resolved_sampling_options({}))
     served = endpoints(model)
     archive = keras.export.ExportArchive()

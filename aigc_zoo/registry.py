@@ -36,6 +36,11 @@ def register_model(name: str) -> Callable[[T], T]:
     return decorate
 
 
+def unregister_model(name: str) -> None:
+    """Forget model `name` (for tests and notebooks that define a model on the fly)."""
+    _MODELS.pop(name, None)
+
+
 def get_model(name: str) -> type:
     """The class registered as `name`; a `UserError` naming the choices otherwise."""
     _import_families()

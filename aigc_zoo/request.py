@@ -96,8 +96,10 @@ class Run:
         """What the run's model declares about itself (`base.Knobs`) for data of `image_shape`."""
         return registry.get_model(self.model).knobs(self.config, image_shape)
 
-    def build_model(self, image_shape: Sequence[int], num_classes: int | None) -> Any:
-        """The run's model with freshly initialised weights (seeded by `seed`).
+    def build_model(self, image_shape: Sequence[int], num_classes: int | None,
+                    stages: dict[str, dict[str, Any]] | None = None) -> Any:
+        """The run's model with freshly initialised weights (seeded by `seed`), its first
+        stages (`aigc_zoo.stages` descriptions) rebuilt inside it.
 
         Built in `precision`; Keras' global dtype policy is restored afterwards, so one run's
         policy never leaks into models built later in the same process. Build it under a
@@ -109,7 +111,7 @@ class Run:
         distribute.set_precision(self.precision)
         try:
             return model_class(self.config, image_shape=image_shape, num_classes=num_classes,
-                               seed=self.seed)
+                               seed=self.seed, stages=stages)
         finally:
             keras.mixed_precision.set_global_policy(previous)
 

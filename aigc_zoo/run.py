@@ -54,7 +54,7 @@ _quietly(lambda: importlib.import_module("tensorflow").config.list_physical_devi
 
 from absl import app, flags, logging  # noqa: E402
 
-from aigc_zoo import data, distribute, domains, export, registry, train, trained  # noqa: E402
+from aigc_zoo import data, distribute, domains, export, registry, training, trained  # noqa: E402
 from aigc_zoo import request as request_lib  # noqa: E402
 from aigc_zoo.errors import TrainingDiverged, UserError  # noqa: E402
 
@@ -62,7 +62,9 @@ FLAGS = flags.FLAGS
 _MODELS = registry.list_models()
 _DATASETS = data.list_datasets()
 
-flags.DEFINE_enum("model", "vae", _MODELS, "Registered model to use.")
+# A string, checked against the registry when the request is made: a model registered after
+# this module was imported (a family of your own) is a choice too.
+flags.DEFINE_string("model", "vae", "Registered model to use: " + ", ".join(_MODELS) + ".")
 flags.DEFINE_string("dataset", None, "Dataset (default: the model's own). One of: " +
                     "; ".join(f"{name}: {text}" for name, text in _DATASETS.items()) + ".")
 flags.DEFINE_string("data_dir", None, "Where TFDS datasets are prepared (TFDS' default if unset).")
@@ -143,7 +145,7 @@ def _request(values: flags.FlagValues, extra_args: list[str]) -> request_lib.Req
                                   extra_args=extra_args)
 
 
-def _setup_devices(name: str = "default", *, num_cpu_devices: int = 1, tpu: str = "") -> Any:
+def setup_devices(name: str = "default", *, num_cpu_devices: int = 1, tpu: str = "") -> Any:
     """The strategy `name`; initialises TensorFlow's devices (see `_quietly`)."""
     import tensorflow as tf
     strategy = distribute.make_strategy(name, num_cpu_devices=num_cpu_devices, tpu=tpu)
@@ -163,7 +165,7 @@ def execute(request: request_lib.Request) -> None:
     if isinstance(request, request_lib.TrainRequest):
         _train(request)
         return
-    _quietly(_setup_devices)  # one device, its start-up lines filtered
+    _quietly(setup_devices)  # one device, its start-up lines filtered
     if isinstance(request, request_lib.ExportRequest):
         path = export.export_run(request.workdir, export_dir=request.export_dir,
                                  expected_model=request.expected_model,
@@ -183,10 +185,10 @@ def execute(request: request_lib.Request) -> None:
 
 
 def _train(request: request_lib.TrainRequest) -> None:
-    strategy = _quietly(lambda: _setup_devices(request.strategy,
+    strategy = _quietly(lambda: setup_devices(request.strategy,
                                                num_cpu_devices=request.num_cpu_devices,
                                                tpu=request.tpu))
-    model = train.train(request.run, request.options, strategy=strategy)
+    model = training.train(request.run, request.options, strategy=strategy)
     workdir = request.options.workdir
     worker = distribute.worker_name(strategy)
     if worker:  # every worker ends with the same weights; the digests show it

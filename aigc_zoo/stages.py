@@ -7,10 +7,11 @@
 When a run starts, each first stage named by such a field is restored from its workdir and
 frozen into the new model as a non-trainable attribute of the field's name
 (`model.autoencoder`); its own sampling methods use its sampling weights (an EMA where it has
-one). Its weights then travel in the new run's checkpoints, `.keras` files and exports, and the
-run record keeps what rebuilds its networks (`describe`), so after the start the new workdir
-needs nothing from the first one: a resume, `--mode=sample|eval|export` and a copied workdir
-work with the first stage's workdir gone.
+one; `prepare_sampling` runs for it too). Its weights then travel in the new run's checkpoints,
+`.keras` files and exports, and the run record keeps what rebuilds its networks (`describe`),
+so after the start the new workdir needs nothing from the first one: a resume (the same
+command, whose field still names the path, which need not exist any more),
+`--mode=sample|eval|export` and a copied workdir work with the first stage's workdir gone.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import json
 import os
 from typing import Any
 
+import keras
+
 from aigc_zoo import config as config_lib
-from aigc_zoo import registry
+from aigc_zoo import distribute, registry
 from aigc_zoo.errors import UserError
 
 # What a description holds beyond the first stage's run: enough to rebuild its networks.
@@ -55,6 +58,9 @@ def describe(field: str, workdir: str, models: tuple[str, ...]) -> tuple[dict[st
     if run.model not in models:
         raise UserError(f"bad value {label}: it holds a {run.model!r} run; {field} must be a "
                         f"trained {' or '.join(models)} run")
+    if model.stage_descriptions:
+        raise UserError(f"bad value {label}: that run is built on first stages itself, which "
+                        "a first stage cannot be (yet)")
     description = {"model": run.model, "dataset": run.dataset,
                    "config": config_lib.to_dict(run.config),
                    "image_shape": list(model.image_shape), "num_classes": model.num_classes,
@@ -75,8 +81,15 @@ def build(description: dict[str, Any]) -> Any:
     strategy scope and dtype policy; the caller restores or copies the weights)."""
     model_class = registry.get_model(description["model"])
     model_config = config_lib.from_dict(model_class.config_class, description["config"])
-    return model_class(model_config, image_shape=description["image_shape"],
-                       num_classes=description["num_classes"], seed=description["seed"])
+    # In the first stage's own precision, as it was trained (a float32 VAE inside a
+    # mixed_float16 run stays float32); the caller's policy is restored afterwards.
+    previous = keras.mixed_precision.global_policy()
+    distribute.set_precision(description["precision"])
+    try:
+        return model_class(model_config, image_shape=description["image_shape"],
+                           num_classes=description["num_classes"], seed=description["seed"])
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def load(config: config_lib.TrainConfig) -> dict[str, tuple[dict[str, Any], Any]]:

@@ -45,7 +45,7 @@ def restore(workdir: str, *, expected_model: str | None = None,
         run = dataclasses.replace(run, config=config_lib.override_sampling(
             run.config, overrides, mode=mode))
     # Sampling fields do not change the networks, so the checkpoint fits the changed config.
-    model = run.build_model(record.image_shape, record.num_classes)
+    model = run.build_model(record.image_shape, record.num_classes, record.stages)
     model.compile(jit_compile=False)  # creates the optimizers the checkpoint also holds
     checkpointer = Checkpointer(folder.saved_checkpoints, model)
     checkpointer.restore_latest()
@@ -67,7 +67,8 @@ def sample(request: SampleRequest) -> dict[str, str]:
     try:
         images = model.generate(request.num_samples, seed=request.seed, labels=labels).numpy()
     except ValueError as error:  # labels outside the model's classes
-        raise UserError(f"bad value labels: {error}") from None
+        raise UserError(f"bad value labels: {error}" if labels is not None else str(error)
+                        ) from None
     conditioning = {}
     if model.conditional:  # the labels each image was drawn for, the default ones too
         conditioning = {name: value.numpy() for name, value in model.check_conditioning(
@@ -100,8 +101,7 @@ def evaluate(request: EvalRequest) -> dict[str, Any]:
     # before the model's own evaluation has run.
     evaluator = domains.for_dataset(run.dataset).evaluator(run, quality,
                                                            data_dir=request.data_dir)
-    likelihood = knobs.likelihood
-    if evaluator is None and not likelihood:
+    if evaluator is None and not knobs.evaluates:
         raise UserError(f"{run.model} has no evaluation of its own; measure sample quality "
                         "with --eval_samples > 0")
     step = int(model.global_step.numpy())
@@ -111,7 +111,7 @@ def evaluate(request: EvalRequest) -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "metrics": {},
     }
-    if likelihood:
+    if knobs.evaluates:
         dataset, _ = data.load(run.dataset, run.eval_split, batch_size=100, training=False,
                                data_dir=request.data_dir, image_size=run.image_size)
         results["metrics"] = model.evaluate_model(dataset, seed=request.seed)

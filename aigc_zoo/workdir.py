@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import os
 import shutil
 import tempfile
@@ -26,17 +27,20 @@ from typing import Any, Iterator
 import tensorflow as tf
 
 from aigc_zoo import config as config_lib
-from aigc_zoo import distribute, files
+from aigc_zoo import distribute, files, stages
 from aigc_zoo.errors import UserError
 from aigc_zoo.request import Run
 
 # Fields that may change between invocations in one workdir: training longer is resuming.
 # `epoch_steps` is derived (from the config, the split and the code's defaults) and recorded so
 # that a resume keeps the epoch length the run started with.
-RESUMABLE_FIELDS = frozenset({"epochs", "epoch_steps"})
+# `stages` is derived too: read from the first stages' workdirs when a run starts, and from the
+# record afterwards (`training.py`).
+RESUMABLE_FIELDS = frozenset({"epochs", "epoch_steps", "stages"})
 OUTPUTS = ("checkpoints", "tensorboard", "samples", "metrics.json")
 # The record's own fields beside the run's, with their JSON types.
-_RECORD_FIELDS = {"image_shape": list, "num_classes": (int, type(None)), "epoch_steps": int}
+_RECORD_FIELDS = {"image_shape": list, "num_classes": (int, type(None)), "epoch_steps": int,
+                  "stages": dict}
 _RUN_FIELDS = {"model": str, "dataset": str, "config": dict, "seed": int, "train_split": str,
                "eval_split": str, "image_size": (int, type(None)), "precision": str}
 assert set(_RUN_FIELDS) == {field.name for field in dataclasses.fields(Run)}
@@ -51,16 +55,20 @@ class RunRecord:
         image_shape: (height, width, channels) of its data; (2,) for 2D points.
         num_classes: labels in its data, or None.
         epoch_steps: train steps per epoch, kept when the run resumes.
+        stages: the first stages the model is built on, by config field
+            (`stages.describe`: their model, config, data shape, step and config digest).
     """
 
     run: Run
     image_shape: tuple[int, ...]
     num_classes: int | None
     epoch_steps: int
+    stages: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {**self.run.to_json(), "image_shape": list(self.image_shape),
-                "num_classes": self.num_classes, "epoch_steps": self.epoch_steps}
+                "num_classes": self.num_classes, "epoch_steps": self.epoch_steps,
+                "stages": self.stages}
 
     @classmethod
     def from_json(cls, values: Any, *, path: str) -> "RunRecord":
@@ -70,6 +78,7 @@ class RunRecord:
 
         if not isinstance(values, dict):
             raise bad(f"a JSON {type(values).__name__}, not an object")
+        values = {"stages": {}, **values}  # records written before stages existed have none
         for name, kind in {**_RUN_FIELDS, **_RECORD_FIELDS}.items():
             if name not in values:
                 raise bad(f"no {name!r}; workdirs written before aigc_zoo 0.1 do not load: "
@@ -86,11 +95,15 @@ class RunRecord:
             raise bad(f"'num_classes' {classes!r} or 'epoch_steps' {steps!r} is not >= 1")
         try:
             run = Run.from_json({name: values[name] for name in _RUN_FIELDS})
+            for field, description in values["stages"].items():
+                stages.check_description(field, description)
         except UserError as error:
             raise bad(str(error)) from None
         except (TypeError, ValueError) as error:
             raise bad(f"{type(error).__name__}: {error}") from None
-        return cls(run, tuple(shape), classes, steps)
+        if set(values["stages"]) != set(config_lib.stage_fields(run.config)):
+            raise bad(f"'stages' {sorted(values['stages'])} are not the config's stage fields")
+        return cls(run, tuple(shape), classes, steps, values["stages"])
 
 
 def _positive_int(value: Any) -> bool:
@@ -199,6 +212,10 @@ class Workdir:
                     shutil.rmtree(path)
                 elif os.path.exists(path):
                     os.remove(path)
+
+    def has_checkpoint(self) -> bool:
+        """Whether the run has saved a checkpoint here (an index file of one)."""
+        return bool(glob.glob(os.path.join(self.saved_checkpoints, "ckpt-*.index")))
 
     def write(self, record: RunRecord) -> None:
         """Write the run record (the chief's part)."""

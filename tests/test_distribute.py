@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, cli_command, cli_env, user_error
-from aigc_zoo import distribute, registry, request, train
+from aigc_zoo import distribute, registry, request, training
 from aigc_zoo.errors import UserError
 
 # Trains a model three epochs of one step, on one device or with MirroredStrategy on two
@@ -25,7 +25,7 @@ from aigc_zoo.errors import UserError
 _EQUIVALENCE = textwrap.dedent("""
     import dataclasses, json, sys, tempfile
     import keras
-    from aigc_zoo import distribute, registry, request, train
+    from aigc_zoo import distribute, registry, request, training
     distribute.split_cpu(2)
     mirrored = distribute.make_strategy("mirrored", num_cpu_devices=2)
     assert mirrored.num_replicas_in_sync == 2
@@ -36,7 +36,7 @@ _EQUIVALENCE = textwrap.dedent("""
     results = {}
     for label in labels:
         keras.utils.set_random_seed(3)  # the data order depends on the global seed state
-        model = train.train(run, workdir=tempfile.mkdtemp(), data_dir=data_dir, verbose=0,
+        model = training.train(run, workdir=tempfile.mkdtemp(), data_dir=data_dir, verbose=0,
                             sample_every_epochs=0,  # the pictures are not compared
                             strategy=mirrored if label == "mirrored" else None)
         results[label] = {"history": model.history.history,
@@ -153,7 +153,7 @@ def test_mixed_bfloat16_trains_to_a_finite_decreasing_loss(digits_data_dir, tmp_
     config = model_class.tiny_config()
     config.epochs, config.steps_per_epoch = 4, 2
     run = request.Run(model="vae", dataset="digits", config=config, precision="mixed_bfloat16")
-    model = train.train(run, workdir=str(tmp_path), data_dir=digits_data_dir, verbose=0)
+    model = training.train(run, workdir=str(tmp_path), data_dir=digits_data_dir, verbose=0)
     losses = model.history.history["loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert model.dtype_policy.name == "mixed_bfloat16"
@@ -164,14 +164,14 @@ def test_mixed_bfloat16_trains_to_a_finite_decreasing_loss(digits_data_dir, tmp_
     # Precision is part of the run: the same workdir refuses another one.
     other = request.Run(model="vae", dataset="digits", config=config)
     with pytest.raises(UserError, match="precision"):
-        train.train(other, workdir=str(tmp_path), data_dir=digits_data_dir, verbose=0)
+        training.train(other, workdir=str(tmp_path), data_dir=digits_data_dir, verbose=0)
 
 
 def test_mixed_float16_scales_each_update_groups_loss(digits_data_dir, tmp_path):
     config = registry.get_model("wgan_gp").tiny_config()
     config.steps_per_epoch = 2
     run = request.Run(model="wgan_gp", dataset="digits", config=config, precision="mixed_float16")
-    model = train.train(run, workdir=str(tmp_path), data_dir=digits_data_dir, verbose=0)
+    model = training.train(run, workdir=str(tmp_path), data_dir=digits_data_dir, verbose=0)
     assert all(isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
                for optimizer in model.optimizers.values())
     values = {key: values[-1] for key, values in model.history.history.items()}

@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, cli_command, cli_env, user_error
 
 from aigc_zoo import config as config_lib
-from aigc_zoo import export, registry, request, train, trained
+from aigc_zoo import export, registry, request, training, trained
 
 # Runs in a fresh interpreter: TensorFlow and numpy only, as a serving client would have.
 LOADER = textwrap.dedent('''
@@ -54,7 +54,7 @@ def _train(name, workdir, data_dir):
     model_class = registry.get_model(name)
     config = dataclasses.replace(model_class.tiny_config(), epochs=1, steps_per_epoch=2)
     run = request.Run(model=name, dataset=model_class.default_dataset, config=config)
-    train.train(run, workdir=str(workdir), data_dir=data_dir, jit_compile=False, verbose=0,
+    training.train(run, workdir=str(workdir), data_dir=data_dir, jit_compile=False, verbose=0,
                 sample_every_epochs=0)
 
 

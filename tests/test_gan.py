@@ -179,6 +179,8 @@ def test_labels_out_of_range_or_for_an_unconditional_model_are_refused():
     model = _build("cgan")
     with pytest.raises(ValueError, match=r"\[0, 8\)"):
         model.generate(2, labels=[0, 8])
+    with pytest.raises(ValueError, match=r"\[0, 8\)"):  # not wrapped to 3 by an int32 cast
+        model.generate(2, labels=[0, 2**32 + 3])
     with pytest.raises(ValueError, match="one label per sample"):
         model.generate(3, labels=[0, 1])
     with pytest.raises(ValueError, match="unconditional"):

@@ -131,7 +131,7 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous(tmp_path,
     """ENOSPC injected in-process: the real save writes its files, then the data file is cut
     short and TensorFlow's error for a full disk is raised, as its C++ writer would."""
     from aigc_zoo import config as config_lib
-    from aigc_zoo import registry, request, train, trained
+    from aigc_zoo import registry, request, training, trained
     from aigc_zoo.errors import UserError
 
     original = tf.train.CheckpointManager.save
@@ -155,7 +155,7 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous(tmp_path,
     run_ = request.Run(model="vae", dataset="digits", config=vae)
     workdir = tmp_path / "w"
     with pytest.raises(UserError) as raised:
-        train.train(run_, workdir=str(workdir), data_dir=digits_data_dir, verbose=0,
+        training.train(run_, workdir=str(workdir), data_dir=digits_data_dir, verbose=0,
                     checkpoint_every_steps=4)
     message = str(raised.value)
     assert "\n" not in message
@@ -246,7 +246,7 @@ def test_a_rejected_run_ends_the_process_with_one_line_and_exit_2(existing):
 def test_default_steps_per_execution_always_divides_the_epoch():
     import dataclasses
 
-    from aigc_zoo import registry, request, train
+    from aigc_zoo import registry, request, training
 
     def make_run(model, **changes):
         config = registry.get_model(model).default_config("digits")
@@ -255,18 +255,18 @@ def test_default_steps_per_execution_always_divides_the_epoch():
 
     shape = (28, 28, 1)
     dcgan = make_run("dcgan")  # 60,000 / 64 = 937 batches, rounded down to a multiple of 4
-    assert train.epoch_length(dcgan, 60_000, shape) == 936
-    assert train.default_steps_per_execution(dcgan, shape, 936) == 4
-    assert train.default_steps_per_execution(dcgan, shape, 6) == 3  # an explicit --steps_per_epoch
-    assert train.epoch_length(make_run("dcgan", steps_per_epoch=937), 60_000, shape) == 937
-    assert train.epoch_length(dcgan, 130, shape) == 2  # fewer batches than steps per call: kept
+    assert training.epoch_length(dcgan, 60_000, shape) == 936
+    assert training.default_steps_per_execution(dcgan, shape, 936) == 4
+    assert training.default_steps_per_execution(dcgan, shape, 6) == 3  # explicit steps_per_epoch
+    assert training.epoch_length(make_run("dcgan", steps_per_epoch=937), 60_000, shape) == 937
+    assert training.epoch_length(dcgan, 130, shape) == 2  # fewer batches than steps per call: kept
     ddpm = make_run("ddpm")  # diffusion: one step per call, its own 500-step epochs
-    assert train.epoch_length(ddpm, 60_000, shape) == 500
-    assert train.default_steps_per_execution(ddpm, shape, 500) == 1
+    assert training.epoch_length(ddpm, 60_000, shape) == 500
+    assert training.default_steps_per_execution(ddpm, shape, 500) == 1
     for model in registry.list_models():
         run = make_run(model)
-        steps = train.epoch_length(run, 60_000, shape)
-        assert steps % train.default_steps_per_execution(run, shape, steps) == 0
+        steps = training.epoch_length(run, 60_000, shape)
+        assert steps % training.default_steps_per_execution(run, shape, steps) == 0
 
 
 def test_a_run_keeps_its_epoch_length_and_older_records_are_refused(tmp_path,

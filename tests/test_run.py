@@ -201,7 +201,7 @@ def test_divergence_stops_with_one_line_and_exit_1(tmp_path, digits_data_dir):
 
 
 @pytest.mark.parametrize("flags, fragment", [
-    (["--model=nope"], "--model=nope"),
+    (["--model=nope"], "unknown model 'nope'"),
     (["--dataset=nope"], "unknown dataset 'nope'"),
     (["--batch_size=0"], "batch_size=0"),
     (["--epochs=many"], "--epochs=many"),
@@ -228,7 +228,7 @@ def test_user_errors_are_one_line_and_write_nothing(flags, fragment, tmp_path, t
 
 
 def test_a_bad_flag_ends_the_process_with_one_line_and_exit_2():
-    one_line_error(run_cli("--model=nope", check=False), "--model=nope")
+    one_line_error(run_cli("--model=nope", check=False), "unknown model 'nope'")
 
 
 def test_a_foreign_config_json_is_a_user_error(tmp_path):

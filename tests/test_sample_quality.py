@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from aigc_zoo import data, registry, request, train
+from aigc_zoo import data, registry, request, training
 from aigc_zoo.errors import UserError
 from aigc_zoo.metrics import sample_quality
 
@@ -39,7 +39,7 @@ def tiny_models(tmp_path_factory, digits_data_dir):
     models = {}
     for name in ("vae", "cvae"):
         workdir = str(tmp_path_factory.mktemp(name))
-        models[name] = train.train(_tiny_run(name), workdir=workdir, data_dir=digits_data_dir,
+        models[name] = training.train(_tiny_run(name), workdir=workdir, data_dir=digits_data_dir,
                                    verbose=0)
     return models
 
@@ -147,7 +147,7 @@ def test_bad_options_are_user_errors(changes, fragment):
 def test_callback_logs_sample_quality_every_n_epochs(tmp_path, digits_data_dir, options):
     run = _tiny_run("vae", epochs=2)
     quality = dataclasses.replace(options, num_samples=100)
-    train.train(run, workdir=str(tmp_path), data_dir=digits_data_dir, verbose=0,
+    training.train(run, workdir=str(tmp_path), data_dir=digits_data_dir, verbose=0,
                 eval_every_epochs=1, quality=quality)
     events = event_accumulator.EventAccumulator(str(tmp_path / "tensorboard" / "eval"),
                                                 size_guidance={"tensors": 0})

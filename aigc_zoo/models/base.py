@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from aigc_zoo import config as config_lib
 from aigc_zoo import distribute, export
+from aigc_zoo import stages as stages_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,17 +96,20 @@ class Knobs:
             multiple of it.
         xla_on_cpu: what `jit_compile="auto"` means for training on a CPU.
         sampling_cost: network evaluations per sample of `generate` with its defaults; the
-            benchmark and the default `--eval_samples` size their work by it.
-        encodes: the model has `encode(images, labels)` and `decode(latents, labels)`.
-        likelihood: the model has `evaluate_model(dataset, seed=...)`, its own evaluation
-            (likelihood bounds) in `--mode=eval`.
+            benchmark's sample count, the per-epoch picture and the default `--eval_samples`
+            are sized by it.
+        encodes: the model has `encode(images)` and `decode(latents)` (with `labels` as a
+            second argument for a conditional model); `encode` may return several tensors,
+            the first being the latents `decode` takes.
+        evaluates: the model has `evaluate_model(dataset, seed=...)`, its own metrics in
+            `--mode=eval` (the VAEs' likelihood bounds).
     """
 
     steps_per_execution: int = 1
     xla_on_cpu: bool = False
     sampling_cost: float = 1.0
     encodes: bool = False
-    likelihood: bool = False
+    evaluates: bool = False
 
 
 def _with_loss_scaling(group: UpdateGroup) -> UpdateGroup:
@@ -138,6 +142,15 @@ def resolve_jit_compile(jit_compile: str | bool, *, on_cpu: bool = False) -> boo
     return bool(jit_compile)
 
 
+class _FunctionCache:
+    """Traced sampling functions by their static options. A plain object, so neither Keras
+    nor TensorFlow tracks it (a dict attribute would be tracked, and a SavedModel refuses its
+    tuple keys)."""
+
+    def __init__(self):
+        self.functions: dict[tuple, Any] = {}
+
+
 class GenerativeModel(export.KerasFile, keras.Model):
     """Base class of every model in the zoo; owns `train_step` and `test_step`.
 
@@ -160,12 +173,26 @@ class GenerativeModel(export.KerasFile, keras.Model):
     registered_name: ClassVar[str] = ""  # set by registry.register_model
 
     def __init__(self, config: config_lib.TrainConfig, *, image_shape: Sequence[int],
-                 num_classes: int | None = None, seed: int = 0, **kwargs: Any):
+                 num_classes: int | None = None, seed: int = 0,
+                 stages: dict[str, dict[str, Any]] | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.config = config
         self.image_shape = tuple(int(d) for d in image_shape)
         self.num_classes = num_classes
         self.seed = int(seed)
+        # First stages (`aigc_zoo.stages`): rebuilt from their descriptions, frozen, and set as
+        # attributes of their field's name, so their variables are this model's (checkpoints,
+        # `.keras` files, exports); their weights come from the first stage's workdir at the
+        # start of a run, from this model's checkpoint afterwards.
+        self.stage_descriptions = dict(stages or {})
+        missing = set(config_lib.stage_fields(config)) - set(self.stage_descriptions)
+        if missing:
+            raise ValueError(f"{type(self).__name__} is built on first stages {sorted(missing)}"
+                             "; build it through a run (aigc_zoo.train) or pass stages=")
+        for name, description in self.stage_descriptions.items():
+            stage = stages_lib.build(description)
+            stage.trainable = False
+            setattr(self, name, stage)
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
         # Counts train steps across processes (restored from checkpoints), unlike Keras' own
         # per-`fit` counters; TensorBoard steps and warm-up schedules read it.
@@ -173,7 +200,7 @@ class GenerativeModel(export.KerasFile, keras.Model):
                                           name="global_step", aggregation="only_first_replica")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
         self._groups: tuple[UpdateGroup, ...] = ()
-        self._sampling_functions: dict[tuple, Any] = {}
+        self._sampling_functions = _FunctionCache()
 
     # -- what subclasses provide ---------------------------------------------------------------
 
@@ -183,6 +210,13 @@ class GenerativeModel(export.KerasFile, keras.Model):
         `make benchmark`'s measurements (docs/performance.md): oneDNN's convolutions beat XLA's
         on a CPU, so graph mode for convolutional networks, and 1 step per compiled call."""
         return Knobs()
+
+    @classmethod
+    def check_stages(cls, config: config_lib.TrainConfig, image_shape: Sequence[int],
+                     num_classes: int | None, stages: dict[str, dict[str, Any]]) -> None:
+        """Raise `UserError` when a first stage (its description: model, config, image_shape,
+        ...) does not fit this model on this data (shape, channels, code count); called before
+        anything of the run is created. Nothing to check by default."""
 
     @classmethod
     def default_config(cls, dataset: str | None = None) -> config_lib.TrainConfig:
@@ -249,6 +283,12 @@ class GenerativeModel(export.KerasFile, keras.Model):
         """Bring sampling-only state up to date before sampling with `options` (resolved) and
         before export (GANs: the weight average's standing batch-norm statistics)."""
 
+    def evaluate_model(self, dataset: tf.data.Dataset, *, seed: int = 0) -> dict[str, Any]:
+        """The model's own metrics in `--mode=eval` (a JSON-ready dict), for a model whose
+        `knobs` declare `evaluates`; `dataset` is the eval split in batches, one pass."""
+        raise NotImplementedError(f"{type(self).__name__} declares evaluates=True in its knobs "
+                                  "but defines no evaluate_model")
+
     def serving_endpoints(self) -> dict[str, Any]:
         """The family's own exported signatures (`export.ServingEndpoint` by name), beside the
         `generate` and `sample` that `aigc_zoo.export` makes for every model."""
@@ -271,19 +311,22 @@ class GenerativeModel(export.KerasFile, keras.Model):
         """
         if not self.conditional:
             return {}
-        labels = tf.cast(tf.reshape(conditioning["labels"], [-1]), tf.int32)
-        cycling = tf.range(num_samples, dtype=tf.int32) % self.num_classes
+        # Checked as int64, then cast: int32 first would wrap 2**32 + 3 to a valid 3.
+        labels = tf.cast(tf.reshape(conditioning["labels"], [-1]), tf.int64)
+        cycling = tf.range(tf.cast(num_samples, tf.int64), dtype=tf.int64) % self.num_classes
         labels = tf.cond(tf.size(labels) == 0, lambda: cycling, lambda: labels)
         # The checks guard the labels' users: without the dependency a wrong count could reach
         # the network first and fail there with a shape error instead of this message.
         in_range = f"labels must be in [0, {self.num_classes})"
         checks = [
-            tf.debugging.assert_equal(tf.size(labels), num_samples,
+            tf.debugging.assert_equal(tf.size(labels), tf.cast(num_samples, tf.int32),
                                       message="need one label per sample"),
-            tf.debugging.assert_greater_equal(labels, 0, message=in_range),
-            tf.debugging.assert_less(labels, self.num_classes, message=in_range)]
+            tf.debugging.assert_greater_equal(labels, tf.constant(0, tf.int64),
+                                              message=in_range),
+            tf.debugging.assert_less(labels, tf.constant(self.num_classes, tf.int64),
+                                     message=in_range)]
         with tf.control_dependencies(checks):
-            return {"labels": tf.identity(labels)}
+            return {"labels": tf.cast(labels, tf.int32)}
 
     def resolved_sampling_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Every declared option: the given ones, defaults for the rest, resolved and checked.
@@ -328,21 +371,31 @@ class GenerativeModel(export.KerasFile, keras.Model):
             conditioning = self.check_conditioning(given, num_samples)
         except tf.errors.InvalidArgumentError as error:
             raise ValueError(error.message.splitlines()[0]) from None
+        self.prepare_stages()
         self.prepare_sampling(values)
         declared = self.sampling_options()
         static = {name: values[name] for name, option in declared.items() if option.dtype is None}
         runtime = [tf.constant(values[name], option.dtype)
                    for name, option in declared.items() if option.dtype is not None]
-        return self._sampling_function(static)(
+        return self.sampling_function(static)(
             tf.constant(num_samples, tf.int32), tf.constant(seed, tf.int64),
             *conditioning.values(), *runtime)
 
-    def _sampling_function(self, static: dict[str, Any]) -> Any:
+    def prepare_stages(self) -> None:
+        """`prepare_sampling` of every first stage with its default options (a GAN stage's
+        standing statistics), before this model samples with them or is exported."""
+        for name in self.stage_descriptions:
+            stage = getattr(self, name)
+            stage.prepare_stages()
+            stage.prepare_sampling(stage.resolved_sampling_options({}))
+
+    def sampling_function(self, static: dict[str, Any]) -> Any:
         """`sample_tensors` with these static options as one cached `tf.function` whose
         inputs are the export's (any number of samples, labels and runtime options: one trace);
         XLA where a GPU or TPU is present."""
         key = tuple(sorted(static.items()))
-        if key not in self._sampling_functions:
+        functions = self._sampling_functions.functions
+        if key not in functions:
             conditioning = self.conditioning_specs()
             runtime = {name: option.dtype for name, option in self.sampling_options().items()
                        if option.dtype is not None}
@@ -356,9 +409,9 @@ class GenerativeModel(export.KerasFile, keras.Model):
                 values = dict(zip(runtime, inputs[len(conditioning):]))
                 return self.sample_tensors(num_samples, seed, given, **static, **values)
 
-            self._sampling_functions[key] = tf.function(
+            functions[key] = tf.function(
                 sample, input_signature=signature, jit_compile=resolve_jit_compile("auto"))
-        return self._sampling_functions[key]
+        return functions[key]
 
     # -- what the base class does --------------------------------------------------------------
 

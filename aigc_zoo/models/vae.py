@@ -103,7 +103,7 @@ class VAE(base.GenerativeModel):
     @classmethod
     def knobs(cls, config: VAEConfig, image_shape: Sequence[int]) -> base.Knobs:
         # 4 steps per call measured faster than 1 on a CPU (make benchmark).
-        return base.Knobs(steps_per_execution=4, encodes=True, likelihood=True)
+        return base.Knobs(steps_per_execution=4, encodes=True, evaluates=True)
 
     @classmethod
     def tiny_config(cls) -> VAEConfig:

@@ -1,7 +1,7 @@
 """Train a run, in one straight line: workdir -> data -> model -> fit -> outputs.
 
-    model = train.train(run, workdir="runs/vae-digits")        # a `request.Run`
-    model = train.train(request.run, request.options)          # what the runner does
+    model = training.train(run, workdir="runs/vae-digits")        # a `request.Run`
+    model = training.train(request.run, request.options)          # what the runner does
 
 Each step happens once and in that order: the workdir's record is read and compared (a
 different run is refused), the training split is opened, the model is built and compiled,
@@ -11,12 +11,13 @@ Training resumes from the latest checkpoint, mid-epoch included; no model-specif
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable, Sequence
 
 import tensorflow as tf
 
-from aigc_zoo import callbacks, data, distribute, domains
+from aigc_zoo import callbacks, data, distribute, domains, registry, stages
 from aigc_zoo import config as config_lib
 from aigc_zoo.checkpoints import Checkpointer
 from aigc_zoo.errors import TrainingDiverged, UserError
@@ -59,11 +60,14 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     record = RunRecord(run, info.image_shape, info.num_classes,
                        epoch_length(run, info.num_examples, info.image_shape, previous=previous))
     workdir.check_same_run(previous, record.to_json())
+    record, first_stages = _first_stages(record, previous, workdir, options)
     # The first stream is made before the model: building it clears TensorFlow's global seed,
     # which `build_model` then sets; later streams put the seed back themselves (`reseed`).
     stream = _batch_stream(run, split, info)
     spe = _steps_per_execution(options, record, multi_worker=multi_worker)
-    model = run.build_model(record.image_shape, record.num_classes)
+    model = run.build_model(record.image_shape, record.num_classes, record.stages)
+    for field, restored_stage in first_stages.items():
+        stages.copy_weights(restored_stage, getattr(model, field))
     model.compile(jit_compile=options.jit_compile, steps_per_execution=spe)
     domain = domains.for_dataset(run.dataset)
     every = domain.evaluate_every(options.eval_every_epochs)
@@ -72,6 +76,12 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     evaluator = (domain.evaluator(run, quality, data_dir=options.data_dir) if every else None)
     workdir.start(overwrite=options.overwrite)
     checkpointer, restored, start_step = _restore(model, workdir, options)
+    if restored is None and record.stages and not first_stages:
+        # The record said a checkpoint holds the first stages, but none could be restored:
+        # the run starts afresh, from the first stages' workdirs.
+        record, first_stages = _first_stages(record, None, workdir, options)
+        for field, restored_stage in first_stages.items():
+            stages.copy_weights(restored_stage, getattr(model, field))
     initial_epoch, offset = divmod(start_step, record.epoch_steps)
     if initial_epoch >= run.config.epochs:
         print(f"{workdir.path}: already trained {initial_epoch} epochs (asked for "
@@ -94,6 +104,28 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     if stop.diverged:
         raise TrainingDiverged(_diverged_message(stop.diverged, checkpointer))
     return model
+
+
+def _first_stages(record: RunRecord, previous: RunRecord | None, workdir: Workdir,
+                  options: TrainOptions) -> tuple[RunRecord, dict[str, GenerativeModel]]:
+    """The record with the descriptions of the first stages its model is built on, and those
+    stages restored from their workdirs, to copy into the new model. A run with a checkpoint
+    has them in it: its record's descriptions are kept and nothing is read from the first
+    stages' workdirs (which may be gone)."""
+    run = record.run
+    if not config_lib.stage_fields(run.config):
+        return record, {}
+    if previous is not None and not options.overwrite and workdir.has_checkpoint():
+        loaded = {}
+        record = dataclasses.replace(record, stages=previous.stages)
+    else:
+        found = stages.load(run.config)
+        loaded = {field: model for field, (_, model) in found.items()}
+        record = dataclasses.replace(record, stages={
+            field: description for field, (description, _) in found.items()})
+    registry.get_model(run.model).check_stages(run.config, record.image_shape,
+                                               record.num_classes, record.stages)
+    return record, loaded
 
 
 def _batch_stream(run: Run, split: tf.data.Dataset, info: data.DatasetInfo, *,

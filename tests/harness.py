@@ -1,0 +1,137 @@
+"""The shared harness every model goes through (tests/test_every_model.py runs it for each
+registered model; tests/test_adding_a_model.py for the example of docs/adding_a_model.md).
+
+Each check takes a model with its tiny config after two train steps on made-up digits
+(`trained_model`) and asserts what every model of the zoo must do: train every update group,
+sample deterministically in range, restore from a checkpoint into a new model, round-trip
+through a `.keras` file with safe_mode, and export a SavedModel whose signatures give the
+model's own samples. What a model can do beyond that it declares in `knobs` (`encodes`), and
+the harness checks that too.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from conftest import tiny_model
+from aigc_zoo import export
+from aigc_zoo.checkpoints import Checkpointer
+
+IMAGE_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+
+
+def build(name, seed=0):
+    return tiny_model(name, image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES, seed=seed)
+
+
+def batches(batch_size):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (batch_size, *IMAGE_SHAPE)).astype(np.float32)
+    labels = rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32)
+    return tf.data.Dataset.from_tensors({"image": images, "label": labels}).repeat()
+
+
+def trained_model(name):
+    """The model `name` with its tiny config after two train steps, and the fit's history."""
+    model = build(name)
+    history = model.fit(batches(model.config.batch_size), epochs=1, steps_per_epoch=2,
+                        verbose=0)
+    return model, history.history
+
+
+def check_train_steps(model, history):
+    assert set(history) == set(model.loss_names)
+    assert all(np.isfinite(values[-1]) for values in history.values())
+    assert int(model.global_step.numpy()) == 2
+    for group in model.groups:
+        assert int(group.optimizer.iterations.numpy()) == 2 * group.repeats
+
+
+def check_generate(model):
+    images = model.generate(4, seed=3).numpy()
+    assert images.shape == (4, *IMAGE_SHAPE)
+    assert images.min() >= -1.0 and images.max() <= 1.0
+    np.testing.assert_array_equal(images, model.generate(4, seed=3).numpy())
+    assert not np.array_equal(images, model.generate(4, seed=4).numpy())
+
+
+def check_checkpoint(model, directory):
+    Checkpointer(directory, model).save(epoch=1)
+    fresh = build(model.registered_name, seed=1)  # other initial weights and seed stream
+    assert Checkpointer(directory, fresh).restore_latest() == 1
+    assert int(fresh.global_step.numpy()) == 2
+    for saved, restored in zip(model.variables, fresh.variables, strict=True):
+        np.testing.assert_array_equal(saved.numpy(), restored.numpy())
+    for group in model.groups:
+        for saved, restored in zip(group.optimizer.variables,
+                                   fresh.optimizers[group.name].variables, strict=True):
+            np.testing.assert_array_equal(saved.numpy(), restored.numpy())
+    np.testing.assert_array_equal(model.generate(4, seed=0).numpy(),
+                                  fresh.generate(4, seed=0).numpy())
+
+
+def _codes(model, method, inputs, labels):
+    """`model.encode` / `decode` of `inputs`, with labels for a conditional model."""
+    outputs = getattr(model, method)(inputs, *([labels] if model.conditional else []))
+    return [tensor.numpy() for tensor in tf.nest.flatten(outputs)]
+
+
+def check_keras_file(model, directory):
+    name = model.registered_name
+    expected = model.generate(4, seed=5).numpy()
+    path = str(directory / f"{name}.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert type(loaded) is type(model) and loaded.registered_name == name
+    assert loaded.config == model.config and loaded.image_shape == model.image_shape
+    for saved, restored in zip(model.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(saved.numpy(), restored.numpy(), err_msg=saved.path)
+    np.testing.assert_array_equal(loaded.generate(4, seed=5).numpy(), expected)
+    if model.knobs(model.config, model.image_shape).encodes:
+        images = tf.constant(batches(4).take(1).get_single_element()["image"][:4])
+        labels = tf.constant([1, 2, 3, 4], tf.int32)
+        codes = _codes(model, "encode", images, labels)
+        for original, restored in zip(codes, _codes(loaded, "encode", images, labels),
+                                      strict=True):
+            np.testing.assert_array_equal(original, restored)
+        latents = tf.random.stateless_normal(codes[0].shape, [1, 2])
+        np.testing.assert_array_equal(_codes(model, "decode", latents, labels)[0],
+                                      _codes(loaded, "decode", latents, labels)[0])
+
+
+def check_export(model, directory):
+    """The SavedModel's `generate` (and `sample`, with the defaults) give the model's samples."""
+    export_dir = str(directory / "saved")
+    signatures = export.save_model(model, export_dir)
+    served = tf.saved_model.load(export_dir)
+    assert set(signatures) <= set(served.signatures) and "generate" in signatures
+    labels = {"labels": tf.constant([], tf.int32)} if model.conditional else {}
+    expected = model.generate(3, seed=7).numpy()
+    images = served.signatures["generate"](num_samples=tf.constant(3), seed=tf.constant(7),
+                                           **labels)["images"].numpy()
+    np.testing.assert_array_equal(images, expected)
+    if "sample" in signatures:
+        defaults = model.resolved_sampling_options({})
+        runtime = {name: tf.constant(defaults[name], option.dtype)
+                   for name, option in model.sampling_options().items()
+                   if option.dtype is not None}
+        images = served.signatures["sample"](num_samples=tf.constant(3), seed=tf.constant(7),
+                                             **runtime, **labels)["images"].numpy()
+        np.testing.assert_array_equal(images, expected)
+
+
+ALL_CHECKS = ("train_steps", "generate", "checkpoint", "keras_file", "export")
+
+
+def run_check(check, model, history, directory):
+    """One of `ALL_CHECKS` on a `trained_model`; `directory` is a fresh folder."""
+    if check == "train_steps":
+        check_train_steps(model, history)
+    elif check == "generate":
+        check_generate(model)
+    else:
+        {"checkpoint": check_checkpoint, "keras_file": check_keras_file,
+         "export": check_export}[check](model, directory)
