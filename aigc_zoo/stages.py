@@ -109,8 +109,10 @@ def load(config: config_lib.TrainConfig) -> dict[str, tuple[dict[str, Any], Any]
     return found
 
 
-def copy_weights(source: Any, target: Any) -> None:
-    """Assign a restored first stage's variables to its rebuilt copy (same description, so the
-    same variables in the same order)."""
-    for value, variable in zip(source.variables, target.variables, strict=True):
-        variable.assign(value)
+def copy_into(model: Any, restored: dict[str, Any]) -> None:
+    """Assign each restored first stage's variables (`load`'s models, by field) to its rebuilt
+    copy in `model` (same description, so the same variables in the same order)."""
+    for field, source in restored.items():
+        for value, variable in zip(source.variables, getattr(model, field).variables,
+                                   strict=True):
+            variable.assign(value)

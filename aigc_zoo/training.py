@@ -66,8 +66,7 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     stream = _batch_stream(run, split, info)
     spe = _steps_per_execution(options, record, multi_worker=multi_worker)
     model = run.build_model(record.image_shape, record.num_classes, record.stages)
-    for field, restored_stage in first_stages.items():
-        stages.copy_weights(restored_stage, getattr(model, field))
+    stages.copy_into(model, first_stages)
     model.compile(jit_compile=options.jit_compile, steps_per_execution=spe)
     domain = domains.for_dataset(run.dataset)
     every = domain.evaluate_every(options.eval_every_epochs)
@@ -80,8 +79,7 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
         # The record said a checkpoint holds the first stages, but none could be restored:
         # the run starts afresh, from the first stages' workdirs.
         record, first_stages = _first_stages(record, None, workdir, options)
-        for field, restored_stage in first_stages.items():
-            stages.copy_weights(restored_stage, getattr(model, field))
+        stages.copy_into(model, first_stages)
     initial_epoch, offset = divmod(start_step, record.epoch_steps)
     if initial_epoch >= run.config.epochs:
         print(f"{workdir.path}: already trained {initial_epoch} epochs (asked for "
