@@ -6,18 +6,27 @@
     workdir/tensorboard/   event files; `tensorboard/eval` for evaluations
     workdir/samples/       a sample picture per epoch, and those of `--mode=sample`
     workdir/metrics.json   what `--mode=eval` measured
+    workdir/train.lock     the training process's lock, holding its pid
 
 Training in a workdir that holds the same run resumes it; a different run there is refused
 unless asked to overwrite. Nothing is written until the new run has been built, so a mistake
 in a command changes nothing. On a multi-worker strategy only the chief writes here: the
 other workers read the chief's checkpoints and write their own (which saving needs, as it
 reads variables collectively) to a temporary folder deleted at the end.
+
+One trainer per workdir: the training process (the chief, on a multi-worker strategy) holds an
+advisory `flock` on `train.lock` from `Workdir.start` to the end of training. The kernel drops it
+when the process ends, however it ends, so a SIGKILL leaves no stale lock; a second trainer is
+refused in one line naming the holder's pid. The lock is as good as the file system's `flock`
+(local disks; on NFS it depends on the mount). `--mode=sample|eval|export` take no lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import glob
 import os
 import shutil
@@ -38,6 +47,7 @@ from aigc_zoo.request import Run
 # record afterwards (`training.py`).
 RESUMABLE_FIELDS = frozenset({"epochs", "epoch_steps", "stages"})
 OUTPUTS = ("checkpoints", "tensorboard", "samples", "metrics.json")
+LOCK = "train.lock"
 # The record's own fields beside the run's, with their JSON types.
 _RECORD_FIELDS = {"image_shape": list, "num_classes": (int, type(None)), "epoch_steps": int,
                   "stages": dict}
@@ -137,6 +147,7 @@ class Workdir:
     def __init__(self, path: str, *, outputs: str | None = None):
         self.path = path
         self.outputs = outputs or path
+        self._lock: int | None = None  # the descriptor of the held `train.lock`
 
     @classmethod
     @contextlib.contextmanager
@@ -145,9 +156,11 @@ class Workdir:
         workers to a temporary folder, deleted when the block ends."""
         scratch = None if distribute.is_chief(strategy) else tempfile.mkdtemp(
             prefix="aigc_zoo_worker_")
+        workdir = cls(path, outputs=scratch)
         try:
-            yield cls(path, outputs=scratch)
+            yield workdir
         finally:
+            workdir.release()
             if scratch:
                 shutil.rmtree(scratch, ignore_errors=True)
 
@@ -200,11 +213,13 @@ class Workdir:
                             "pass --overwrite to replace it, or choose another --workdir")
 
     def start(self, *, overwrite: bool) -> None:
-        """Create the folder, and with `overwrite` delete the previous run's outputs (the
-        chief's part; call it once the new run has been built)."""
+        """Create the folder, take the trainer's lock, and with `overwrite` delete the previous
+        run's outputs (the chief's part; call it once the new run has been built). A
+        `UserError` naming the holder when another process trains here."""
         if not self.chief:
             return
         files.make_writable_folder(self.path, what="workdir")
+        self.acquire()
         if overwrite:
             for name in OUTPUTS:
                 path = os.path.join(self.path, name)
@@ -212,6 +227,37 @@ class Workdir:
                     shutil.rmtree(path)
                 elif os.path.exists(path):
                     os.remove(path)
+
+    def acquire(self) -> None:
+        """Take the trainer's lock on `train.lock` (held until `release` or the process ends);
+        a `UserError` naming the holder's pid when another process holds it."""
+        if self._lock is not None:
+            return
+        path = os.path.join(self.path, LOCK)
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise UserError(f"cannot open {path}: {error.strerror}") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(descriptor)
+            if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise UserError(f"cannot lock {path}: {error.strerror}") from None
+            raise UserError(f"{self.path} is being trained by another process (pid {holder}, "
+                            f"holding {LOCK}): wait for it to end, or choose another "
+                            "--workdir") from None
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        self._lock = descriptor
+
+    def release(self) -> None:
+        """Let go of the trainer's lock, if held (the file stays: its pid is only news while
+        locked)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def has_checkpoint(self) -> bool:
         """Whether the run has saved a checkpoint here (an index file of one)."""

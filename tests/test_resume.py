@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from aigc_zoo.errors import UserError
+from aigc_zoo.workdir import Workdir
 from conftest import (REPO, checkpoint_values, cli_command, cli_env, one_line_error, run_cli,
                       run_in_process, snapshot, tiny_model, user_error)
 
@@ -43,8 +45,13 @@ def test_sigkill_mid_epoch_then_rerun_ends_bitwise_equal(tmp_path, digits_data_d
             while not index.exists() and process.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.01)
             assert process.poll() is None, "the run ended before it could be killed"
+            # The training holds the workdir's lock, which names it ...
+            assert (workdir / "train.lock").read_text().strip() == str(process.pid)
+            with pytest.raises(UserError, match=rf"trained by another process \(pid {process.pid}"):
+                Workdir(str(workdir)).start(overwrite=False)
             process.send_signal(signal.SIGKILL)
             assert process.wait(timeout=60) == -signal.SIGKILL
+            # ... and the kernel drops when the process dies: the rerun takes it.
             resumed = run_cli(*flags, f"--workdir={workdir}", check=False)
             if straight.wait(timeout=600) != 0:
                 straight_log.seek(0)
@@ -241,6 +248,23 @@ def test_a_rejected_run_ends_the_process_with_one_line_and_exit_2(existing):
     before = snapshot(workdir)
     one_line_error(run_cli(*flags, "--set", "latent_dim=7", check=False), "holds a different run")
     assert snapshot(workdir) == before
+
+
+def test_a_second_trainer_in_a_workdir_is_one_line_naming_the_first(existing):
+    workdir, flags, _ = existing
+    holder = Workdir(str(workdir))
+    holder.start(overwrite=False)  # what a training process does first, here in this one
+    try:
+        before = snapshot(workdir)
+        for extra in ([], ["--overwrite"], ["--epochs=2"]):
+            assert f"being trained by another process (pid {os.getpid()}" in user_error(
+                *flags, *extra)
+            assert snapshot(workdir) == before
+        # Reading a trained workdir takes no lock.
+        assert "samples" in run_in_process(*flags, "--mode=sample", "--num_samples=2")
+    finally:
+        holder.release()
+    assert "already trained 1 epochs" in run_in_process(*flags)
 
 
 def test_default_steps_per_execution_always_divides_the_epoch():
