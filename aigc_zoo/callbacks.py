@@ -13,9 +13,10 @@ import time
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from aigc_zoo import domains
+from aigc_zoo import domains, plots
 from aigc_zoo.checkpoints import Checkpointer
 
 
@@ -32,12 +33,16 @@ class TensorBoardLogger(keras.callbacks.Callback):
         domain: the data's domain, which draws the pictures (image grids, scatters of points).
         num_samples: samples in each picture (drawn with a fixed seed, so epochs compare);
             default: the domain's `grid_samples`.
+        reconstruct: a fixed batch (`{"image"[, "label"]}`) that a model declaring `encodes`
+            encodes and decodes at each picture's epoch: the inputs' rows alternate with their
+            reconstructions' in the `reconstructions` image.
     """
 
     def __init__(self, logdir: str, *, hparams: dict[str, Any], batch_size: int,
                  log_every_steps: int = 50, samples_dir: str | None = None,
                  sample_every_epochs: int = 1, domain: domains.Domain | None = None,
-                 num_samples: int | None = None, sample_seed: int = 1234):
+                 num_samples: int | None = None, sample_seed: int = 1234,
+                 reconstruct: dict[str, Any] | None = None):
         super().__init__()
         self._writer = tf.summary.create_file_writer(logdir)
         self._hparams = hparams
@@ -48,6 +53,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
         self._domain = domain or domains.Images()
         self._num_samples = num_samples or self._domain.grid_samples
         self._sample_seed = sample_seed
+        self._reconstruct = reconstruct
         self._last_step = 0
         self._last_time: float | None = None  # None until the first step has run (and traced)
 
@@ -98,9 +104,23 @@ class TensorBoardLogger(keras.callbacks.Callback):
             pixels = self._domain.picture(samples, title=title)
         with self._writer.as_default(step=step):
             tf.summary.image("samples", pixels[None], max_outputs=1)
+            if self._reconstruct is not None:
+                tf.summary.image("reconstructions", self._reconstructions()[None], max_outputs=1)
         self._writer.flush()
         # The sample draw and PNG are not training time; keep them out of images/s.
         self._last_time = time.perf_counter()
+
+    def _reconstructions(self, columns: int = 8) -> np.ndarray:
+        """The fixed batch's images and `decode(encode(images))`, a row of each in turn."""
+        model = self.model
+        images = tf.convert_to_tensor(self._reconstruct["image"])
+        labels = [tf.convert_to_tensor(self._reconstruct["label"])] if model.conditional else []
+        latents = tf.nest.flatten(model.encode(images, *labels))[0]
+        decoded = model.decode(latents, *labels).numpy()
+        images = images.numpy()
+        rows = [part[start:start + columns] for start in range(0, len(images), columns)
+                for part in (images, decoded)]
+        return plots.to_grid(np.concatenate(rows), columns=columns)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._writer.flush()

@@ -25,6 +25,8 @@ from aigc_zoo.models.base import GenerativeModel
 from aigc_zoo.request import Run, TrainOptions
 from aigc_zoo.workdir import RunRecord, Workdir
 
+RECONSTRUCTED = 16  # images in TensorBoard's reconstruction picture
+
 
 def train(run: Run, options: TrainOptions | None = None, *,
           strategy: tf.distribute.Strategy | None = None, **option_values: Any
@@ -73,6 +75,7 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     # Made before anything is written: a missing extractor fails here, changing nothing.
     quality = options.quality.sized(run.knobs(record.image_shape).sampling_cost)
     evaluator = (domain.evaluator(run, quality, data_dir=options.data_dir) if every else None)
+    reconstruct = _reconstruction_batch(run, record, options, domain)
     workdir.start(overwrite=options.overwrite)
     checkpointer, restored, start_step = _restore(model, workdir, options)
     if restored is None and record.stages and not first_stages:
@@ -95,7 +98,8 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
               f"{initial_epoch + 1}, step {offset} of {record.epoch_steps})", flush=True)
     stop = callbacks.StopOnNonFinite()
     every_epoch = _callbacks(record, options, workdir, checkpointer, stop=stop, domain=domain,
-                             evaluator=evaluator, every=every, replicas=replicas)
+                             evaluator=evaluator, every=every, replicas=replicas,
+                             reconstruct=reconstruct)
     _fit(model, record, options, every_epoch, first_stream=stream, stop=stop,
          restream=lambda: _batch_stream(run, split, info, reseed=True),
          initial_epoch=initial_epoch, offset=offset)
@@ -178,10 +182,24 @@ def _restore(model: GenerativeModel, workdir: Workdir, options: TrainOptions
     return checkpointer, source.restored_path, int(model.global_step.numpy())
 
 
+def _reconstruction_batch(run: Run, record: RunRecord, options: TrainOptions,
+                          domain: domains.Domain) -> dict[str, Any] | None:
+    """For a model that encodes images, the first `RECONSTRUCTED` images of the eval split
+    (with their labels), whose reconstructions TensorBoard shows each picture's epoch; read
+    before anything is written, so a bad `--eval_split` changes nothing."""
+    if (not options.sample_every_epochs or domain.kind != "images"
+            or not run.knobs(record.image_shape).encodes):
+        return None
+    examples, _ = data.load(run.dataset, run.eval_split, batch_size=RECONSTRUCTED,
+                            training=False, data_dir=options.data_dir, image_size=run.image_size)
+    first = examples.take(1).get_single_element()
+    return {key: first[key].numpy() for key in ("image", "label") if key in first}
+
+
 def _callbacks(record: RunRecord, options: TrainOptions, workdir: Workdir,
                checkpointer: Checkpointer, *, stop: callbacks.StopOnNonFinite,
                domain: domains.Domain, evaluator: domains.Evaluator | None, every: int,
-               replicas: int) -> list[Any]:
+               replicas: int, reconstruct: dict[str, Any] | None) -> list[Any]:
     run = record.run
     hparams = {"model": run.model, "dataset": run.dataset, "seed": run.seed,
                "precision": run.precision, "replicas": replicas,
@@ -203,7 +221,8 @@ def _callbacks(record: RunRecord, options: TrainOptions, workdir: Workdir,
         workdir.output("tensorboard"), hparams=hparams, batch_size=run.config.batch_size,
         log_every_steps=options.log_every_steps, samples_dir=workdir.output("samples"),
         sample_every_epochs=options.sample_every_epochs, domain=domain,
-        num_samples=domain.grid_size(run.knobs(record.image_shape).sampling_cost)))
+        num_samples=domain.grid_size(run.knobs(record.image_shape).sampling_cost),
+        reconstruct=reconstruct))
     return chosen
 
 

@@ -62,8 +62,9 @@ def _python_together(commands, *, timeout=600):
 
 
 def test_mirrored_on_two_cpu_devices_matches_one_device(digits_data_dir):
+    # vqvae: its k-means, EMA codebook and restarts use replica-summed and gathered values.
     jobs = [("vae", "single", "mirrored"), ("dcgan", "single", "mirrored"),
-            ("ddpm", "single", "mirrored")]
+            ("ddpm", "single", "mirrored"), ("vqvae", "single", "mirrored")]
     finished = _python_together([["-c", _EQUIVALENCE, digits_data_dir, *job] for job in jobs])
     results = {}
     for (name, *labels), (returncode, stdout, stderr) in zip(jobs, finished):
@@ -71,7 +72,7 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(digits_data_dir):
         line = next(x for x in stdout.splitlines() if x.startswith("RESULTS "))
         for label, values in json.loads(line[len("RESULTS "):]).items():
             results[name, label] = values
-    models = ("vae", "dcgan", "ddpm")
+    models = ("vae", "dcgan", "ddpm", "vqvae")
     for name in models:
         single, mirrored = results[name, "single"], results[name, "mirrored"]
         assert single["history"].keys() == mirrored["history"].keys()

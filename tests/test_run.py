@@ -29,7 +29,7 @@ def trained(tmp_path_factory, digits_data_dir):
     return workdir, flags
 
 
-def test_training_writes_config_checkpoints_samples_and_events(trained):
+def test_training_writes_config_checkpoints_samples_and_events(trained, digits_data_dir):
     workdir, _ = trained
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["model"] == "vae" and saved["dataset"] == "digits"
@@ -49,6 +49,15 @@ def test_training_writes_config_checkpoints_samples_and_events(trained):
     width, height, png = tf.make_ndarray(events.Tensors("samples")[-1].tensor_proto)
     assert (int(width), int(height)) == (224, 224)
     assert tf.io.decode_png(png).shape == (224, 224, 1)
+    # The VAE encodes: 16 test digits in rows of 8, each row above its reconstructions' row.
+    width, height, png = tf.make_ndarray(events.Tensors("reconstructions")[-1].tensor_proto)
+    assert (int(width), int(height)) == (224, 112)
+    pixels = tf.io.decode_png(png).numpy()
+    from aigc_zoo import data, plots
+    test_digits = next(iter(data.load("digits", "test", batch_size=8, training=False,
+                                      data_dir=digits_data_dir)[0]))["image"]
+    np.testing.assert_array_equal(pixels[:28], plots.to_grid(test_digits, columns=8))
+    assert not np.array_equal(pixels[28:56], pixels[:28])
     hparams_tags = [t for t in tags if t.startswith("_hparams_")]
     assert hparams_tags, "no hparams plugin summary"
 

@@ -3,3 +3,4 @@
 from aigc_zoo.models import diffusion  # noqa: F401
 from aigc_zoo.models import gan  # noqa: F401
 from aigc_zoo.models import vae  # noqa: F401
+from aigc_zoo.models import vqvae  # noqa: F401

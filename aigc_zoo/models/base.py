@@ -100,7 +100,8 @@ class Knobs:
             are sized by it.
         encodes: the model has `encode(images)` and `decode(latents)` (with `labels` as a
             second argument for a conditional model); `encode` may return several tensors,
-            the first being the latents `decode` takes.
+            the first being the latents (or integer codes) `decode` takes. Training then
+            shows held-out images next to their reconstructions in TensorBoard.
         evaluates: the model has `evaluate_model(dataset, seed=...)`, its own metrics in
             `--mode=eval` (the VAEs' likelihood bounds).
     """

@@ -73,6 +73,55 @@ def conv_decoder(input_dim: int, image_shape: Sequence[int], filters: Sequence[i
     return keras.Model(inputs, outputs, name=name)
 
 
+def _plain_residual_block(x, hidden: int, name: str):
+    """ReLU, 3x3 conv to `hidden`, ReLU, 1x1 conv back, added to the input (the VQ-VAE's)."""
+    channels = x.shape[-1]
+    h = keras.layers.Activation("relu")(x)
+    h = keras.layers.Conv2D(hidden, 3, padding="same", name=f"{name}_conv1")(h)
+    h = keras.layers.Activation("relu")(h)
+    h = keras.layers.Conv2D(channels, 1, name=f"{name}_conv2")(h)
+    return keras.layers.Add()([x, h])
+
+
+def grid_encoder(image_shape: Sequence[int], filters: Sequence[int], output_channels: int, *,
+                 residual_blocks: int = 2, name: str = "encoder") -> keras.Model:
+    """Images to a grid of vectors (van den Oord et al. 2017): a stride-2 4x4 convolution per
+    entry of `filters`, a 3x3 convolution, residual blocks, and a 1x1 convolution to
+    `output_channels`; 28x28 images with two filters give a 7x7 grid."""
+    check_downsampling(image_shape, len(filters))
+    inputs = keras.Input(tuple(image_shape))
+    x = inputs
+    for index, width in enumerate(filters):
+        x = keras.layers.Conv2D(width, 4, strides=2, padding="same", name=f"{name}_down{index}")(x)
+        x = keras.layers.Activation("relu")(x)
+    x = keras.layers.Conv2D(filters[-1], 3, padding="same", name=f"{name}_conv")(x)
+    for index in range(residual_blocks):
+        x = _plain_residual_block(x, filters[-1] // 2, f"{name}_residual{index}")
+    x = keras.layers.Activation("relu")(x)
+    outputs = keras.layers.Conv2D(output_channels, 1, name=f"{name}_out")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def grid_decoder(grid_shape: Sequence[int], image_shape: Sequence[int],
+                 filters: Sequence[int], *, residual_blocks: int = 2,
+                 name: str = "decoder") -> keras.Model:
+    """Mirror of `grid_encoder`: a grid of vectors [h, w, d] to images shaped `image_shape`
+    (a 3x3 convolution, residual blocks, a stride-2 4x4 transposed convolution per filter, the
+    last one to the image's channels; no output activation)."""
+    inputs = keras.Input(tuple(grid_shape))
+    x = keras.layers.Conv2D(filters[-1], 3, padding="same", name=f"{name}_conv")(inputs)
+    for index in range(residual_blocks):
+        x = _plain_residual_block(x, filters[-1] // 2, f"{name}_residual{index}")
+    x = keras.layers.Activation("relu")(x)
+    widths = list(reversed(filters))[1:] + [image_shape[-1]]
+    for index, width in enumerate(widths):
+        x = keras.layers.Conv2DTranspose(width, 4, strides=2, padding="same",
+                                         name=f"{name}_up{index}")(x)
+        if index < len(widths) - 1:
+            x = keras.layers.Activation("relu")(x)
+    return keras.Model(inputs, x, name=name)
+
+
 # -- a small U-Net for diffusion models (Ho et al. 2020, after PixelCNN++ / Wide ResNets) --------
 
 
