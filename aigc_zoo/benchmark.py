@@ -366,11 +366,18 @@ def _time_generate(model: Any, num_samples: int, calls: int, **options: Any) -> 
 def sampling_throughput(model: Any, *, quick: bool) -> list[dict[str, Any]]:
     """images/s of `generate()` (models with a `steps` option: per number of steps), after a
     warm-up."""
-    if "steps" not in model.sampling_options():  # a fixed cost per image
+    options = model.sampling_options()
+    if "steps" not in options:  # a fixed cost per image
         # Fewer samples for a costlier sampler (its declared network evaluations per sample).
         cost = model.knobs(model.config, model.image_shape).sampling_cost
         count = max(8, int((64 if quick else 512) / max(cost, 1)))
-        return [_time_generate(model, count, 1 if quick else 3)]
+        if "cache" not in options:
+            return [_time_generate(model, count, 1 if quick else 3)]
+        # An autoregressive sampler, with its caches and without (a whole pass per position).
+        rows = [_time_generate(model, count, 1 if quick else 3, cache=True)]
+        if not quick:
+            rows.append(_time_generate(model, 8, 1, cache=False))
+        return rows
     steps = DIFFUSION_STEPS[:1] if quick else DIFFUSION_STEPS
     # 8 samples at every step count: 250 steps of a bigger batch would dominate the run time.
     return [_time_generate(model, 8, 1, steps=count) for count in steps]

@@ -104,7 +104,10 @@ def _sampling_table(results: dict[str, Any]) -> list[str]:
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for model in results["models"]:
         for row in model["sampling"]:
-            lines.append(f"| {model['model']} | {row.get('steps', 1)} | {row['num_samples']} | "
+            steps = row.get("steps", 1)
+            if "cache" in row:
+                steps = "one per pixel, " + ("cached" if row["cache"] else "uncached")
+            lines.append(f"| {model['model']} | {steps} | {row['num_samples']} | "
                          f"{row['images_per_second']:,.1f} | {row['seconds']:.2f} | "
                          f"{row['first_call_seconds']:.1f} |")
     return lines

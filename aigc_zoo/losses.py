@@ -43,9 +43,18 @@ def gaussian_log_likelihood(x: tf.Tensor, mean: tf.Tensor, log_scale: tf.Tensor)
 
 def discretized_logistic_log_likelihood(x: tf.Tensor, mean: tf.Tensor, log_scale: tf.Tensor,
                                         *, num_bins: int = 256) -> tf.Tensor:
-    """log P(x) of images quantised to `num_bins` levels in [-1, 1] under a discretised logistic.
+    """log P(x) of images quantised to `num_bins` levels in [-1, 1] under a discretised logistic,
+    per example (`discretized_logistic_log_probs` summed)."""
+    return _sum_per_example(discretized_logistic_log_probs(x, mean, log_scale,
+                                                           num_bins=num_bins))
 
-    Each pixel's probability is the logistic mass of its bin; the edge bins take the tails
+
+def discretized_logistic_log_probs(x: tf.Tensor, mean: tf.Tensor, log_scale: tf.Tensor,
+                                   *, num_bins: int = 256) -> tf.Tensor:
+    """log P(x) of each value of `x`, quantised to `num_bins` levels in [-1, 1], under a
+    discretised logistic (broadcast shapes; not summed).
+
+    Each value's probability is the logistic mass of its bin; the edge bins take the tails
     (Salimans et al. 2017, PixelCNN++), so the probabilities of all levels sum to one.
     """
     half_bin = 1.0 / (num_bins - 1)
@@ -65,9 +74,73 @@ def discretized_logistic_log_likelihood(x: tf.Tensor, mean: tf.Tensor, log_scale
     log_density_mid = middle - log_scale - 2.0 * tf.nn.softplus(middle)
     log_mass = tf.where(bin_mass > 1e-30, tf.math.log(tf.maximum(bin_mass, 1e-30)),
                         log_density_mid + math.log(2.0 * half_bin))
-    log_prob = tf.where(x < -1.0 + half_bin, log_cdf_upper,
-                        tf.where(x > 1.0 - half_bin, log_survival_lower, log_mass))
-    return _sum_per_example(log_prob)
+    return tf.where(x < -1.0 + half_bin, log_cdf_upper,
+                    tf.where(x > 1.0 - half_bin, log_survival_lower, log_mass))
+
+
+def coupled_channel_means(means: tf.Tensor, coefficients: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+    """PixelCNN++'s within-pixel channel dependence: channel c's mean plus a linear function of
+    the earlier channels' values (Salimans et al. 2017, eq. 3).
+
+    Args:
+        means: [..., components, C].
+        coefficients: [..., components, C * (C - 1) / 2], for the pairs (1, 0), (2, 0),
+            (2, 1), ... in that order.
+        x: the pixel's values [..., C] (the observed ones, or those sampled so far).
+    Returns:
+        [..., components, C].
+    """
+    channels = means.shape[-1]
+    adjusted, pair = [means[..., 0]], 0
+    for channel in range(1, channels):
+        mean = means[..., channel]
+        for earlier in range(channel):
+            mean += coefficients[..., pair] * x[..., None, earlier]
+            pair += 1
+        adjusted.append(mean)
+    return tf.stack(adjusted, axis=-1)
+
+
+def split_logistic_mixture(params: tf.Tensor, components: int, channels: int
+                           ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Mixture logits [..., M], means and log-scales [..., M, C] and channel coefficients
+    [..., M, C(C-1)/2] (in (-1, 1)) from a network's `params` [..., logistic_mixture_size]."""
+    pairs = channels * (channels - 1) // 2
+    shape = tf.shape(params)[:-1]
+    logits = params[..., :components]
+    rest = tf.reshape(params[..., components:],
+                      tf.concat([shape, [components, 2 * channels + pairs]], 0))
+    return (logits, rest[..., :channels], rest[..., channels:2 * channels],
+            tf.tanh(rest[..., 2 * channels:]))
+
+
+def logistic_mixture_size(components: int, channels: int) -> int:
+    """Parameters per pixel of a discretised logistic mixture over `channels` channels."""
+    return components * (1 + 2 * channels + channels * (channels - 1) // 2)
+
+
+def discretized_logistic_mixture_log_likelihood(x: tf.Tensor, params: tf.Tensor, *,
+                                                components: int, num_bins: int = 256,
+                                                min_log_scale: float = -7.0) -> tf.Tensor:
+    """log P(x) per example of images [N, H, W, C] quantised to `num_bins` levels in [-1, 1]
+    under a pixel-wise mixture of discretised logistics (PixelCNN++, Salimans et al. 2017):
+    each pixel's channels share the mixture component, and a channel's mean depends linearly
+    on the earlier channels' values (`coupled_channel_means`).
+
+    Args:
+        x: [N, H, W, C].
+        params: [N, H, W, logistic_mixture_size(components, C)].
+    """
+    channels = x.shape[-1]
+    logits, means, log_scales, coefficients = split_logistic_mixture(params, components,
+                                                                     channels)
+    means = coupled_channel_means(means, coefficients, x)
+    log_scales = tf.maximum(log_scales, min_log_scale)
+    log_probs = tf.reduce_sum(
+        discretized_logistic_log_probs(x[..., None, :], means, log_scales, num_bins=num_bins),
+        axis=-1)  # [N, H, W, M]
+    mixture = tf.reduce_logsumexp(tf.nn.log_softmax(logits) + log_probs, axis=-1)
+    return _sum_per_example(mixture)
 
 
 def importance_weighted_bound(log_weights: tf.Tensor) -> tf.Tensor:

@@ -476,6 +476,22 @@ class GenerativeModel(export.KerasFile, keras.Model):
         """
         return self.seed_generator.next()
 
+    def binarize(self, images: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
+        """Images in [-1, 1] as pixels in {0, 1}, each 1 with probability (x + 1) / 2.
+
+        Without a seed (training) a fresh draw, this replica's share of the global batch's;
+        with a stateless seed [2] the same draw every time, which is how an evaluation
+        binarises once (the likelihood models evaluate the same binary images for a seed).
+        """
+        probabilities = (tf.cast(images, tf.float32) + 1.0) / 2.0
+        if seed is None:
+            seed = self.random_seed()
+            noise = self.replica_share(lambda n: tf.random.stateless_uniform(
+                tf.concat([[n], tf.shape(images)[1:]], 0), seed), tf.shape(images)[0])
+        else:
+            noise = tf.random.stateless_uniform(tf.shape(images), seed)
+        return tf.cast(noise < probabilities, tf.float32)
+
     @staticmethod
     def replica_share(draw: Callable[[Any], tf.Tensor], count: Any) -> tf.Tensor:
         """This replica's `count` rows of `draw(count * replicas)`, a draw for the global batch.

@@ -191,14 +191,7 @@ class VAE(base.GenerativeModel):
         """What the likelihood models: binarised pixels in {0, 1}, or the [-1, 1] image."""
         if self.config.likelihood != "bernoulli":
             return images
-        probabilities = (images + 1.0) / 2.0
-        if seed is None:  # training: this replica's share of the global batch's draw
-            seed = self.random_seed()
-            noise = self.replica_share(lambda n: tf.random.stateless_uniform(
-                tf.concat([[n], tf.shape(images)[1:]], 0), seed), tf.shape(images)[0])
-        else:
-            noise = tf.random.stateless_uniform(tf.shape(images), seed)
-        return tf.cast(noise < probabilities, images.dtype)
+        return tf.cast(self.binarize(images, seed), images.dtype)
 
     def _encoder_input(self, observation: tf.Tensor) -> tf.Tensor:
         return 2.0 * observation - 1.0 if self.config.likelihood == "bernoulli" else observation
