@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -151,6 +152,48 @@ def test_a_trained_constant_model_samples_at_its_probability():
     _constant_output(model, [np.log(0.2 / 0.8)])  # every pixel on with probability 0.2
     samples = model.generate(200, seed=0).numpy()
     assert np.mean(samples > 0) == pytest.approx(0.2, abs=0.01)
+
+
+def _level(x):
+    return np.round((np.clip(x, -1, 1) + 1) * 127.5) / 127.5 - 1
+
+
+def test_the_sampler_couples_rgb_channels_in_the_likelihood_s_order():
+    model = _model((2, 2, 3), likelihood="logistic_mixture", mixture_components=1)
+    couplings = np.array([0.5, -0.3, 0.8])  # for the pairs (1, 0), (2, 0), (2, 1)
+    red, green, blue = np.array([153, 140, 100]) / 127.5 - 1  # three of the 256 levels
+    # Means that put the coupled means on those levels, and the smallest scale: a channel is
+    # mostly its level, and the median of its samples is.
+    means = [red, green - couplings[0] * red, blue - couplings[1] * red - couplings[2] * green]
+    _constant_output(model, np.concatenate([[0.0], means, [-7.0] * 3, np.arctanh(couplings)]))
+    samples = model.generate(100, seed=0).numpy().reshape(-1, 3)
+    np.testing.assert_allclose(np.median(samples, axis=0), [red, green, blue], atol=1e-4)
+    swapped = means[2] + couplings[2] * red + couplings[1] * green
+    assert abs(swapped - blue) > 0.05  # the pair order matters for these numbers
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_keeps_float32_losses_and_samples_on_the_levels(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = _model((5, 5, 1), True, likelihood="logistic_mixture", mixture_components=2)
+        model.compile()
+        images = tf.round(tf.random.stateless_uniform([8, 5, 5, 1], [1, 1], 0, 255)) / 127.5 - 1
+        batch = {"image": images, "label": tf.range(8) % 10}
+        losses_ = model.compute_losses(batch, training=True)
+        assert all(value.dtype == tf.float32 for value in losses_.values())
+        history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(), epochs=1,
+                            steps_per_epoch=2, verbose=0).history
+        assert np.isfinite(history["loss"]).all()
+        # The two samplers' half-precision roundings differ, so their pixels may too; both
+        # must be float32 pixels on the 256 levels.
+        for cache in (True, False):
+            samples = model.generate(3, seed=4, cache=cache)
+            assert samples.dtype == tf.float32
+            levels = (samples.numpy() + 1) * 127.5
+            np.testing.assert_allclose(levels, np.round(levels), atol=1e-4)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.mark.parametrize("field,value", [("first_kernel_size", 4), ("kernel_size", 0),

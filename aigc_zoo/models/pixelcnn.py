@@ -24,7 +24,8 @@ default) it follows Ramachandran et al. 2017 ("Fast generation for convolutional
 models"): each layer keeps the few rows (vertical stack) and columns (horizontal stack) its
 kernel still needs, so a new pixel costs one position per layer and a finished row one row per
 layer, instead of a forward pass over the whole image per pixel. `sample_cache=False` runs the
-whole network per pixel, for comparison; both give the same pixels for a seed.
+whole network per pixel, for comparison; in float32 both give the same pixels for a seed
+(under mixed precision their half-precision roundings differ, and so may their pixels).
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ class GatedPixelCNN(keras.layers.Layer):
         p, dtype = self.filters, self.compute_dtype
         biases = self.label_biases(labels)
         inputs = [channels] + [p] * (len(self.radii) - 1)
-        column_mask = tf.one_hot(tf.range(width), width, dtype=dtype)  # [W, W]
+        column_mask = tf.one_hot(tf.range(width), width)  # [W, W]
 
         def zeros(*shape):
             return tf.zeros(tf.stack([count, *shape]), dtype)
@@ -224,8 +225,11 @@ class GatedPixelCNN(keras.layers.Layer):
                     out = self.residual[index](gate(pre))
                     h = out if index == 0 else h + out
                 pixel_params = self.output_params(h)[:, 0, 0]
-                value = tf.cast(pick(pixel_params, i, j), dtype)
-                pushed[0] = tf.concat([h_windows[0][:, :, 1:], value[:, None, None, :]], axis=2)
+                # The pixels stay float32 (the 256 levels are not all exact in float16 or
+                # bfloat16); only the network's copy takes its compute dtype.
+                value = pick(pixel_params, i, j)
+                pushed[0] = tf.concat([h_windows[0][:, :, 1:],
+                                       tf.cast(value, dtype)[:, None, None, :]], axis=2)
                 row += column_mask[j][None, :, None] * value[:, None, :]
                 return j + 1, row, row_params.write(j, pixel_params), pushed
 
@@ -233,9 +237,10 @@ class GatedPixelCNN(keras.layers.Layer):
             row_params = tf.TensorArray(tf.float32, size=width)
             _, row, row_params, _ = tf.while_loop(
                 lambda j, *_: j < width, pixel_step,
-                (tf.constant(0), zeros(width, channels), row_params, h_windows))
+                (tf.constant(0), tf.zeros(tf.stack([count, width, channels])), row_params,
+                 h_windows))
             # The finished row enters each layer's vertical window; one new row per layer.
-            v_in = row[:, None]
+            v_in = tf.cast(row, dtype)[:, None]
             new_windows, new_from_vertical = [], []
             for index, (r, (label_v, _)) in enumerate(zip(self.radii, biases)):
                 padded = tf.pad(v_in, [[0, 0], [0, 0], [r, r], [0, 0]])
@@ -254,7 +259,7 @@ class GatedPixelCNN(keras.layers.Layer):
         from_vertical = [layer(zeros(1, width, 2 * p)) for layer in self.vertical_to_horizontal]
         _, images, params, _, _ = tf.while_loop(
             lambda i, *_: i < height, row_step,
-            (tf.constant(0), tf.TensorArray(dtype, size=height),
+            (tf.constant(0), tf.TensorArray(tf.float32, size=height),
              tf.TensorArray(tf.float32, size=height), v_windows, from_vertical))
         return (tf.transpose(images.stack(), [1, 0, 2, 3]),
                 tf.transpose(params.stack(), [1, 0, 2, 3]))
@@ -265,12 +270,12 @@ class GatedPixelCNN(keras.layers.Layer):
         """Images pixel by pixel, the whole network run once per pixel (784 passes for 28x28)."""
         height, width, channels = self.image_shape
         pixels = height * width
-        masks = tf.reshape(tf.one_hot(tf.range(pixels), pixels), [pixels, height, width, 1])
 
         def step(t, images):
             i, j = t // width, t % width
             value = pick(self(images, labels)[:, i, j], i, j)
-            return t + 1, images + masks[t][None] * value[:, None, None, :]
+            mask = tf.one_hot(i, height)[:, None, None] * tf.one_hot(j, width)[None, :, None]
+            return t + 1, images + mask[None] * value[:, None, None, :]
 
         _, images = tf.while_loop(lambda t, _: t < pixels, step,
                                   (tf.constant(0), tf.zeros(tf.stack([count, height, width,
@@ -306,9 +311,11 @@ class PixelCNN(base.GenerativeModel):
     @classmethod
     def knobs(cls, config: PixelCNNConfig, image_shape: Sequence[int]) -> base.Knobs:
         height, width = image_shape[:2]
-        # Network evaluations per sample: the cache computes each layer once per pixel for
-        # each stack, about H + W whole-image passes of half the network, against H * W.
-        cost = (height + width) / 2 if config.sample_cache else height * width
+        # Network evaluations per sample: with the caches every position of each stack is
+        # computed once, about one whole pass of work (counted as 2 for the H * W sequential
+        # steps' overhead: 1,000 samples take about two training steps' forward passes of
+        # 1,000 images); without them, one whole pass per pixel.
+        cost = 2.0 if config.sample_cache else height * width
         return base.Knobs(sampling_cost=float(cost), evaluates=True)
 
     @classmethod
@@ -380,10 +387,11 @@ class PixelCNN(base.GenerativeModel):
             u = uniform[:, i, j]
             values = []
             for channel in range(channels):
-                mean = means[:, channel]
-                pair = channel * (channel - 1) // 2
-                for earlier in range(channel):
-                    mean += coefficients[:, pair + earlier] * values[earlier]
+                # The earlier channels' sampled values (zeros for this one and the later ones,
+                # which its mean does not read), through the likelihood's own coupling.
+                known = tf.stack(values + [tf.zeros_like(u[:, 0])] * (channels - channel), -1)
+                mean = losses.coupled_channel_means(means[:, None], coefficients[:, None],
+                                                    known)[:, 0, channel]
                 x = mean + tf.exp(log_scales[:, channel]) * (tf.math.log(u[:, channel])
                                                             - tf.math.log1p(-u[:, channel]))
                 # The nearest of the 256 levels; the edge levels take the tails.
@@ -399,13 +407,13 @@ class PixelCNN(base.GenerativeModel):
         pick = self._picker(num_samples, seed)
         if cache:
             images, _ = self.network.cached_loop(num_samples, labels, pick)
-            return tf.cast(images, tf.float32)
+            return images
         return self.network.uncached_loop(num_samples, labels, pick)
 
     def sampling_options(self) -> dict[str, base.SamplingOption]:
         return {"cache": base.SamplingOption(
             self.config.sample_cache, doc="per-layer caches (True) or a whole forward pass "
-            "per pixel (False); the same pixels either way")}
+            "per pixel (False); the same pixels either way in float32")}
 
     # -- evaluation ----------------------------------------------------------------------------
 
