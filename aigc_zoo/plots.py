@@ -77,3 +77,14 @@ def figure_pixels(figure: "plt.Figure") -> np.ndarray:
     pixels = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
     plt.close(figure)
     return pixels
+
+
+def scalar_curve(workdir: str | os.PathLike, tag: str) -> tuple[list[int], list[float]]:
+    """The steps and values of TensorBoard scalar `tag` (e.g. "train/loss") in a run's
+    `tensorboard` folder, for plotting a training curve."""
+    from tensorboard.backend.event_processing import event_accumulator
+    events = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"),
+                                                size_guidance={"tensors": 0})
+    events.Reload()
+    points = events.Tensors(tag)
+    return [p.step for p in points], [float(tf.make_ndarray(p.tensor_proto)) for p in points]

@@ -19,20 +19,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
 from aigc_zoo import device, plots, trained  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def curve(workdir: str, tag: str) -> tuple[list[int], list[float]]:
-    events = event_accumulator.EventAccumulator(f"{workdir}/tensorboard",
-                                                size_guidance={"tensors": 0})
-    events.Reload()
-    points = events.Tensors(tag)
-    return [p.step for p in points], [float(tf.make_ndarray(p.tensor_proto)) for p in points]
 
 
 def timed(model, count: int, *, cache: bool) -> float:
@@ -80,7 +70,7 @@ def main() -> None:
                    interpolation="nearest")
     axes[0].set_title("samples (seed 0)", fontsize=10)
     axes[0].axis("off")
-    steps, loss = curve(args.workdir, "train/loss")
+    steps, loss = plots.scalar_curve(args.workdir, "train/loss")
     axes[1].plot(steps, loss)
     axes[1].set(xlabel="train step", ylabel="NLL (nats per image)",
                 ylim=(min(loss) * 0.95, np.percentile(loss, 95)))

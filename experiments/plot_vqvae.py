@@ -13,20 +13,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
 
 from aigc_zoo import data, plots, trained  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def curve(workdir: str, tag: str) -> tuple[list[int], list[float]]:
-    events = event_accumulator.EventAccumulator(f"{workdir}/tensorboard",
-                                                size_guidance={"tensors": 0})
-    events.Reload()
-    points = events.Tensors(tag)
-    return [p.step for p in points], [float(tf.make_ndarray(p.tensor_proto)) for p in points]
 
 
 def main() -> None:
@@ -57,8 +47,8 @@ def main() -> None:
                   interpolation="nearest")
         ax.set_title(title, fontsize=10)
         ax.axis("off")
-    steps, used = curve(args.workdir, "train/codes_used")
-    _, perplexity = curve(args.workdir, "train/perplexity")
+    steps, used = plots.scalar_curve(args.workdir, "train/codes_used")
+    _, perplexity = plots.scalar_curve(args.workdir, "train/perplexity")
     size = run.config.codebook_size
     axes[2].plot(steps, used, label="share of codes used in the batch")
     axes[2].plot(steps, np.asarray(perplexity) / size, label=f"perplexity / K (K = {size})")

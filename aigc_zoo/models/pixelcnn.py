@@ -184,6 +184,42 @@ class GatedPixelCNN(keras.layers.Layer):
             v = gate(v_pre)
         return self.output_params(h)
 
+    def _cached_column(self, h_windows: list[tf.Tensor], from_vertical: list[tf.Tensor],
+                       biases: list[tuple[Any, Any]], j: tf.Tensor
+                       ) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """One pixel's horizontal stack from the layers' column windows: its parameters
+        [N, P] and the windows with this column pushed in (all but the first layer's, whose
+        input is the pixel itself, pushed once it is drawn)."""
+        h = None
+        pushed = [h_windows[0]]
+        for index, (_, label_h) in enumerate(biases):
+            if index == 0:
+                window = h_windows[0]  # the image's columns j - r - 1 .. j - 1
+            else:  # this layer's input at columns j - r .. j
+                window = tf.concat([h_windows[index][:, :, 1:], h], axis=2)
+                pushed.append(window)
+            pre = (self.horizontal[index](window) + label_h
+                   + from_vertical[index][:, :, j][:, :, None])
+            out = self.residual[index](gate(pre))
+            h = out if index == 0 else h + out
+        return self.output_params(h)[:, 0, 0], pushed
+
+    def _cached_row(self, row: tf.Tensor, v_windows: list[tf.Tensor],
+                    biases: list[tuple[Any, Any]]) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
+        """A finished row [N, W, C] pushed into each layer's vertical window and one new row of
+        every layer computed: the new windows, and the next row's vertical inputs to the
+        horizontal stack."""
+        v_in = tf.cast(row, self.compute_dtype)[:, None]
+        windows, from_vertical = [], []
+        for index, (r, (label_v, _)) in enumerate(zip(self.radii, biases)):
+            padded = tf.pad(v_in, [[0, 0], [0, 0], [r, r], [0, 0]])
+            window = tf.concat([v_windows[index][:, 1:], padded], axis=1)
+            v_pre = self.vertical[index](window) + label_v
+            windows.append(window)
+            from_vertical.append(self.vertical_to_horizontal[index](v_pre))
+            v_in = gate(v_pre)
+        return windows, from_vertical
+
     def cached_loop(self, count: tf.Tensor, labels: tf.Tensor | None,
                     pick: Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
                     ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -212,19 +248,7 @@ class GatedPixelCNN(keras.layers.Layer):
 
         def row_step(i, images, params, v_windows, from_vertical):
             def pixel_step(j, row, row_params, h_windows):
-                h = None
-                pushed = [h_windows[0]]
-                for index, (_, label_h) in enumerate(biases):
-                    if index == 0:
-                        window = h_windows[0]  # the image's columns j - r - 1 .. j - 1
-                    else:  # this layer's input at columns j - r .. j
-                        window = tf.concat([h_windows[index][:, :, 1:], h], axis=2)
-                        pushed.append(window)
-                    pre = (self.horizontal[index](window) + label_h
-                           + from_vertical[index][:, :, j][:, :, None])
-                    out = self.residual[index](gate(pre))
-                    h = out if index == 0 else h + out
-                pixel_params = self.output_params(h)[:, 0, 0]
+                pixel_params, pushed = self._cached_column(h_windows, from_vertical, biases, j)
                 # The pixels stay float32 (the 256 levels are not all exact in float16 or
                 # bfloat16); only the network's copy takes its compute dtype.
                 value = pick(pixel_params, i, j)
@@ -234,24 +258,14 @@ class GatedPixelCNN(keras.layers.Layer):
                 return j + 1, row, row_params.write(j, pixel_params), pushed
 
             h_windows = [zeros(1, r + 1, inputs[index]) for index, r in enumerate(self.radii)]
-            row_params = tf.TensorArray(tf.float32, size=width)
             _, row, row_params, _ = tf.while_loop(
                 lambda j, *_: j < width, pixel_step,
-                (tf.constant(0), tf.zeros(tf.stack([count, width, channels])), row_params,
-                 h_windows))
-            # The finished row enters each layer's vertical window; one new row per layer.
-            v_in = tf.cast(row, dtype)[:, None]
-            new_windows, new_from_vertical = [], []
-            for index, (r, (label_v, _)) in enumerate(zip(self.radii, biases)):
-                padded = tf.pad(v_in, [[0, 0], [0, 0], [r, r], [0, 0]])
-                window = tf.concat([v_windows[index][:, 1:], padded], axis=1)
-                v_pre = self.vertical[index](window) + label_v
-                new_windows.append(window)
-                new_from_vertical.append(self.vertical_to_horizontal[index](v_pre))
-                v_in = gate(v_pre)
+                (tf.constant(0), tf.zeros(tf.stack([count, width, channels])),
+                 tf.TensorArray(tf.float32, size=width), h_windows))
+            v_windows, from_vertical = self._cached_row(row, v_windows, biases)
             return (i + 1, images.write(i, row),
                     params.write(i, tf.transpose(row_params.stack(), [1, 0, 2])),
-                    new_windows, new_from_vertical)
+                    v_windows, from_vertical)
 
         v_windows = [zeros(r + 1, width + 2 * r, inputs[index])
                      for index, r in enumerate(self.radii)]
