@@ -27,7 +27,7 @@ measured: graph mode wins for the convolutional networks, XLA for the fully conn
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -289,6 +289,21 @@ class GenerativeModel(export.KerasFile, keras.Model):
         `knobs` declare `evaluates`; `dataset` is the eval split in batches, one pass."""
         raise NotImplementedError(f"{type(self).__name__} declares evaluates=True in its knobs "
                                   "but defines no evaluate_model")
+
+    @staticmethod
+    def evaluation_batches(dataset: tf.data.Dataset, limit: int | None
+                           ) -> Iterator[tuple[int, tf.Tensor, tf.Tensor]]:
+        """(index, images, labels) of an evaluation split's batches for `evaluate_model`, the
+        last one cut so that at most `limit` examples are seen (None: all); labels are zeros
+        for a dataset without them."""
+        count = 0
+        for index, batch in enumerate(dataset):
+            images = batch["image"][:limit - count] if limit else batch["image"]
+            labels = batch.get("label", tf.zeros([tf.shape(images)[0]], tf.int32))[:len(images)]
+            yield index, images, labels
+            count += int(images.shape[0])
+            if limit and count >= limit:
+                return
 
     def serving_endpoints(self) -> dict[str, Any]:
         """The family's own exported signatures (`export.ServingEndpoint` by name), beside the

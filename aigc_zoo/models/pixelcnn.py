@@ -450,14 +450,10 @@ class PixelCNN(base.GenerativeModel):
             return self.log_likelihood(observation, labels if self.conditional else None)
 
         total, count = 0.0, 0
-        for index, batch in enumerate(dataset):
-            images = batch["image"][:limit - count] if limit else batch["image"]
-            labels = batch.get("label", tf.zeros([tf.shape(images)[0]], tf.int32))[:len(images)]
+        for index, images, labels in self.evaluation_batches(dataset, limit):
             log_likelihood = evaluate_batch(images, labels, tf.constant([seed, index], tf.int64))
             total += float(tf.reduce_sum(log_likelihood))
             count += int(log_likelihood.shape[0])
-            if limit and count >= limit:
-                break
         nll = -total / count
         return {
             "nll_nats": nll,

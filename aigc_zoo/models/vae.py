@@ -282,9 +282,7 @@ class VAE(base.GenerativeModel):
         filter_size = min(11, *self.image_shape[:2])
         sums = {"elbo": 0.0, "iw": 0.0, "psnr": 0.0, "ssim": 0.0}
         count = 0
-        for index, batch in enumerate(dataset):
-            images = batch["image"][:limit - count] if limit else batch["image"]
-            labels = batch.get("label", tf.zeros([tf.shape(images)[0]], tf.int32))[:len(images)]
+        for index, images, labels in self.evaluation_batches(dataset, limit):
             elbo, iw_bound, psnr, ssim = evaluate_batch(images, labels,
                                                         tf.constant([seed, index], tf.int64))
             sums["elbo"] += float(tf.reduce_sum(elbo))
@@ -292,8 +290,6 @@ class VAE(base.GenerativeModel):
             sums["psnr"] += float(tf.reduce_sum(psnr))
             sums["ssim"] += float(tf.reduce_sum(ssim))
             count += int(elbo.shape[0])
-            if limit and count >= limit:
-                break
         dims = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
         negative_elbo, nll = -sums["elbo"] / count, -sums["iw"] / count
         if self.config.likelihood == "gaussian":

@@ -406,15 +406,12 @@ class VQVAE(base.GenerativeModel):
         sums = {"mse": 0.0, "psnr": 0.0, "ssim": 0.0}
         counts = tf.zeros([size], tf.float32)
         count = 0
-        for batch in dataset:
-            images = batch["image"][:limit - count] if limit else batch["image"]
+        for _, images, _ in self.evaluation_batches(dataset, limit):
             mse, psnr, ssim, batch_counts = evaluate_batch(images)
             for name, values in (("mse", mse), ("psnr", psnr), ("ssim", ssim)):
                 sums[name] += float(tf.reduce_sum(values))
             counts += batch_counts
             count += int(mse.shape[0])
-            if limit and count >= limit:
-                break
         return {
             "reconstruction_mse": sums["mse"] / count,
             "reconstruction_psnr_db": sums["psnr"] / count,
