@@ -44,7 +44,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from aigc_zoo import benchmark_report, data, device, flops, registry, training  # noqa: E402
-from aigc_zoo import request  # noqa: E402
+from aigc_zoo import request, stages  # noqa: E402
 from aigc_zoo.errors import UserError  # noqa: E402
 from aigc_zoo.models import base  # noqa: E402
 
@@ -154,8 +154,11 @@ def _peak_memory_mib() -> float:
 def _build(run: request.Run, info: data.DatasetInfo, *, jit: bool, spe: int, precision: str
            ) -> Any:
     # The runner's own path: `build_model` builds in `run.precision` and restores the policy.
-    model = dataclasses.replace(run, precision=precision).build_model(info.image_shape,
-                                                                       info.num_classes)
+    # A model built on first stages gets untrained ones of their default configs: the speed
+    # is the same as on trained ones.
+    first_stages = stages.untrained(run.config, info.image_shape, info.num_classes)
+    model = dataclasses.replace(run, precision=precision).build_model(
+        info.image_shape, info.num_classes, first_stages)
     model.compile(jit_compile=jit, steps_per_execution=spe)
     return model
 

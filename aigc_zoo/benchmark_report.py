@@ -106,7 +106,7 @@ def _sampling_table(results: dict[str, Any]) -> list[str]:
         for row in model["sampling"]:
             steps = row.get("steps", 1)
             if "cache" in row:
-                steps = "one per pixel, " + ("cached" if row["cache"] else "uncached")
+                steps = "one per position, " + ("cached" if row["cache"] else "uncached")
             lines.append(f"| {model['model']} | {steps} | {row['num_samples']} | "
                          f"{row['images_per_second']:,.1f} | {row['seconds']:.2f} | "
                          f"{row['first_call_seconds']:.1f} |")

@@ -116,3 +116,21 @@ def copy_into(model: Any, restored: dict[str, Any]) -> None:
         for value, variable in zip(source.variables, getattr(model, field).variables,
                                    strict=True):
             variable.assign(value)
+
+
+def untrained(config: config_lib.TrainConfig, image_shape: Any, num_classes: int | None, *,
+              tiny: bool = False) -> dict[str, dict[str, Any]]:
+    """Descriptions of first stages with fresh weights, one per stage field, of the field's
+    first accepted model in its default (or `tiny`) config: what the benchmark and the tests
+    build a staged model on when speed or mechanics, not the first stage's training, matter."""
+    found = {}
+    for field, models in config_lib.stage_fields(config).items():
+        model_class = registry.get_model(models[0])
+        stage_config = model_class.tiny_config() if tiny else model_class.default_config()
+        found[field] = {"model": models[0], "dataset": model_class.default_dataset,
+                        "config": config_lib.to_dict(stage_config),
+                        "image_shape": [int(d) for d in image_shape],
+                        "num_classes": num_classes, "seed": 0, "precision": "float32",
+                        "step": 0, "config_digest": config_digest(stage_config),
+                        "workdir": ""}
+    return found

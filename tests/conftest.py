@@ -186,13 +186,16 @@ def tensorboard_events(logdir):
 def tiny_model(name: str, *, image_shape=(28, 28, 1), num_classes: int | None = 10,
                seed: int = 0, **changes):
     """Model `name` with its tiny config (fields changed by `changes`, checked), compiled
-    without XLA: the small model the unit tests train for a few steps."""
+    without XLA: the small model the unit tests train for a few steps (on tiny untrained
+    first stages, for a model built on some)."""
     import dataclasses
 
-    from aigc_zoo import registry
+    from aigc_zoo import registry, stages
     model_class = registry.get_model(name)
     config = dataclasses.replace(model_class.tiny_config(), **changes)
     config.validate()
-    model = model_class(config, image_shape=image_shape, num_classes=num_classes, seed=seed)
+    # A model built on first stages gets tiny untrained ones (its mechanics need no training).
+    model = model_class(config, image_shape=image_shape, num_classes=num_classes, seed=seed,
+                        stages=stages.untrained(config, image_shape, num_classes, tiny=True))
     model.compile(jit_compile=False)
     return model

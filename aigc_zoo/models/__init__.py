@@ -4,4 +4,5 @@ from aigc_zoo.models import diffusion  # noqa: F401
 from aigc_zoo.models import gan  # noqa: F401
 from aigc_zoo.models import pixelcnn  # noqa: F401
 from aigc_zoo.models import vae  # noqa: F401
+from aigc_zoo.models import vqgpt  # noqa: F401
 from aigc_zoo.models import vqvae  # noqa: F401

@@ -287,3 +287,104 @@ def _unet_body(x_input, embedding, widths: Sequence[int], *, blocks_per_level: i
             h = keras.layers.UpSampling2D(2, name=f"upsample{level}")(h)
             h = keras.layers.Conv2D(widths[level], 3, padding="same", name=f"upconv{level}")(h)
     return h
+
+
+# -- a pre-norm transformer block (GPT-2, Radford et al. 2019) -----------------------------------
+
+
+@keras.saving.register_keras_serializable(package="aigc_zoo")
+class TransformerBlock(keras.layers.Layer):
+    """x + attention(norm(x)), then x + mlp(norm(x)), over sequences [batch, length, width].
+
+    `causal` blocks let position i attend to positions <= i only (a decoder, GPT); the others
+    attend everywhere (an encoder), optionally only to the keys a `key_mask` [batch, length]
+    keeps.
+    A causal block can also run one position at a time (`step`) with a key/value cache, which
+    gives what `call` gives for that position: the sampler of an autoregressive model.
+
+    Args:
+        width: features per position (divisible by `heads`).
+        heads: attention heads.
+        mlp_ratio: the MLP's hidden width over `width`.
+        causal: mask attention to earlier positions.
+    """
+
+    def __init__(self, width: int, heads: int, *, mlp_ratio: int = 4, causal: bool = True,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.width, self.heads, self.mlp_ratio, self.causal = width, heads, mlp_ratio, causal
+        self.norm_attention = keras.layers.LayerNormalization(epsilon=1e-5, name="norm_attention")
+        self.qkv = keras.layers.Dense(3 * width, name="qkv")
+        self.projection = keras.layers.Dense(width, name="projection")
+        self.norm_mlp = keras.layers.LayerNormalization(epsilon=1e-5, name="norm_mlp")
+        self.hidden = keras.layers.Dense(mlp_ratio * width, activation="gelu", name="hidden")
+        self.output_layer = keras.layers.Dense(width, name="output")
+
+    def build(self, input_shape=None):
+        shape = (None, None, self.width)
+        for layer in (self.norm_attention, self.qkv, self.projection, self.norm_mlp,
+                      self.hidden):
+            layer.build(shape)
+        self.output_layer.build((None, None, self.mlp_ratio * self.width))
+        self.built = True
+
+    def _split_heads(self, x: tf.Tensor) -> list[tf.Tensor]:
+        """q, k, v [batch, heads, length, width / heads] of the normalised input."""
+        qkv = self.qkv(self.norm_attention(x))
+        batch, length = tf.shape(qkv)[0], tf.shape(qkv)[1]
+        qkv = tf.reshape(qkv, [batch, length, 3, self.heads, self.width // self.heads])
+        return tf.unstack(tf.transpose(qkv, [2, 0, 3, 1, 4]))
+
+    def _attend(self, q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, allowed: tf.Tensor
+                ) -> tf.Tensor:
+        """Softmax attention [batch, queries, width]; `allowed` broadcasts to the scores
+        [batch, heads, queries, keys]. The softmax is in float32 under mixed precision."""
+        scale = 1.0 / math.sqrt(self.width // self.heads)
+        scores = tf.cast(tf.matmul(q, k, transpose_b=True), tf.float32) * scale
+        weights = tf.nn.softmax(tf.where(allowed, scores, -1e9), axis=-1)
+        out = tf.matmul(tf.cast(weights, v.dtype), v)
+        batch, queries = tf.shape(out)[0], tf.shape(out)[2]
+        return tf.reshape(tf.transpose(out, [0, 2, 1, 3]), [batch, queries, self.width])
+
+    def _mlp_residual(self, x: tf.Tensor) -> tf.Tensor:
+        return x + self.output_layer(self.hidden(self.norm_mlp(x)))
+
+    def call(self, x: tf.Tensor, key_mask: tf.Tensor | None = None) -> tf.Tensor:
+        q, k, v = self._split_heads(x)
+        length = tf.shape(x)[1]
+        allowed = tf.ones([1, 1, length, length], tf.bool)
+        if self.causal:
+            allowed = tf.cast(tf.linalg.band_part(tf.ones([length, length]), -1, 0),
+                              tf.bool)[None, None]
+        if key_mask is not None:  # not Keras' `mask`, which Keras would propagate
+            allowed = tf.logical_and(allowed, tf.cast(key_mask, tf.bool)[:, None, None, :])
+        x = x + self.projection(self._attend(q, k, v, allowed))
+        return self._mlp_residual(x)
+
+    def empty_cache(self, batch: tf.Tensor, length: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """Keys and values [batch, heads, length, width / heads] of no position yet."""
+        shape = tf.stack([batch, self.heads, length, self.width // self.heads])
+        zeros = tf.zeros(shape, self.compute_dtype)
+        return zeros, zeros
+
+    def step(self, x: tf.Tensor, cache: tuple[tf.Tensor, tf.Tensor], position: tf.Tensor
+             ) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
+        """The output at `position` for its input x [batch, 1, width], given the cache of the
+        earlier positions' keys and values; returns it and the cache with this position's."""
+        if not self.causal:
+            raise ValueError("step() is for causal blocks: a position may not see later ones")
+        q, k, v = self._split_heads(x)
+        keys, values = cache
+        length = tf.shape(keys)[2]
+        here = tf.cast(tf.equal(tf.range(length), position), keys.dtype)[None, None, :, None]
+        keys = keys * (1 - here) + k * here
+        values = values * (1 - here) + v * here
+        allowed = (tf.range(length) <= position)[None, None, None, :]
+        x = x + self.projection(self._attend(q, keys, values, allowed))
+        return self._mlp_residual(x), (keys, values)
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "heads": self.heads,
+                "mlp_ratio": self.mlp_ratio, "causal": self.causal}
