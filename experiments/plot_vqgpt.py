@@ -64,6 +64,48 @@ def guidance_sweep(run, model, scales, samples: int, data_dir):
     return rows, results["real_vs_real"]
 
 
+def draw_figure(args, run, model, rows, speeds, machine: str, date: str) -> None:
+    """Samples per label and unconditional ones, the guidance sweep and the speeds."""
+    figure, axes = plt.subplots(1, 4, figsize=(17, 4.4), dpi=110,
+                                gridspec_kw={"width_ratios": [1.25, 1, 1.1, 1]})
+    # The figure's conditional samples at the scale whose samples follow their labels best.
+    best = max((r for r in rows if r["guidance"] > 0), key=lambda r: r["label_accuracy"])
+    labels = np.repeat(np.arange(10), 8)
+    guided = model.generate(80, seed=0, labels=labels, guidance=best["guidance"]).numpy()
+    grid = plots.to_grid(guided.reshape(10, 8, *guided.shape[1:]).transpose(
+        1, 0, 2, 3, 4).reshape(80, *guided.shape[1:]), columns=10)
+    axes[0].imshow(grid[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    axes[0].set_title(f"columns: labels 0-9, guidance {best['guidance']:g}", fontsize=10)
+    unconditional = model.generate(64, seed=0, guidance=0.0).numpy()
+    axes[1].imshow(plots.to_grid(unconditional, columns=8)[..., 0], cmap="gray", vmin=0,
+                   vmax=255, interpolation="nearest")
+    axes[1].set_title("unconditional (guidance 0)", fontsize=10)
+    for axis in axes[:2]:
+        axis.axis("off")
+    conditional = [r for r in rows if r["guidance"] > 0]
+    axes[2].plot([r["guidance"] for r in conditional], [r["fd"] for r in conditional], "o-",
+                 label="FD")
+    axes[2].set(xlabel="guidance scale", ylabel="FD (classifier features)")
+    twin = axes[2].twinx()
+    twin.plot([r["guidance"] for r in conditional],
+              [r["label_accuracy"] for r in conditional], "s--", color="tab:orange",
+              label="label agreement")
+    twin.set(ylabel="label agreement", ylim=(0, 1))
+    axes[2].set_title(f"guidance sweep, {args.samples} samples each", fontsize=10)
+    bars = axes[3].bar(list(speeds), list(speeds.values()),
+                       color=["tab:blue", "tab:gray", "tab:green"])
+    axes[3].bar_label(bars, fmt="%.1f")
+    axes[3].set(ylabel="images/s", yscale="log")
+    axes[3].set_title(f"sampling speed, {args.speed_samples} samples", fontsize=10)
+    axes[3].tick_params(axis="x", labelsize=8)
+    step = int(model.global_step.numpy())
+    figure.suptitle(f"vqgpt on {run.dataset}: {run.config.layers} blocks of width "
+                    f"{run.config.width}, {step} steps; {machine}, {date}", fontsize=11)
+    figure.tight_layout(rect=(0, 0, 1, 0.93))
+    figure.savefig(args.output)
+    print(f"wrote {args.output}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default="runs/vqgpt-digits")
@@ -109,44 +151,7 @@ def main() -> None:
     pathlib.Path(args.results).write_text("\n".join(lines))
     print("\n".join(lines))
 
-    figure, axes = plt.subplots(1, 4, figsize=(17, 4.4), dpi=110,
-                                gridspec_kw={"width_ratios": [1.25, 1, 1.1, 1]})
-    # The figure's conditional samples at the scale whose samples follow their labels best.
-    best = max((r for r in rows if r["guidance"] > 0), key=lambda r: r["label_accuracy"])
-    labels = np.repeat(np.arange(10), 8)
-    guided = model.generate(80, seed=0, labels=labels, guidance=best["guidance"]).numpy()
-    grid = plots.to_grid(guided.reshape(10, 8, *guided.shape[1:]).transpose(
-        1, 0, 2, 3, 4).reshape(80, *guided.shape[1:]), columns=10)
-    axes[0].imshow(grid[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    axes[0].set_title(f"columns: labels 0-9, guidance {best['guidance']:g}", fontsize=10)
-    unconditional = model.generate(64, seed=0, guidance=0.0).numpy()
-    axes[1].imshow(plots.to_grid(unconditional, columns=8)[..., 0], cmap="gray", vmin=0,
-                   vmax=255, interpolation="nearest")
-    axes[1].set_title("unconditional (guidance 0)", fontsize=10)
-    for axis in axes[:2]:
-        axis.axis("off")
-    conditional = [r for r in rows if r["guidance"] > 0]
-    axes[2].plot([r["guidance"] for r in conditional], [r["fd"] for r in conditional], "o-",
-                 label="FD")
-    axes[2].set(xlabel="guidance scale", ylabel="FD (classifier features)")
-    twin = axes[2].twinx()
-    twin.plot([r["guidance"] for r in conditional],
-              [r["label_accuracy"] for r in conditional], "s--", color="tab:orange",
-              label="label agreement")
-    twin.set(ylabel="label agreement", ylim=(0, 1))
-    axes[2].set_title(f"guidance sweep, {args.samples} samples each", fontsize=10)
-    bars = axes[3].bar(list(speeds), list(speeds.values()),
-                       color=["tab:blue", "tab:gray", "tab:green"])
-    axes[3].bar_label(bars, fmt="%.1f")
-    axes[3].set(ylabel="images/s", yscale="log")
-    axes[3].set_title(f"sampling speed, {count} samples", fontsize=10)
-    axes[3].tick_params(axis="x", labelsize=8)
-    step = int(model.global_step.numpy())
-    figure.suptitle(f"vqgpt on {run.dataset}: {run.config.layers} blocks of width "
-                    f"{run.config.width}, {step} steps; {machine}, {date}", fontsize=11)
-    figure.tight_layout(rect=(0, 0, 1, 0.93))
-    figure.savefig(args.output)
-    print(f"wrote {args.output}")
+    draw_figure(args, run, model, rows, speeds, machine, date)
 
 
 if __name__ == "__main__":
