@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import user_error
+from conftest import SMALL_SPLIT, user_error
 
 import aigc_zoo
 from aigc_zoo import config as config_lib
@@ -101,7 +101,7 @@ def registered():
 def vae_workdir(tmp_path_factory, digits_data_dir):
     workdir = tmp_path_factory.mktemp("first") / "vae"
     aigc_zoo.train("vae", workdir=str(workdir), data_dir=digits_data_dir, config="tiny",
-                   steps_per_epoch=4, sample_every_epochs=0)
+                   steps_per_epoch=4, sample_every_epochs=0, train_split=SMALL_SPLIT)
     return workdir
 
 
@@ -121,7 +121,7 @@ def test_a_bad_first_stage_is_one_line_before_anything_is_written(registered, va
 def test_a_first_stage_of_the_wrong_kind_is_refused(registered, tmp_path, digits_data_dir):
     cvae = tmp_path / "cvae"
     aigc_zoo.train("cvae", workdir=str(cvae), data_dir=digits_data_dir, config="tiny",
-                   steps_per_epoch=1, sample_every_epochs=0)
+                   steps_per_epoch=1, sample_every_epochs=0, train_split=SMALL_SPLIT)
     assert "it holds a 'cvae' run; autoencoder must be a trained vae run" in user_error(
         f"--model={NAME}", "--config=tiny", f"--data_dir={digits_data_dir}",
         f"--workdir={tmp_path / 'w'}", "--set", f"autoencoder={cvae}")

@@ -17,8 +17,8 @@ import tensorflow as tf
 
 from aigc_zoo.errors import UserError
 from aigc_zoo.workdir import Workdir
-from conftest import (REPO, checkpoint_values, cli_command, cli_env, one_line_error, run_cli,
-                      run_in_process, snapshot, tiny_model, user_error)
+from conftest import (REPO, SMALL_SPLIT, checkpoint_values, cli_command, cli_env,
+                      one_line_error, run_cli, run_in_process, snapshot, tiny_model, user_error)
 
 # 200 steps of the tiny VAE take 1.5 s here (3 s beside another test); a checkpoint every 25
 # steps leaves the test over a second to see the first one and kill the run inside the epoch.
@@ -28,8 +28,8 @@ EVERY = 25
 
 def test_sigkill_mid_epoch_then_rerun_ends_bitwise_equal(tmp_path, digits_data_dir):
     flags = ("--config=tiny", f"--data_dir={digits_data_dir}", "--deterministic",
-             f"--steps_per_epoch={STEPS_PER_EPOCH}", "--epochs=2",
-             f"--checkpoint_every_steps={EVERY}", "--log_every_steps=50")
+             f"--train_split={SMALL_SPLIT}", f"--steps_per_epoch={STEPS_PER_EPOCH}",
+             "--epochs=2", f"--checkpoint_every_steps={EVERY}", "--log_every_steps=50")
     workdir = tmp_path / "killed"
     index = workdir / "checkpoints" / "checkpoint"
     # The uninterrupted run trains beside the one that is killed (and resumed).
@@ -159,7 +159,7 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous(tmp_path,
     monkeypatch.setattr(tf.train.CheckpointManager, "save", save_on_a_full_disk)
     vae = config_lib.override(registry.get_model("vae").tiny_config(),
                               ["steps_per_epoch=8", "epochs=1"])
-    run_ = request.Run(model="vae", dataset="digits", config=vae)
+    run_ = request.Run(model="vae", dataset="digits", config=vae, train_split=SMALL_SPLIT)
     workdir = tmp_path / "w"
     with pytest.raises(UserError) as raised:
         training.train(run_, workdir=str(workdir), data_dir=digits_data_dir, verbose=0,
@@ -211,7 +211,7 @@ def existing(tmp_path_factory, digits_data_dir):
     root = tmp_path_factory.mktemp("existing")
     workdir = root / "run"
     flags = ["--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={workdir}",
-             "--steps_per_epoch=4", "--epochs=1"]
+             "--steps_per_epoch=4", "--epochs=1", f"--train_split={SMALL_SPLIT}"]
     run_in_process(*flags)
     (root / "a_file").write_text("not a folder")
     return workdir, flags, root / "a_file"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import (SHARED_MNIST, checkpoint_values, one_line_error, run_cli, run_in_process,
-                      snapshot, tensorboard_events, user_error)
+from conftest import (SHARED_MNIST, SMALL_SPLIT, checkpoint_values, one_line_error, run_cli,
+                      run_in_process, snapshot, tensorboard_events, user_error)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_training_writes_config_checkpoints_samples_and_events(trained, digits_d
 
 def test_sample_every_epochs_draws_every_nth_picture_or_none(tmp_path, digits_data_dir):
     flags = ("--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={tmp_path}",
-             "--steps_per_epoch=1")
+             "--steps_per_epoch=1", f"--train_split={SMALL_SPLIT}")
     run_in_process(*flags, "--epochs=3", "--sample_every_epochs=2")
     assert [p.name for p in (tmp_path / "samples").glob("epoch_*.png")] == ["epoch_0002.png"]
     run_in_process(*flags, "--epochs=4", "--sample_every_epochs=0")
@@ -145,7 +145,8 @@ def test_eval_mode_takes_eval_overrides_and_refuses_training_ones(trained):
 
 def test_sampling_fields_change_on_resume_without_making_another_run(tmp_path, digits_data_dir):
     flags = ("--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={tmp_path}",
-             "--steps_per_epoch=1", "--epochs=1", "--sample_every_epochs=0")
+             "--steps_per_epoch=1", "--epochs=1", "--sample_every_epochs=0",
+             f"--train_split={SMALL_SPLIT}")
     run_in_process(*flags)
     run_in_process(*flags, "--epochs=2", "--set", "eval_importance_samples=3")
     record = json.loads((tmp_path / "config.json").read_text())
@@ -156,7 +157,7 @@ def test_sampling_fields_change_on_resume_without_making_another_run(tmp_path, d
 def test_sample_mode_takes_labels_and_records_them_in_the_npz(tmp_path, digits_data_dir):
     flags = ("--model=cvae", "--config=tiny", f"--data_dir={digits_data_dir}",
              f"--workdir={tmp_path}", "--steps_per_epoch=1", "--epochs=1",
-             "--sample_every_epochs=0")
+             "--sample_every_epochs=0", f"--train_split={SMALL_SPLIT}")
     run_in_process(*flags)
     run_in_process(*flags, "--mode=sample", "--num_samples=5", "--labels=7")
     with np.load(next(tmp_path.glob("samples/samples_*_seed0.npz"))) as saved:
@@ -175,7 +176,7 @@ def test_sample_mode_takes_labels_and_records_them_in_the_npz(tmp_path, digits_d
 def test_overwrite_refuses_a_broken_command_first_then_starts_a_fresh_run(tmp_path,
                                                                          digits_data_dir):
     flags = ("--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={tmp_path}",
-             "--steps_per_epoch=2", "--epochs=1")
+             "--steps_per_epoch=2", "--epochs=1", f"--train_split={SMALL_SPLIT}")
     run_in_process(*flags)
     before = snapshot(tmp_path)
     # 30 is not divisible by 4: refused after the new run is built, before anything is cleared.
@@ -203,7 +204,8 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(trained, tm
 def test_divergence_stops_with_one_line_and_exit_1(tmp_path, digits_data_dir):
     result = run_cli("--config=tiny", f"--data_dir={digits_data_dir}", f"--workdir={tmp_path}",
                      "--set", "likelihood=gaussian", "--set", "learning_rate=1e9",
-                     "--steps_per_epoch=20", "--epochs=2", check=False)
+                     "--steps_per_epoch=20", "--epochs=2", f"--train_split={SMALL_SPLIT}",
+                     check=False)
     one_line_error(result, "training diverged", status=1)
     assert "no checkpoint was written" in result.stderr
     assert not list((tmp_path / "checkpoints").glob("ckpt-*.index"))

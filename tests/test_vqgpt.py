@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import aigc_zoo
-from conftest import run_in_process, tiny_model, user_error
+from conftest import SMALL_SPLIT, run_in_process, tiny_model, user_error
 from aigc_zoo import trained
 from aigc_zoo.models import networks, vqgpt
 from aigc_zoo.workdir import Workdir
@@ -115,7 +115,7 @@ def test_bad_sampling_values_are_value_errors(model):
 def vqvae_workdir(tmp_path_factory, digits_data_dir):
     workdir = tmp_path_factory.mktemp("first") / "vqvae"
     aigc_zoo.train("vqvae", workdir=str(workdir), data_dir=digits_data_dir, config="tiny",
-                   steps_per_epoch=3, sample_every_epochs=0)
+                   steps_per_epoch=3, sample_every_epochs=0, train_split=SMALL_SPLIT)
     return workdir
 
 
@@ -127,7 +127,7 @@ def test_a_missing_wrong_kind_or_mismatched_autoencoder_is_one_line(
     assert "no such workdir" in user_error(*flags, "--set", f"autoencoder={tmp_path / 'no'}")
     vae = tmp_path / "vae"
     aigc_zoo.train("vae", workdir=str(vae), data_dir=digits_data_dir, config="tiny",
-                   steps_per_epoch=1, sample_every_epochs=0)
+                   steps_per_epoch=1, sample_every_epochs=0, train_split=SMALL_SPLIT)
     assert "it holds a 'vae' run; autoencoder must be a trained vqvae run" in user_error(
         *flags, "--set", f"autoencoder={vae}")
     assert "trained on images of shape (28, 28, 1), this run's are (32, 32, 1)" in user_error(
@@ -139,7 +139,8 @@ def test_trains_on_the_frozen_codes_and_evaluates_bits_per_code(
         vqvae_workdir, tmp_path, digits_data_dir):
     workdir = tmp_path / "prior"
     model = aigc_zoo.train("vqgpt", workdir=str(workdir), data_dir=digits_data_dir,
-                           config="tiny", autoencoder=str(vqvae_workdir), sample_every_epochs=0)
+                           config="tiny", autoencoder=str(vqvae_workdir), sample_every_epochs=0,
+                           train_split=SMALL_SPLIT)
     first = trained.restore(str(vqvae_workdir))[1]
     for frozen, original in zip(model.autoencoder.variables, first.variables, strict=True):
         np.testing.assert_array_equal(frozen.numpy(), original.numpy())
