@@ -44,7 +44,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
                  num_samples: int | None = None, sample_seed: int = 1234,
                  reconstruct: dict[str, Any] | None = None):
         super().__init__()
-        self._writer = tf.summary.create_file_writer(logdir)
+        self._writers = _LazyWriter(logdir)  # made at the first write: making it writes a file
         self._hparams = hparams
         self._batch_size = batch_size
         self._every = max(1, log_every_steps)
@@ -56,6 +56,10 @@ class TensorBoardLogger(keras.callbacks.Callback):
         self._reconstruct = reconstruct
         self._last_step = 0
         self._last_time: float | None = None  # None until the first step has run (and traced)
+
+    @property
+    def _writer(self) -> Any:
+        return self._writers.get()
 
     def _step(self) -> int:
         return int(self.model.global_step.numpy())
@@ -90,16 +94,39 @@ class TensorBoardLogger(keras.callbacks.Callback):
             for name, value in (logs or {}).items():
                 tf.summary.scalar(f"epoch/{name}", float(value))
         self._writer.flush()
-        if not self._sample_every or (epoch + 1) % self._sample_every:
+        if not self._picture_due(epoch):
             return
         if not _finite(logs):
             return  # diverged weights draw nothing worth a picture
+        self._draw_picture(epoch, step)
+
+    def redo_missing_picture(self, model: keras.Model, finished_epochs: int) -> bool:
+        """Draw the picture of the last finished epoch (1-based `finished_epochs`) when it is
+        due and its PNG is missing; whether it drew one.
+
+        Called on resuming at an epoch boundary: a run killed after that epoch's checkpoint
+        but before its picture resumes from exactly that epoch's weights, so this is the
+        picture it would have drawn."""
+        epoch = finished_epochs - 1
+        if (not self._samples_dir or epoch < 0 or not self._picture_due(epoch)
+                or os.path.exists(self._picture_path(epoch))):
+            return False
+        self.set_model(model)
+        self._draw_picture(epoch, self._step())
+        return True
+
+    def _picture_due(self, epoch: int) -> bool:
+        return bool(self._sample_every) and (epoch + 1) % self._sample_every == 0
+
+    def _picture_path(self, epoch: int) -> str:
+        return os.path.join(self._samples_dir, f"epoch_{epoch + 1:04d}.png")
+
+    def _draw_picture(self, epoch: int, step: int) -> None:
+        """The samples' picture of 0-based `epoch` at `step`: a PNG and TensorBoard images."""
         samples = self.model.generate(self._num_samples, seed=self._sample_seed).numpy()
         title = f"{self.model.registered_name}, epoch {epoch + 1}, step {step}"
         if self._samples_dir:
-            pixels = self._domain.save_picture(
-                os.path.join(self._samples_dir, f"epoch_{epoch + 1:04d}.png"), samples,
-                title=title)
+            pixels = self._domain.save_picture(self._picture_path(epoch), samples, title=title)
         else:
             pixels = self._domain.picture(samples, title=title)
         with self._writer.as_default(step=step):

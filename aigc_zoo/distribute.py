@@ -29,6 +29,7 @@ from aigc_zoo.errors import UserError
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+_TASK_TYPES = ("chief", "worker", "ps", "evaluator")  # what tf.distribute knows
 _TPU_TIMEOUT = 120.0  # seconds to wait for a TPU to answer before giving up with one line
 
 
@@ -80,15 +81,54 @@ def _mirrored() -> tf.distribute.Strategy:
 
 
 def _multiworker() -> tf.distribute.Strategy:
-    text = os.environ.get("TF_CONFIG", "")
-    if text:
-        try:
-            config = json.loads(text)
-            config["cluster"], config["task"]["type"], config["task"]["index"]
-        except (ValueError, KeyError, TypeError) as error:
-            raise UserError(f"TF_CONFIG is not a tf.distribute cluster description "
-                            f"({type(error).__name__}: {error}); see docs/scaling.md") from None
+    check_tf_config(os.environ.get("TF_CONFIG", ""))
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def check_tf_config(text: str) -> None:
+    """`UserError` unless `text` (the value of `TF_CONFIG`) is empty (this process alone) or a
+    cluster description that agrees with itself: `cluster` maps chief / worker (and ps,
+    evaluator) to non-empty lists of `host:port`, at most one chief, and `task` is a chief or
+    worker of that cluster, its index within the list of its type. Checked before anything is
+    started or written: TensorFlow would otherwise wait for tasks that do not exist."""
+    if not text:
+        return
+    try:
+        config = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise UserError(f"TF_CONFIG is not JSON ({type(error).__name__}: {error}); "
+                        "see docs/scaling.md") from None
+    problem = _tf_config_problem(config)
+    if problem:
+        raise UserError(f"TF_CONFIG is not a usable cluster description: {problem}; "
+                        "see docs/scaling.md")
+
+
+def _tf_config_problem(config: Any) -> str | None:
+    """What makes the parsed `TF_CONFIG` unusable for training, or None."""
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
+        return "no 'cluster' object"
+    cluster, task = config["cluster"], config.get("task")
+    for kind, addresses in cluster.items():
+        if kind not in _TASK_TYPES:
+            return f"unknown task type {kind!r} in 'cluster' (known: {', '.join(_TASK_TYPES)})"
+        if (not isinstance(addresses, list) or not addresses
+                or not all(isinstance(a, str) and ":" in a for a in addresses)):
+            return f"cluster {kind!r} is not a non-empty list of 'host:port' addresses"
+    if len(cluster.get("chief", [])) > 1:
+        return f"the cluster has {len(cluster['chief'])} chiefs; it takes at most one"
+    if not isinstance(task, dict):
+        return "no 'task' object ({'type': 'worker', 'index': 0}, for example)"
+    kind, index = task.get("type"), task.get("index")
+    if kind not in ("chief", "worker"):
+        return f"task type {kind!r} does not train (expected chief or worker)"
+    if kind not in cluster:
+        return f"task type {kind!r} is not in the cluster ({', '.join(cluster) or 'empty'})"
+    if isinstance(index, bool) or not isinstance(index, int) or not \
+            0 <= index < len(cluster[kind]):
+        return (f"task index {index!r} is not in 0..{len(cluster[kind]) - 1}, the "
+                f"{len(cluster[kind])} {kind} task(s) of the cluster")
+    return None
 
 
 def _tpu(address: str) -> tf.distribute.Strategy:

@@ -15,20 +15,29 @@ from aigc_zoo.errors import UserError
 
 def write_json(path: str, values: dict[str, Any]) -> None:
     """Write `values` to `path` as sorted, indented JSON, atomically."""
+    write_text(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
+
+
+def write_text(path: str, text: str) -> None:
+    """Write `text` to `path` atomically (a temporary file, then a rename)."""
     temporary = path + ".tmp"
     with open(temporary, "w") as handle:
-        json.dump(values, handle, indent=2, sort_keys=True)
-        handle.write("\n")
+        handle.write(text)
     os.replace(temporary, path)
 
 
-def read_json(path: str) -> Any:
-    """The JSON in `path`; a `UserError` when it cannot be read or parsed."""
+def read_json(path: str, *, remedy: str = "") -> Any:
+    """The JSON in `path`; a `UserError` (ending with `remedy`, when given) when it cannot be
+    read or parsed."""
     try:
         with open(path) as handle:
             return json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"cannot read {path}: {error}") from None
+    # RecursionError: JSON nested thousands deep, which the parser cannot follow.
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else \
+            type(error).__name__
+        raise UserError(f"cannot read {path}: {detail}" + (f"; {remedy}" if remedy else "")
+                        ) from None
 
 
 def make_writable_folder(path: str, *, what: str) -> None:

@@ -181,6 +181,8 @@ class TrainRequest:
 
     def __post_init__(self) -> None:
         config_lib.check_choice("strategy", self.strategy, distribute.STRATEGIES)
+        if self.strategy == "multiworker":  # before any device, cluster or file is touched
+            distribute.check_tf_config(os.environ.get("TF_CONFIG", ""))
 
 
 def _check_assignments(overrides: Sequence[str]) -> None:

@@ -70,10 +70,28 @@ def describe(field: str, workdir: str, models: tuple[str, ...]) -> tuple[dict[st
     return description, model
 
 
+# The JSON type of each description field (bools are not ints).
+_DESCRIPTION_TYPES = {"model": str, "dataset": str, "config": dict, "image_shape": list,
+                      "num_classes": (int, type(None)), "seed": int, "precision": str,
+                      "step": int, "config_digest": str, "workdir": str}
+assert set(_DESCRIPTION_TYPES) == set(DESCRIPTION_FIELDS)
+
+
 def check_description(field: str, description: Any) -> None:
-    """`UserError` unless `description` (read from a run record) has every field."""
-    if not isinstance(description, dict) or set(description) != set(DESCRIPTION_FIELDS):
+    """`UserError` unless `description` (read from a run record) has every field, each of its
+    JSON type, a registered model whose config class takes its config, and a shape of
+    positive sizes."""
+    def wrong(name: str) -> bool:
+        value = description[name]
+        return isinstance(value, bool) or not isinstance(value, _DESCRIPTION_TYPES[name])
+
+    if (not isinstance(description, dict) or set(description) != set(DESCRIPTION_FIELDS)
+            or any(wrong(name) for name in DESCRIPTION_FIELDS)
+            or not all(isinstance(size, int) and not isinstance(size, bool) and size > 0
+                       for size in description["image_shape"])):
         raise UserError(f"stage {field!r} of the run record is not a stage description")
+    model_class = registry.get_model(description["model"])
+    config_lib.from_dict(model_class.config_class, description["config"])
 
 
 def build(description: dict[str, Any]) -> Any:

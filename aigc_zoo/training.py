@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import tensorflow as tf
 
-from aigc_zoo import callbacks, data, distribute, domains, registry, stages
+from aigc_zoo import callbacks, checkpoints, data, distribute, domains, registry, stages
 from aigc_zoo import config as config_lib
 from aigc_zoo.checkpoints import Checkpointer
 from aigc_zoo.errors import TrainingDiverged, UserError
@@ -76,14 +76,19 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     quality = options.quality.sized(run.knobs(record.image_shape).sampling_cost)
     evaluator = (domain.evaluator(run, quality, data_dir=options.data_dir) if every else None)
     reconstruct = _reconstruction_batch(run, record, options, domain)
-    workdir.start(overwrite=options.overwrite)
-    checkpointer, restored, start_step = _restore(model, workdir, options)
+    checkpointer, restored, start_step = _start(model, workdir, options)
     if restored is None and record.stages and not first_stages:
         # The record said a checkpoint holds the first stages, but none could be restored:
         # the run starts afresh, from the first stages' workdirs.
         record, first_stages = _first_stages(record, None, workdir, options)
         stages.copy_into(model, first_stages)
     initial_epoch, offset = divmod(start_step, record.epoch_steps)
+    stop = callbacks.StopOnNonFinite()
+    every_epoch = _callbacks(record, options, workdir, checkpointer, stop=stop, domain=domain,
+                             evaluator=evaluator, every=every, replicas=replicas,
+                             reconstruct=reconstruct)
+    if not offset and workdir.chief:
+        _redo_missing_picture(model, every_epoch, initial_epoch)
     if initial_epoch >= run.config.epochs:
         print(f"{workdir.path}: already trained {initial_epoch} epochs (asked for "
               f"{run.config.epochs}); raise --epochs to continue")
@@ -96,10 +101,6 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     if start_step:
         print(f"resuming from {restored} at step {start_step} (epoch "
               f"{initial_epoch + 1}, step {offset} of {record.epoch_steps})", flush=True)
-    stop = callbacks.StopOnNonFinite()
-    every_epoch = _callbacks(record, options, workdir, checkpointer, stop=stop, domain=domain,
-                             evaluator=evaluator, every=every, replicas=replicas,
-                             reconstruct=reconstruct)
     _fit(model, record, options, every_epoch, first_stream=stream, stop=stop,
          restream=lambda: _batch_stream(run, split, info, reseed=True),
          initial_epoch=initial_epoch, offset=offset)
@@ -164,22 +165,45 @@ def _steps_per_execution(options: TrainOptions, record: RunRecord, *, multi_work
     return steps
 
 
-def _restore(model: GenerativeModel, workdir: Workdir, options: TrainOptions
-             ) -> tuple[Checkpointer, str | None, int]:
-    """The checkpointer that saves, the checkpoint restored (or None) and its step.
+def _start(model: GenerativeModel, workdir: Workdir, options: TrainOptions
+           ) -> tuple[Checkpointer, str | None, int]:
+    """Start the workdir (`Workdir.start`: the first write) and restore the newest readable
+    checkpoint; the checkpointer that saves, the checkpoint restored (or None) and its step.
+    The checkpoint is chosen (and checked, `checkpoints.choose`) before anything is written,
+    so a workdir whose checkpoints are all damaged is left as it was."""
+    chosen = None if options.overwrite else checkpoints.choose(workdir.saved_checkpoints)
+    workdir.start(overwrite=options.overwrite)
+    return _restore(model, workdir, options, chosen)
+
+
+def _restore(model: GenerativeModel, workdir: Workdir, options: TrainOptions,
+             chosen: str | None) -> tuple[Checkpointer, str | None, int]:
+    """The checkpointer that saves, the checkpoint restored (`chosen`, or None) and its step.
 
     Every worker resumes from the chief's checkpoint (after --overwrite there is none) and
     saves to its own outputs. Every worker makes both Checkpointers, even when they share a
     folder: a multi-worker strategy creates each variable collectively, in the same order.
-    (The chief restores through the Checkpointer that saves, which continues its numbering.)
+    (The chief restores through the Checkpointer that saves, which continues its numbering,
+    and points the index at what it restored, past a damaged index or newer checkpoint.)
     """
     keep = options.keep_checkpoints
     restorer = Checkpointer(workdir.saved_checkpoints, model, max_to_keep=keep)
     checkpointer = Checkpointer(workdir.output("checkpoints"), model, max_to_keep=keep)
-    source = checkpointer if workdir.chief else restorer
-    if workdir.chief or not options.overwrite:
-        source.restore_latest()
-    return checkpointer, source.restored_path, int(model.global_step.numpy())
+    if chosen:
+        (checkpointer if workdir.chief else restorer).restore(chosen)
+    if workdir.chief:
+        checkpointer.point_index_at(chosen)
+    return checkpointer, chosen, int(model.global_step.numpy())
+
+
+def _redo_missing_picture(model: GenerativeModel, every_epoch: list[Any],
+                          finished_epochs: int) -> None:
+    """At an epoch boundary, draw the last finished epoch's sample picture if it is missing:
+    a run killed between an epoch's checkpoint and its picture resumes with exactly that
+    epoch's weights (`TensorBoardLogger.redo_missing_picture`)."""
+    for callback in every_epoch:
+        if isinstance(callback, callbacks.TensorBoardLogger):
+            callback.redo_missing_picture(model, finished_epochs)
 
 
 def _reconstruction_batch(run: Run, record: RunRecord, options: TrainOptions,

@@ -46,6 +46,8 @@ from aigc_zoo.request import Run
 # `stages` is derived too: read from the first stages' workdirs when a run starts, and from the
 # record afterwards (`training.py`).
 RESUMABLE_FIELDS = frozenset({"epochs", "epoch_steps", "stages"})
+# What every error about a damaged run record ends with. `--overwrite` does not read the record.
+REMEDY = "train again with --overwrite (it deletes the run's outputs)"
 OUTPUTS = ("checkpoints", "tensorboard", "samples", "metrics.json")
 LOCK = "train.lock"
 # The record's own fields beside the run's, with their JSON types.
@@ -84,23 +86,24 @@ class RunRecord:
     def from_json(cls, values: Any, *, path: str) -> "RunRecord":
         """The record in `values` (read from `path`); a `UserError` naming what is wrong."""
         def bad(reason: str) -> UserError:
-            return UserError(f"{path} is not an aigc_zoo run record ({reason})")
+            return UserError(f"{path} is not an aigc_zoo run record ({reason}); {REMEDY}")
 
         if not isinstance(values, dict):
-            raise bad(f"a JSON {type(values).__name__}, not an object")
+            found = {str: "string", int: "number", float: "number", type(None): "null"}.get(
+                type(values), type(values).__name__)
+            raise bad(f"a JSON {found}, not an object")
         values = {"stages": {}, **values}  # records written before stages existed have none
         for name, kind in {**_RUN_FIELDS, **_RECORD_FIELDS}.items():
             if name not in values:
-                raise bad(f"no {name!r}; workdirs written before aigc_zoo 0.1 do not load: "
-                          "train again with --overwrite")
+                raise bad(f"no {name!r}; workdirs written before aigc_zoo 0.1 do not load")
             if isinstance(values[name], bool) or not isinstance(values[name], kind):
-                raise bad(f"{name!r} is {values[name]!r}")
+                raise bad(f"{name!r} is {_short(values[name])}")
         unknown = set(values) - set(_RUN_FIELDS) - set(_RECORD_FIELDS)
         if unknown:
-            raise bad(f"unknown fields {sorted(unknown)}")
+            raise bad(f"unknown fields {_short(sorted(unknown))}")
         shape, classes, steps = values["image_shape"], values["num_classes"], values["epoch_steps"]
         if len(shape) not in (1, 3) or not all(_positive_int(size) for size in shape):
-            raise bad(f"'image_shape' is {shape!r}")
+            raise bad(f"'image_shape' is {_short(shape)}")
         if not (classes is None or _positive_int(classes)) or not _positive_int(steps):
             raise bad(f"'num_classes' {classes!r} or 'epoch_steps' {steps!r} is not >= 1")
         try:
@@ -114,6 +117,12 @@ class RunRecord:
         if set(values["stages"]) != set(config_lib.stage_fields(run.config)):
             raise bad(f"'stages' {sorted(values['stages'])} are not the config's stage fields")
         return cls(run, tuple(shape), classes, steps, values["stages"])
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """`repr(value)`, cut to `limit` characters: a hostile file may hold a huge value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _positive_int(value: Any) -> bool:
@@ -190,7 +199,8 @@ class Workdir:
         """The run record, or None when the folder has none."""
         if not os.path.exists(self.record_path):
             return None
-        return RunRecord.from_json(files.read_json(self.record_path), path=self.record_path)
+        return RunRecord.from_json(files.read_json(self.record_path, remedy=REMEDY),
+                                   path=self.record_path)
 
     def require(self) -> RunRecord:
         """The run record of a trained workdir; a `UserError` when there is none."""

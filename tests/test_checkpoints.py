@@ -35,12 +35,27 @@ def test_an_unreadable_index_falls_back_to_the_newest_file(saved):
     assert int(model.global_step.numpy()) == 9
 
 
-def test_a_corrupt_data_file_is_a_user_error(saved):
-    data_file = next(saved.glob("ckpt-2.data-*"))
+def _zero_second_half(data_file):
     data = bytearray(data_file.read_bytes())
     data[len(data) // 2:] = bytes(len(data) - len(data) // 2)
     data_file.write_bytes(bytes(data))
-    with pytest.raises(UserError, match="ckpt-2 is corrupt"):
+
+
+def test_a_corrupt_newest_data_file_falls_back_to_the_older_checkpoint(saved, capsys):
+    _zero_second_half(next(saved.glob("ckpt-2.data-*")))
+    model = _vae()
+    checkpointer = Checkpointer(saved, model)
+    assert checkpointer.restore_latest() == 1
+    assert int(model.global_step.numpy()) == 7
+    assert checkpointer.restored_path.endswith("ckpt-1")
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("warning: skipping checkpoint")
+
+
+def test_corrupt_data_files_with_no_good_checkpoint_left_are_a_user_error(saved):
+    for data_file in saved.glob("ckpt-*.data-*"):
+        _zero_second_half(data_file)
+    with pytest.raises(UserError, match="ckpt-2 is corrupt .* no other checkpoint"):
         Checkpointer(saved, _vae()).restore_latest()
 
 

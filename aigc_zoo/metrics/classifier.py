@@ -12,9 +12,12 @@ pipeline as the models), scored on the eval split, and cached on disk:
     <cache>/<dataset>-<H>x<W>x<C>-v<VERSION>-<key hash>/weights.weights.h5, info.json
 
 `<cache>` is `--classifier_dir` when given, else `$AIGC_ZOO_CACHE/classifiers`, else
-`~/.cache/aigc_zoo/classifiers`. `info.json` holds the test accuracy that evaluations report.
-Weights are Keras weight files (HDF5 arrays, nothing unpickled). Bump `VERSION` whenever the
-network or its training changes, so stale weights are never loaded.
+`~/.cache/aigc_zoo/classifiers`. `info.json` holds the test accuracy that evaluations report
+and the SHA-256 of the weights file. Weights are Keras weight files (HDF5 arrays, nothing
+unpickled). Bump `VERSION` whenever the network or its training changes, so stale weights are
+never loaded. A damaged cache (`_read_cache` checks it) is deleted and trained again, with one
+warning line: it holds nothing that training cannot remake, and an evaluation that fixes
+itself beats an error the user must act on (the price is the training time, once).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from typing import Any
@@ -44,6 +48,7 @@ MIN_TRAIN_STEPS = 400  # small splits train more epochs, to at least this many s
 BATCH_SIZE = 128
 LEARNING_RATE = 2e-3
 SEED = 0
+INFO, WEIGHTS = "info.json", "weights.weights.h5"  # the files of a cached classifier
 _PREDICT_BATCH = 1000
 _MOMENT_EXAMPLES = 10_000
 
@@ -158,12 +163,11 @@ def load(dataset: str, *, train_split: str = "train", test_split: str = "test",
                         "offline), or skip sample quality with --eval_samples=0")
     cache_dir = cache_dir or default_cache_dir()
     path = cache_path(cache_dir, dataset, info.image_shape, train_split, test_split)
-    if os.path.exists(os.path.join(path, "info.json")):
-        with open(os.path.join(path, "info.json")) as handle:
-            saved = json.load(handle)
-        network = build_network(info.image_shape, saved["num_classes"])
-        network.load_weights(os.path.join(path, "weights.weights.h5"))
-        return DomainClassifier(network, saved, path)
+    if os.path.exists(path):
+        cached, problem = _read_cache(path, info.image_shape, info.num_classes)
+        if cached is not None:
+            return cached
+        _discard(path, problem)
     if verbose:
         print(f"training the domain classifier of {dataset} on its {train_split!r} split "
               f"(once; cached in {path})", flush=True)
@@ -175,6 +179,70 @@ def load(dataset: str, *, train_split: str = "train", test_split: str = "test",
               f"{saved['test_examples']} {test_split!r} images, trained in "
               f"{saved['train_seconds']:.0f} s", flush=True)
     return DomainClassifier(network, saved, path)
+
+
+def _read_cache(path: str, image_shape: tuple[int, ...], num_classes: int
+                ) -> tuple[DomainClassifier | None, str | None]:
+    """The classifier cached in `path`, or None and why the cache is damaged: `info.json`
+    must be a JSON object of this `VERSION`, shape and class count with the fields evaluations
+    read, and the weights file must match the SHA-256 recorded there (HDF5 has no checksums of
+    its own, so a damaged array would otherwise load; older caches have no digest) and load."""
+    weights = os.path.join(path, WEIGHTS)
+    try:
+        with open(os.path.join(path, INFO)) as handle:
+            saved = json.load(handle)
+        with open(weights, "rb") as handle:
+            digest = hashlib.sha256(handle.read()).hexdigest()
+    except (OSError, ValueError, RecursionError) as error:  # ValueError: not JSON, not UTF-8
+        return None, f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
+    problem = _info_problem(saved, image_shape, num_classes)
+    # Caches written before the digest was recorded have none; their weights must still load.
+    if problem is None and saved.get("weights_sha256", digest) != digest:
+        problem = f"{WEIGHTS} does not match the SHA-256 in {INFO}"
+    if problem is not None:
+        return None, problem
+    network = build_network(image_shape, num_classes)
+    try:
+        network.load_weights(weights)
+    except (OSError, RuntimeError, ValueError) as error:  # h5py's errors for damaged files
+        return None, f"{WEIGHTS}: {str(error).splitlines()[0][:120]}"
+    return DomainClassifier(network, saved, path), None
+
+
+def _info_problem(saved: Any, image_shape: tuple[int, ...], num_classes: int) -> str | None:
+    """What is wrong with a cache's `info.json` values, or None."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not isinstance(saved, dict):
+        return f"{INFO} is not a JSON object"
+    expected = {"version": VERSION, "num_classes": num_classes,
+                "image_shape": list(image_shape)}
+    for name, value in expected.items():
+        if saved.get(name) != value:
+            return f"{INFO} has {name}={saved.get(name)!r:.40}, not {value!r}"
+    for name in ("feature_mean", "feature_std"):
+        values = saved.get(name)
+        if not (isinstance(values, list) and len(values) == FEATURE_DIM
+                and all(number(v) and math.isfinite(v) for v in values)):
+            return f"{INFO} has no {FEATURE_DIM} finite numbers in {name!r}"
+    if not all(v > 0 for v in saved["feature_std"]) or not number(saved.get("test_accuracy")):
+        return f"{INFO} has a 'feature_std' <= 0 or no 'test_accuracy'"
+    if not all(isinstance(saved.get(name), str) for name in ("train_split", "test_split")):
+        return f"{INFO} lacks 'train_split' or 'test_split'"
+    return None
+
+
+def _discard(path: str, problem: str | None) -> None:
+    """Delete a damaged cache folder (it is retrained next), with one warning line; a
+    `UserError` naming it when it cannot be deleted."""
+    try:
+        shutil.rmtree(path)
+    except OSError as error:
+        raise UserError(f"the cached domain classifier {path} is damaged ({problem}) and "
+                        f"cannot be deleted ({error.strerror}): delete {path}") from None
+    print(f"warning: the cached domain classifier {path} was damaged ({problem}); deleted, "
+          "training it again", file=sys.stderr, flush=True)
 
 
 def train(dataset: str, *, train_split: str = "train", test_split: str = "test",
@@ -259,8 +327,11 @@ def _save(path: str, network: keras.Model, info: dict[str, Any]) -> None:
     except OSError as error:
         raise UserError(f"cannot write the classifier cache {parent}: {error.strerror}; "
                         "choose another with --classifier_dir or $AIGC_ZOO_CACHE") from None
-    network.save_weights(os.path.join(temporary, "weights.weights.h5"))
-    with open(os.path.join(temporary, "info.json"), "w") as handle:
+    weights = os.path.join(temporary, WEIGHTS)
+    network.save_weights(weights)
+    with open(weights, "rb") as handle:
+        info = {**info, "weights_sha256": hashlib.sha256(handle.read()).hexdigest()}
+    with open(os.path.join(temporary, INFO), "w") as handle:
         json.dump(info, handle, indent=2, sort_keys=True)
         handle.write("\n")
     try:
