@@ -149,3 +149,31 @@ def test_auto_jit_on_a_cpu_is_on_for_fully_connected_gans_only():
     assert xla("dcgan", "ring8", image_shape=(2,))  # every GAN is an MLP on 2D points
     assert not any(xla(name) for name in ("dcgan", "wgan_gp", "sngan", "cgan", "vae", "cvae",
                                           "ddpm", "cddpm"))
+
+
+def test_sampling_is_compiled_with_xla_on_a_cpu_where_the_model_declares_it():
+    import dataclasses
+
+    from conftest import tiny_model
+    from aigc_zoo import registry
+
+    def declared(name, **changes):
+        model_class = registry.get_model(name)
+        config = dataclasses.replace(model_class.default_config("digits"), **changes)
+        return model_class.knobs(config, (28, 28, 1)).sampling_xla_on_cpu
+
+    # Measured: the sequential samplers of small steps win with XLA, convolutions lose.
+    assert declared("pixelcnn") and declared("cpixelcnn") and declared("vqgpt")
+    assert not declared("pixelcnn", sample_cache=False)
+    assert not any(declared(name) for name in ("vae", "dcgan", "ddpm", "cddpm", "vqvae"))
+    accelerator = base.accelerator_present()
+    for name in ("pixelcnn", "vae"):
+        model = tiny_model(name)
+        static = {key: value for key, value in model.resolved_sampling_options({}).items()
+                  if model.sampling_options()[key].dtype is None}
+        function = model.sampling_function(static)
+        # tf.function keeps its jit_compile setting in a private attribute; read it to be sure.
+        assert model.samples_with_xla() is function._jit_compile is (
+            accelerator or declared(name)), name
+        model.sampling_jit_compile = not function._jit_compile  # what the benchmark does
+        assert model.sampling_function(static)._jit_compile is not function._jit_compile

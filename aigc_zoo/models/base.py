@@ -95,6 +95,9 @@ class Knobs:
             (`--steps_per_execution`); an epoch over the whole split is rounded down to a
             multiple of it.
         xla_on_cpu: what `jit_compile="auto"` means for training on a CPU.
+        sampling_xla_on_cpu: compile `generate` (and the export's signatures) with XLA on a
+            CPU too. Sequential samplers of many small steps win (their per-op overhead is
+            fused away); convolution-heavy ones lose (XLA's CPU convolutions are slower).
         sampling_cost: network evaluations per sample of `generate` with its defaults; the
             benchmark's sample count, the per-epoch picture and the default `--eval_samples`
             are sized by it.
@@ -108,6 +111,7 @@ class Knobs:
 
     steps_per_execution: int = 1
     xla_on_cpu: bool = False
+    sampling_xla_on_cpu: bool = False
     sampling_cost: float = 1.0
     encodes: bool = False
     evaluates: bool = False
@@ -172,6 +176,9 @@ class GenerativeModel(export.KerasFile, keras.Model):
     default_dataset: ClassVar[str] = "digits"
     conditional: ClassVar[bool] = False  # True: generate() and compute_losses use labels
     registered_name: ClassVar[str] = ""  # set by registry.register_model
+    # XLA for sampling: "auto" (with a GPU or TPU, and on a CPU where `knobs` say it wins), or
+    # True / False set on a model before it samples (the benchmark times both).
+    sampling_jit_compile: str | bool = "auto"
 
     def __init__(self, config: config_lib.TrainConfig, *, image_shape: Sequence[int],
                  num_classes: int | None = None, seed: int = 0,
@@ -405,11 +412,16 @@ class GenerativeModel(export.KerasFile, keras.Model):
             stage.prepare_stages()
             stage.prepare_sampling(stage.resolved_sampling_options({}))
 
+    def samples_with_xla(self) -> bool:
+        """Whether `generate` and the export's signatures are compiled with XLA here."""
+        return resolve_jit_compile(self.sampling_jit_compile, on_cpu=self.knobs(
+            self.config, self.image_shape).sampling_xla_on_cpu)
+
     def sampling_function(self, static: dict[str, Any]) -> Any:
         """`sample_tensors` with these static options as one cached `tf.function` whose
         inputs are the export's (any number of samples, labels and runtime options: one trace);
-        XLA where a GPU or TPU is present."""
-        key = tuple(sorted(static.items()))
+        XLA where a GPU or TPU is present, and on a CPU where the model's knobs say so."""
+        key = (tuple(sorted(static.items())), self.sampling_jit_compile)
         functions = self._sampling_functions.functions
         if key not in functions:
             conditioning = self.conditioning_specs()
@@ -425,8 +437,8 @@ class GenerativeModel(export.KerasFile, keras.Model):
                 values = dict(zip(runtime, inputs[len(conditioning):]))
                 return self.sample_tensors(num_samples, seed, given, **static, **values)
 
-            functions[key] = tf.function(
-                sample, input_signature=signature, jit_compile=resolve_jit_compile("auto"))
+            functions[key] = tf.function(sample, input_signature=signature,
+                                         jit_compile=self.samples_with_xla())
         return functions[key]
 
     # -- what the base class does --------------------------------------------------------------

@@ -231,8 +231,10 @@ class VQGPT(base.GenerativeModel):
         # grid is the default VQ-VAE's (a quarter of the image's side): knobs see no stages.
         height, width = image_shape[0] // 4, image_shape[1] // 4
         cost = 2.0 if config.sample_cache else float(height * width)
+        # 49 steps of small matmuls: XLA fuses their per-op overhead away (2-3x the images/s of
+        # graph mode on a 2-core CPU, docs/autoregressive.md).
         return base.Knobs(sampling_cost=cost * (1 if config.guidance in (0.0, 1.0) else 2),
-                          evaluates=True)
+                          evaluates=True, sampling_xla_on_cpu=True)
 
     @classmethod
     def check_stages(cls, config: VQGPTConfig, image_shape: Sequence[int],
