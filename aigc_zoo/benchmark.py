@@ -3,6 +3,7 @@
     make benchmark                                    # the full table (about 12 min, 2 cores)
     python -m aigc_zoo.benchmark --models=dcgan,ddpm  # some models
     python -m aigc_zoo.benchmark --quick              # one model, short windows (a smoke test)
+    python -m aigc_zoo.benchmark --models=dcgan,dcgan+augment=ada   # a model with config changes
 
 Writes `<device>_<date>.json`, `.md` and `.png` into `--output_dir` (experiments/benchmarks)
 and prints the table. What is measured (numbers in the JSON; see docs/performance.md):
@@ -44,6 +45,7 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from aigc_zoo import benchmark_report, data, device, flops, registry, training  # noqa: E402
+from aigc_zoo import config as config_lib  # noqa: E402
 from aigc_zoo import request, stages  # noqa: E402
 from aigc_zoo.errors import UserError  # noqa: E402
 from aigc_zoo.models import base  # noqa: E402
@@ -54,7 +56,9 @@ FLAGS = flags.FLAGS
 def _define_flags() -> None:
     """The command line's flags, defined only when this module runs as the benchmark (so the
     runner's flags, `--data_dir` among them, and these can be imported into one process)."""
-    flags.DEFINE_list("models", [], "Models to measure (default: every registered model).")
+    flags.DEFINE_list("models", [], "Models to measure, each a name or a name with config "
+                      "changes, dcgan+augment=ada (default: every registered model, then "
+                      f"{', '.join(VARIANTS)}).")
     flags.DEFINE_bool("quick", False, "One model (the first of --models, else dcgan), short "
                       "windows, float32 and graph mode only: checks the benchmark runs.")
     flags.DEFINE_enum("grid", "auto", ["auto", "full"], "Which settings to measure (see --help).")
@@ -71,6 +75,23 @@ def _define_flags() -> None:
 
 PIPELINE_DATASETS = ("digits", "ring8", "grid25")  # the offline ones; TFDS needs a download
 DIFFUSION_STEPS = (10, 50, 250)
+# Measured after the registered models in a full run: what the GANs' augmentations cost a train
+# step, next to plain dcgan (docs/gans.md).
+VARIANTS = ("dcgan+augment=diffaugment", "dcgan+augment=ada")
+
+
+def entry_run(entry: str, dataset: str | None = None) -> request.Run:
+    """The run of a `--models` entry: a registered name, then any `+field=value` config changes
+    (`dcgan+augment=ada`), on `dataset` (default: the model's own) with its default config.
+
+    Raises:
+        UserError: an unknown model or field, or a bad value.
+    """
+    name, *assignments = entry.split("+")
+    model_class = registry.get_model(name)
+    dataset = dataset or model_class.default_dataset
+    config = config_lib.override(model_class.default_config(dataset), assignments)
+    return request.Run(model=name, dataset=dataset, config=config)
 
 
 # -- the machine's ceiling ---------------------------------------------------------------------
@@ -290,9 +311,7 @@ def rerender(path: str, output_dir: str, *, data_dir: str | None = None) -> list
     with open(path) as handle:
         results = json.load(handle)
     for model in results["models"]:
-        model_class = registry.get_model(model["model"])
-        run = request.Run(model=model["model"], dataset=model["dataset"],
-                        config=model_class.default_config(model["dataset"]))
+        run = entry_run(model["model"], model["dataset"])
         if run.config.batch_size != model["batch_size"]:
             raise UserError(f"{path}: {model['model']}'s default batch size is now "
                             f"{run.config.batch_size}, not the {model['batch_size']} measured; "
@@ -321,10 +340,9 @@ def _settings(precisions: list[str], *, grid: str, large_spe: int, quick: bool,
 def benchmark_model(name: str, *, precisions: list[str], peak_gflops: float, data_dir: str | None,
                     grid: str, large_spe: int, quick: bool, window_seconds: float,
                     windows: int) -> dict[str, Any]:
-    """Every train-step setting, the FLOP count and sampling speed of one model."""
-    model_class = registry.get_model(name)
-    dataset = model_class.default_dataset
-    run = request.Run(model=name, dataset=dataset, config=model_class.default_config(dataset))
+    """Every train-step setting, the FLOP count and sampling speed of one `--models` entry."""
+    run = entry_run(name)
+    dataset = run.dataset
     pipeline, info = data.load(dataset, run.train_split, batch_size=run.config.batch_size,
                                training=True, data_dir=data_dir)
     batch = next(iter(pipeline))
@@ -363,7 +381,22 @@ def _time_generate(model: Any, num_samples: int, calls: int, **options: Any) -> 
         seconds.append(time.perf_counter() - start)
     median = float(np.median(seconds))
     return {**options, "num_samples": num_samples, "images_per_second": num_samples / median,
-            "seconds": median, "first_call_seconds": first}
+            "seconds": median, "first_call_seconds": first,
+            "jit_compile": model.samples_with_xla()}
+
+
+def _other_xla_setting(model: Any, row: dict[str, Any], calls: int) -> dict[str, Any]:
+    """`row` timed again with XLA for sampling flipped (`jit_compile="auto"` picks per model:
+    `Knobs.sampling_xla_on_cpu`), so the table shows what the default rests on."""
+    options = {key: row[key] for key in ("steps", "cache") if key in row}
+    model.sampling_jit_compile = not row["jit_compile"]
+    try:
+        return _time_generate(model, row["num_samples"], calls, **options)
+    except tf.errors.InvalidArgumentError as error:  # an op XLA cannot compile (vqvae's draw)
+        return {**options, "num_samples": row["num_samples"],
+                "jit_compile": not row["jit_compile"], "error": str(error).splitlines()[0][:200]}
+    finally:
+        model.sampling_jit_compile = "auto"
 
 
 def sampling_throughput(model: Any, *, quick: bool) -> list[dict[str, Any]]:
@@ -375,15 +408,19 @@ def sampling_throughput(model: Any, *, quick: bool) -> list[dict[str, Any]]:
         cost = model.knobs(model.config, model.image_shape).sampling_cost
         count = max(8, int((64 if quick else 512) / max(cost, 1)))
         if "cache" not in options:
-            return [_time_generate(model, count, 1 if quick else 3)]
-        # An autoregressive sampler, with its caches and without (a whole pass per position).
-        rows = [_time_generate(model, count, 1 if quick else 3, cache=True)]
-        if not quick:
-            rows.append(_time_generate(model, 8, 1, cache=False))
-        return rows
-    steps = DIFFUSION_STEPS[:1] if quick else DIFFUSION_STEPS
-    # 8 samples at every step count: 250 steps of a bigger batch would dominate the run time.
-    return [_time_generate(model, 8, 1, steps=count) for count in steps]
+            rows = [_time_generate(model, count, 1 if quick else 3)]
+        else:
+            # An autoregressive sampler, with its caches and without (a whole pass per position).
+            rows = [_time_generate(model, count, 1 if quick else 3, cache=True)]
+            if not quick:
+                rows.append(_time_generate(model, 8, 1, cache=False))
+    else:
+        steps = DIFFUSION_STEPS[:1] if quick else DIFFUSION_STEPS
+        # 8 samples at every step count: 250 steps of a bigger batch would dominate the run.
+        rows = [_time_generate(model, 8, 1, steps=count) for count in steps]
+    if not quick:
+        rows.append(_other_xla_setting(model, rows[0], 1 if "steps" in options else 3))
+    return rows
 
 
 def pipeline_throughput(name: str, *, batch_size: int, data_dir: str | None,
@@ -447,9 +484,9 @@ def main(argv: list[str]) -> None:
         print("wrote " + ", ".join(rerender(FLAGS.rerender, FLAGS.output_dir,
                                             data_dir=FLAGS.data_dir)))
         return
-    models = FLAGS.models or registry.list_models()
+    models = FLAGS.models or registry.list_models() + list(VARIANTS)
     for name in models:
-        registry.get_model(name)  # an unknown name is a UserError before any work
+        entry_run(name)  # an unknown name or a bad change is a UserError before any work
     if FLAGS.quick:
         models = models[:1] if FLAGS.models else ["dcgan"]
     quick = FLAGS.quick

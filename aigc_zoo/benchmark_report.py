@@ -100,16 +100,22 @@ def _summary_table(results: dict[str, Any]) -> list[str]:
 
 
 def _sampling_table(results: dict[str, Any]) -> list[str]:
-    lines = ["| model | sampling steps | samples | images/s | seconds | first call (s) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| model | sampling steps | XLA | samples | images/s | seconds | first call (s) |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
     for model in results["models"]:
+        default_xla = model["sampling"][0].get("jit_compile")  # the first row is the default's
         for row in model["sampling"]:
             steps = row.get("steps", 1)
             if "cache" in row:
                 steps = "one per position, " + ("cached" if row["cache"] else "uncached")
-            lines.append(f"| {model['model']} | {steps} | {row['num_samples']} | "
-                         f"{row['images_per_second']:,.1f} | {row['seconds']:.2f} | "
-                         f"{row['first_call_seconds']:.1f} |")
+            xla = {None: "–", True: "on", False: "off"}[row.get("jit_compile")]
+            if row.get("jit_compile") is not None and row["jit_compile"] != default_xla:
+                xla += " (not the default)"
+            speed = (f"{row['images_per_second']:,.1f} | {row['seconds']:.2f} | "
+                     f"{row['first_call_seconds']:.1f}" if "error" not in row
+                     else f"fails: {row['error'][:60]} | – | –")
+            lines.append(f"| {model['model']} | {steps} | {xla} | {row['num_samples']} | "
+                         f"{speed} |")
     return lines
 
 

@@ -50,6 +50,12 @@ def sampling_fields(config: TrainConfig | type[TrainConfig]) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(config) if f.metadata.get("sampling"))
 
 
+def added_field(default: Any) -> Any:
+    """A config field added after runs were saved without it: a saved config that lacks it
+    loads with `default`, which must therefore be what those runs did (a GAN's `augment="none"`)."""
+    return dataclasses.field(default=default, metadata={"added": True})
+
+
 def stage_field(models: tuple[str, ...]) -> Any:
     """A config field naming the workdir of a trained run of one of `models`, which the new
     model is built on (`aigc_zoo.stages`); empty until set (`--set autoencoder=runs/vae-...`)."""
@@ -162,10 +168,14 @@ def from_dict(config_class: type[TrainConfig], values: dict[str, Any]) -> TrainC
     """Rebuild a config saved by `to_dict`; tuples come back from JSON lists.
 
     Every field must be there with a value of its type (an int where a float is expected is
-    fine), so a hand-edited or truncated file is one `UserError`, not a failure deep in a model.
+    fine), so a hand-edited or truncated file is one `UserError`, not a failure deep in a model;
+    only an `added_field` may be missing (a run saved before it existed), and takes its default.
     """
     hints = typing.get_type_hints(config_class)
-    names = {f.name for f in dataclasses.fields(config_class)}
+    fields = dataclasses.fields(config_class)
+    names = {f.name for f in fields}
+    values = {**{f.name: f.default for f in fields
+                 if f.metadata.get("added") and f.name not in values}, **values}
     unknown, missing = set(values) - names, names - set(values)
     if unknown:
         raise UserError(f"saved config has fields {sorted(unknown)} that "

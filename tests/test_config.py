@@ -49,3 +49,28 @@ def test_dict_round_trip_restores_tuples():
     assert config_lib.from_dict(ToyConfig, config_lib.to_dict(config)) == config
     with pytest.raises(UserError, match="does not know"):
         config_lib.from_dict(ToyConfig, {"nope": 1})
+
+
+@dataclasses.dataclass
+class GrownConfig(ToyConfig):
+    """ToyConfig after a release added a field: runs saved before it have none."""
+    depth: int = config_lib.added_field(2)
+
+
+def test_a_config_saved_before_a_field_was_added_loads_with_its_default():
+    saved = config_lib.to_dict(ToyConfig(width=4))
+    assert config_lib.from_dict(GrownConfig, saved) == GrownConfig(width=4, depth=2)
+    assert config_lib.from_dict(GrownConfig, {**saved, "depth": 5}).depth == 5
+    del saved["width"]  # a field that was always there is still required
+    with pytest.raises(UserError, match=r"lacks the GrownConfig fields \['width'\]"):
+        config_lib.from_dict(GrownConfig, saved)
+
+
+def test_gan_runs_saved_before_augmentation_load_without_it():
+    from aigc_zoo import registry
+    config_class = registry.get_model("dcgan").config_class
+    saved = config_lib.to_dict(config_class())
+    for name in ("augment", "augment_policy", "ada_target", "ada_interval", "ada_kimg"):
+        del saved[name]
+    assert config_lib.from_dict(config_class, saved) == config_class()
+    assert config_class().augment == "none"
