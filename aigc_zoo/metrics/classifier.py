@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aigc_zoo import data
+from aigc_zoo import data, files
 from aigc_zoo.errors import UserError
 
 VERSION = 1
@@ -189,11 +189,12 @@ def _read_cache(path: str, image_shape: tuple[int, ...], num_classes: int
     its own, so a damaged array would otherwise load; older caches have no digest) and load."""
     weights = os.path.join(path, WEIGHTS)
     try:
-        with open(os.path.join(path, INFO)) as handle:
-            saved = json.load(handle)
+        saved = files.read_json(os.path.join(path, INFO))
         with open(weights, "rb") as handle:
             digest = hashlib.sha256(handle.read()).hexdigest()
-    except (OSError, ValueError, RecursionError) as error:  # ValueError: not JSON, not UTF-8
+    except UserError as error:  # what files.read_json says of a file it cannot parse
+        return None, str(error)[:160]
+    except OSError as error:
         return None, f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
     problem = _info_problem(saved, image_shape, num_classes)
     # Caches written before the digest was recorded have none; their weights must still load.

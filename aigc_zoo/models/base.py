@@ -541,6 +541,15 @@ class GenerativeModel(export.KerasFile, keras.Model):
         start = tf.cast(context.replica_id_in_sync_group, tf.int32) * count
         return draw(count * replicas)[start:start + count]
 
+    @staticmethod
+    def replica_sum(value: Any) -> Any:
+        """`value` (a tensor or a list of them) summed over the replicas of a `tf.distribute`
+        strategy, so every replica holds the global sum; `value` itself on one device."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return value
+        return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
     def train_step(self, data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         for group in self._groups:
             # Unrolled: repeats are small and static.
@@ -585,7 +594,7 @@ class GenerativeModel(export.KerasFile, keras.Model):
             return tf.clip_by_global_norm(gradients, limit)[0]
         # Each replica holds a share of the gradient and the optimizer sums the shares, so the
         # norm is that of the sum (one extra all-reduce); the same factor scales every share.
-        norm = tf.linalg.global_norm(context.all_reduce(tf.distribute.ReduceOp.SUM, gradients))
+        norm = tf.linalg.global_norm(GenerativeModel.replica_sum(gradients))
         factor = limit / tf.maximum(norm, limit)
         return [gradient * tf.cast(factor, gradient.dtype) for gradient in gradients]
 

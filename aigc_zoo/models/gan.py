@@ -166,13 +166,6 @@ _TOY_DEFAULTS = {"architecture": "mlp", "mlp_units": (128, 128, 128), "latent_di
 _TOY_BATCH_PER_STEP = 256
 
 
-def _replica_sum(value: tf.Tensor) -> tf.Tensor:
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
-
-
 class GAN(base.GenerativeModel):
     """A generator and a discriminator trained in alternation on the shared train step.
 
@@ -367,7 +360,7 @@ class GAN(base.GenerativeModel):
         codebook); returns the p now in use and the r_t of the interval so far.
         """
         config = self.config
-        signs = _replica_sum(tf.stack([tf.reduce_sum(tf.sign(real_scores)),
+        signs = self.replica_sum(tf.stack([tf.reduce_sum(tf.sign(real_scores)),
                                        tf.cast(tf.size(real_scores), tf.float32)]))
         statistics = (tf.convert_to_tensor(self.ada_statistics)
                       + tf.concat([tf.stop_gradient(signs), [1.0]], 0))

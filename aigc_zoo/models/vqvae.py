@@ -185,13 +185,6 @@ class VectorQuantizer(keras.layers.Layer):
         self.built = True
 
 
-def _replica_sum(value: tf.Tensor) -> tf.Tensor:
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
-
-
 def _replica_gather(value: tf.Tensor) -> tf.Tensor:
     """Every replica's `value` concatenated along the first axis, in replica order (the global
     batch's order)."""
@@ -325,7 +318,7 @@ class VQVAE(base.GenerativeModel):
         if self.config.codebook_update == "loss":
             loss += tf.reduce_mean(tf.square(tf.stop_gradient(flat) - codes))
         assignment = tf.one_hot(indices, self.config.codebook_size)
-        counts = _replica_sum(tf.reduce_sum(assignment, axis=0))
+        counts = base.GenerativeModel.replica_sum(tf.reduce_sum(assignment, axis=0))
         if training:
             self._update_codebook(flat, assignment, counts, gathered, restart_seed)
         return {"loss": loss, "reconstruction": reconstruction,
@@ -364,7 +357,8 @@ class VQVAE(base.GenerativeModel):
         dead = moving_counts < config.dead_code_threshold
         moving_counts = tf.where(dead, config.dead_code_threshold, moving_counts)
         if config.codebook_update == "ema":
-            sums = _replica_sum(tf.matmul(assignment, tf.stop_gradient(flat), transpose_a=True))
+            sums = base.GenerativeModel.replica_sum(
+                tf.matmul(assignment, tf.stop_gradient(flat), transpose_a=True))
             moving_sums = decay * quantizer.sums + (1.0 - decay) * sums
             moving_sums = tf.where(dead[:, None], candidates * config.dead_code_threshold,
                                    moving_sums)
