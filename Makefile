@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install run test benchmark tensorboard lint clean
+.PHONY: install run test test-slow benchmark tensorboard lint clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +32,16 @@ run: install
 # One pytest worker per core; a test file stays on one worker, so its module fixtures (trained
 # tiny models) are made once; files go out longest first (tests/conftest.py). TEST_WORKERS=0
 # runs everything in this process.
+# Tests marked `slow` (long learning checks, the quick benchmark) are left out of `make test`,
+# whose budget is 8 minutes on a 2-core machine; `make test-slow` runs them.
 TEST_WORKERS ?= auto
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" \
+		tests $(ARGS)
+
+test-slow: $(VENV)/.installed-test
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m slow \
+		tests $(ARGS)
 
 # Train-step speed, MFU, sampling and input-pipeline throughput; results in experiments/benchmarks/.
 benchmark: install

@@ -343,8 +343,11 @@ def benchmark_model(name: str, *, precisions: list[str], peak_gflops: float, dat
     """Every train-step setting, the FLOP count and sampling speed of one `--models` entry."""
     run = entry_run(name)
     dataset = run.dataset
-    pipeline, info = data.load(dataset, run.train_split, batch_size=run.config.batch_size,
-                               training=True, data_dir=data_dir)
+    split, info = data.open_split(dataset, run.train_split, data_dir=data_dir)
+    # An image-to-image model's batches hold its task's sources (`Knobs.task`).
+    pipeline = data.batches(split, info, split=run.train_split,
+                            batch_size=run.config.batch_size, training=True,
+                            task=run.knobs(info.image_shape).task)
     batch = next(iter(pipeline))
     model = _build(run, info, jit=False, spe=1, precision="float32")
     step_flops = flops.train_step_flops(model, batch)

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from typing import Any, Iterable
 
 from aigc_zoo.errors import UserError
+
+# Integers a run can hold: TensorFlow keeps counts and steps as int64 (the global step, a
+# sample count), so a larger value would wrap or fail deep inside a model.
+INT64_MAX = 2**63 - 1
+# The most elements of one activation tensor: kernels index tensors with int32 (cuDNN and
+# several of TensorFlow's own CPU and GPU kernels), and it is 8 GiB of float32 already.
+MAX_TENSOR_ELEMENTS = 2**31 - 1
 
 
 @dataclasses.dataclass
@@ -31,11 +39,32 @@ class TrainConfig:
     steps_per_epoch: int = 0
 
     def validate(self) -> None:
-        """Raise `UserError` for values no run can use. Subclasses extend it."""
+        """Raise `UserError` for values no run can use. Subclasses extend it.
+
+        Every integer field must fit int64 and every float field be finite (no field means
+        anything by inf or nan), whatever the subclass checks besides.
+        """
+        check_limits(self)
+        width, field = widest_layer(self, 1)
+        # A 3x3 convolution between two layers of the widest width: its kernel is a tensor.
+        _check(9 * width * width <= MAX_TENSOR_ELEMENTS, field, getattr(self, field, width),
+               "layers narrow enough that a 3x3 kernel between two holds at most 2**31 - 1 "
+               "elements (15,446 channels)")
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         _check(self.steps_per_epoch >= 0, "steps_per_epoch", self.steps_per_epoch,
                "an integer >= 0 (0: the whole split)")
+        # The global step (int64) counts epochs x steps; a whole-split epoch has fewer steps
+        # than the split has examples, which no dataset brings near this bound.
+        _check(self.epochs * max(self.steps_per_epoch, 1) <= INT64_MAX, "epochs", self.epochs,
+               f"epochs x steps_per_epoch <= 2**63 - 1 (the int64 step count); steps_per_epoch"
+               f"={self.steps_per_epoch}")
+
+    def network_batches(self) -> dict[str, int]:
+        """The largest batches the model's networks run on, by the field that sets each:
+        training's `batch_size`, and more where evaluation runs larger ones (a VAE's
+        importance samples). `check_activations` bounds each before anything is built."""
+        return {"batch_size": self.batch_size}
 
 
 def sampling_field(default: Any) -> Any:
@@ -85,6 +114,60 @@ def override_sampling(config: TrainConfig, assignments: Iterable[str], *, mode: 
     changed = override(config, assignments)
     changed.validate()
     return changed
+
+
+def check_limits(config: TrainConfig) -> None:
+    """`UserError` for an integer field (or tuple item) beyond int64 or a non-finite float."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        for item in (value if isinstance(value, tuple) else (value,)):
+            if isinstance(item, bool):
+                continue
+            if isinstance(item, int) and not -INT64_MAX - 1 <= item <= INT64_MAX:
+                raise UserError(f"bad value {field.name}={value!r}: expected integers in "
+                                "[-2**63, 2**63) (int64)")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise UserError(f"bad value {field.name}={value!r}: expected a finite number")
+
+
+_WIDTH_NAMES = ("filters", "width", "widths", "units", "_dim")
+
+
+def widest_layer(config: TrainConfig, channels: int) -> tuple[int, str]:
+    """Channels of the config's widest layer and the field that sets them: its largest
+    filter, width, unit count or dimension (the fields so named, tuples and integers), or the
+    images' `channels` ("channels") when that is more."""
+    widest = (channels, "channels")
+    for field in dataclasses.fields(config):
+        if field.name.endswith(_WIDTH_NAMES):
+            value = getattr(config, field.name)
+            for item in (value if isinstance(value, tuple) else (value,)):
+                if isinstance(item, int) and not isinstance(item, bool) and item > widest[0]:
+                    widest = (item, field.name)
+    return widest
+
+
+def check_activations(config: TrainConfig, image_shape: typing.Sequence[int], *,
+                      image_size_flag: bool = False) -> None:
+    """`UserError` when a network of `config` on images of `image_shape` would make an
+    activation tensor beyond `MAX_TENSOR_ELEMENTS`, estimated before anything is allocated
+    as (batch) x (pixels) x (the widest named layer's channels): as if that layer ran at full
+    resolution, an overestimate for networks that widen as they downsample (the zoo's
+    convolutional ones); it does not count skip concatenations or MLP expansions.
+
+    `image_size_flag` names `--image_size` in the message (the shape came from it)."""
+    pixels = math.prod(int(d) for d in image_shape[:-1]) if len(image_shape) > 1 else 1
+    width, _ = widest_layer(config, int(image_shape[-1]))
+    for name, batch in config.network_batches().items():
+        elements = batch * pixels * width
+        if elements > MAX_TENSOR_ELEMENTS:
+            shape = "x".join(str(int(d)) for d in image_shape)
+            raise UserError(
+                f"bad value {name}={getattr(config, name)}"
+                f"{' with image_size=' + str(image_shape[0]) if image_size_flag else ''}: "
+                f"batches of {batch:,} images of {shape} through layers up to {width} channels "
+                f"make activations of about {elements:.2e} elements, beyond the "
+                f"2**31 - 1 a tensor may hold; use a smaller batch or image size")
 
 
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:

@@ -8,8 +8,9 @@
   after every epoch.
 
 The runner, the callbacks and `--mode=sample`/`--mode=eval` ask the domain
-(`for_dataset(name)`); nothing else branches on the kind of data. Later kinds (image pairs,
-captioned images) are further `Domain`s.
+(`for_dataset(name)`); nothing else branches on the kind of data. `Pairs`: an image-to-image
+model's paired task (`data.paired`); evaluation is `metrics.translation`. Later kinds (captioned
+images) are further `Domain`s.
 """
 
 from __future__ import annotations
@@ -136,11 +137,30 @@ class Points(Domain):
         return modes.format_report(results["mode_coverage"])
 
 
-def for_dataset(name: str) -> Domain:
-    """The domain of dataset `name`."""
+@dataclasses.dataclass(frozen=True)
+class Pairs(Images):
+    """Image pairs of a paired task (`data.paired`): pictures as for images; evaluation
+    translates the eval split's sources and compares with their targets and a baseline
+    (`metrics.translation`), PSNR and SSIM always, FD and label agreement with `quality`'s
+    extractor."""
+
+    task: str
+    kind = "pairs"
+
+    def evaluator(self, run: Any, quality: sample_quality.Options | None, *,
+                  data_dir: str | None = None) -> Evaluator:
+        return _Translation(run, self.task, quality, data_dir=data_dir)
+
+    def report(self, results: Results) -> str:
+        from aigc_zoo.metrics import translation
+        return translation.format_report(results["translation"])
+
+
+def for_dataset(name: str, *, task: str = "") -> Domain:
+    """The domain of dataset `name`, as pairs of `task` when the model declares one."""
     if name in toy.MIXTURES:
         return Points(toy.MIXTURES[name])
-    return Images()
+    return Pairs(task) if task else Images()
 
 
 def holds_points(image_shape: Sequence[int]) -> bool:
@@ -173,6 +193,34 @@ class _SampleQuality:
         return (f"{name} FD {values[f'{name}/fd']:.4f} (real vs real "
                 f"{values[f'{name}/real_vs_real/fd']:.4f}), {quality['num_samples']} samples, "
                 f"{quality['seconds']['total']:.1f} s")
+
+
+class _Translation:
+    def __init__(self, run: Any, task: str, quality: sample_quality.Options | None, *,
+                 data_dir: str | None = None):
+        from aigc_zoo.data import paired
+        self._run, self._task, self._data_dir = run, paired.parse_task(task), data_dir
+        self._num_examples = quality.num_samples if quality and quality.num_samples else 1000
+        # Made now, so a missing extractor fails before anything is evaluated.
+        self._extractor = None if quality is None else sample_quality.make_extractor(
+            quality, dataset=run.dataset, train_split=run.train_split,
+            eval_split=run.eval_split, data_dir=data_dir, image_size=run.image_size)
+
+    def evaluate(self, model: Any, *, seed: int) -> tuple[Results, dict[str, float]]:
+        from aigc_zoo import data
+        from aigc_zoo.metrics import translation
+        batches, info = data.load(self._run.dataset, self._run.eval_split, batch_size=100,
+                                  training=False, data_dir=self._data_dir,
+                                  image_size=self._run.image_size, task=self._task.name)
+        results = translation.evaluate(lambda sources: model.translate(sources, seed=seed),
+                                       batches, self._task, model.image_shape,
+                                       num_examples=self._num_examples,
+                                       extractor=self._extractor, num_classes=info.num_classes)
+        return {"translation": results}, translation.scalars(results)
+
+    def summary(self, results: Results) -> str:
+        row = results["translation"]["model"]
+        return f"translation PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}"
 
 
 class _ModeCoverage:

@@ -12,6 +12,7 @@ the data or the workdir.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any, Collection, Mapping, Sequence, Union
 
@@ -33,10 +34,22 @@ DEFAULT_CHECKPOINT_EVERY_STEPS = 1000
 SEED_LIMIT = 2**32
 
 
-def check_at_least(name: str, value: int, low: int, *, note: str = "") -> None:
-    """`UserError` unless the integer `value` is at least `low`."""
+# Flags with no tighter meaning still count something TensorFlow holds as int64 (steps,
+# epochs, samples), so none may go beyond it.
+INT64_MAX = config_lib.INT64_MAX
+# --num_cpu_devices splits one CPU to try a multi-device strategy out; a chosen bound, well
+# above the accelerators of one host (8 or 16), against a typo's millions of devices.
+MAX_CPU_DEVICES = 64
+
+
+def check_at_least(name: str, value: int, low: int, *, note: str = "",
+                   high: int = INT64_MAX) -> None:
+    """`UserError` unless the integer `value` is in [`low`, `high`] (int64 by default)."""
     if value < low:
         raise UserError(f"bad value {name}={value}: expected an integer >= {low}{note}")
+    if value > high:
+        bound = "2**63 - 1 (int64)" if high == INT64_MAX else f"{high:,}"
+        raise UserError(f"bad value {name}={value}: expected an integer <= {bound}{note}")
 
 
 def check_seed(name: str, seed: int) -> None:
@@ -81,7 +94,18 @@ class Run:
             data.parse_split(split)
         if self.image_size is not None:
             check_at_least("image_size", self.image_size, 1)
+            # Channels are not known before the data is opened: one is a lower bound, so
+            # what this refuses is refused for any dataset (`check_sizes` checks again).
+            config_lib.check_activations(self.config, (self.image_size, self.image_size, 1),
+                                         image_size_flag=True)
         config_lib.check_choice("precision", self.precision, distribute.PRECISIONS)
+
+    def check_sizes(self, image_shape: Sequence[int]) -> None:
+        """`UserError` when the run's networks on images of `image_shape` (known once the
+        data or a run record is read, before anything is built or written) would make
+        activations too large to hold (`config.check_activations`)."""
+        config_lib.check_activations(self.config, image_shape,
+                                     image_size_flag=self.image_size is not None)
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "config": config_lib.to_dict(self.config)}
@@ -114,6 +138,18 @@ class Run:
                                seed=self.seed, stages=stages)
         finally:
             keras.mixed_precision.set_global_policy(previous)
+
+
+def check_held_samples(count: int | None, image_shape: Sequence[int]) -> None:
+    """`UserError` when `count` samples of `image_shape` (`--eval_samples`: sample quality
+    holds them all at once, as float32) would not fit this machine's physical memory."""
+    needed = 4 * (count or 0) * math.prod(int(d) for d in image_shape)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > memory:
+        shape = "x".join(str(int(d)) for d in image_shape)
+        raise UserError(f"bad value eval_samples={count}: sample quality holds its samples at "
+                        f"once, {needed / 2**30:,.1f} GiB of {shape} float32 samples, more than "
+                        f"this machine's {memory / 2**30:,.1f} GiB of memory")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +217,7 @@ class TrainRequest:
 
     def __post_init__(self) -> None:
         config_lib.check_choice("strategy", self.strategy, distribute.STRATEGIES)
+        check_at_least("num_cpu_devices", self.num_cpu_devices, 1, high=MAX_CPU_DEVICES)
         if self.strategy == "multiworker":  # before any device, cluster or file is touched
             distribute.check_tf_config(os.environ.get("TF_CONFIG", ""))
 
@@ -214,11 +251,14 @@ class SampleRequest:
             raise UserError("bad value labels=[]: expected one or more integers")
         _check_assignments(self.overrides)
 
-    def sample_labels(self) -> list[int] | None:
-        """The label of every sample, or None for the model's default."""
-        if self.labels is None:
+    def labels_for(self, start: int, stop: int, num_classes: int | None) -> list[int] | None:
+        """The labels of samples [start, stop): `labels` repeated, or 0, 1, 2, ... cycling
+        through `num_classes` when there are none; None for an unconditional model
+        (`num_classes` None)."""
+        if num_classes is None:
             return None
-        return [self.labels[i % len(self.labels)] for i in range(self.num_samples)]
+        cycle = self.labels or range(num_classes)
+        return [cycle[i % len(cycle)] for i in range(start, stop)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,7 +298,30 @@ class ExportRequest:
         _check_assignments(self.overrides)
 
 
-Request = Union[TrainRequest, SampleRequest, EvalRequest, ExportRequest]
+@dataclasses.dataclass(frozen=True)
+class TranslateRequest:
+    """Translate the image file or folder `input` with the image-to-image run in `workdir`,
+    writing PNGs under the same names into the folder `output` (`aigc_zoo.translate`);
+    `overrides` change sampling fields of the config, e.g. `sample_steps=50`."""
+
+    workdir: str
+    input: str
+    output: str
+    seed: int = 0
+    expected_model: str | None = None
+    overrides: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_seed("seed", self.seed)
+        if not self.input or not os.path.exists(self.input):
+            raise UserError(f"--input={self.input or ''!r}: no such file or folder; "
+                            "--mode=translate needs --input=<image or folder>")
+        if not self.output:
+            raise UserError("--mode=translate needs --output=<folder>")
+        files.check_folder("output", self.output, writable=True)
+
+
+Request = Union[TrainRequest, SampleRequest, EvalRequest, ExportRequest, TranslateRequest]
 
 
 def default_workdir(model: str, dataset: str) -> str:
@@ -279,6 +342,11 @@ def from_flags(values: Mapping[str, Any], *, present: Collection[str] = (),
     """
     if extra_args:
         raise UserError(f"unexpected arguments {list(extra_args)}; flags look like --name=value")
+    for name, value in values.items():  # every count and size flag, before its own checks
+        if isinstance(value, int) and not isinstance(value, bool) and not (
+                -INT64_MAX - 1 <= value <= INT64_MAX):
+            raise UserError(f"bad value {name}={value}: expected an integer in [-2**63, "
+                            "2**63) (int64)")
     mode = values["mode"]
     if mode != "train" and (values["strategy"] != "default" or "precision" in present):
         raise UserError("--strategy and --precision are for --mode=train; sampling and "
@@ -297,6 +365,10 @@ def from_flags(values: Mapping[str, Any], *, present: Collection[str] = (),
         return SampleRequest(workdir, num_samples=values["num_samples"], seed=values["seed"],
                              expected_model=expected_model, labels=_labels(values["labels"]),
                              overrides=overrides)
+    if mode == "translate":
+        return TranslateRequest(workdir, values.get("input") or "", values.get("output") or "",
+                                seed=values["seed"], expected_model=expected_model,
+                                overrides=overrides)
     if mode == "export":
         return ExportRequest(workdir, export_dir=values["export_dir"],
                              expected_model=expected_model, overrides=overrides)
@@ -324,6 +396,11 @@ def _train_request(values: Mapping[str, Any]) -> TrainRequest:
             else model_class.default_config(dataset))
     assignments = [f"{name}={values[name]}" for name in ("epochs", "steps_per_epoch", "batch_size")
                    if values[name] is not None]
+    if values.get("task") is not None:  # an image-to-image model's paired task
+        if "task" not in {field.name for field in dataclasses.fields(base)}:
+            raise UserError(f"--task is for image-to-image models; {values['model']} trains on "
+                            "images alone")
+        assignments.append(f"task={values['task']}")
     run = Run(model=values["model"], dataset=dataset,
               config=config_lib.override(base, assignments + list(values["set"])),
               seed=values["seed"], train_split=values["train_split"],

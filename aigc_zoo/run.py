@@ -70,16 +70,21 @@ flags.DEFINE_string("dataset", None, "Dataset (default: the model's own). One of
 flags.DEFINE_string("data_dir", None, "Where TFDS datasets are prepared (TFDS' default if unset).")
 flags.DEFINE_integer("image_size", None, "Resize images to this square size.")
 flags.DEFINE_string("workdir", None, "Run folder (default: runs/<model>-<dataset>).")
-flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "export"],
-                  "What to do (export: a SavedModel with serving signatures).")
+flags.DEFINE_enum("mode", "train", ["train", "sample", "eval", "export", "translate"],
+                  "What to do (export: a SavedModel with serving signatures; translate: an "
+                  "image-to-image model on --input, into --output).")
+flags.DEFINE_string("input", None, "--mode=translate: an image file or a folder of images.")
+flags.DEFINE_string("output", None, "--mode=translate: the folder the translations go to.")
 flags.DEFINE_enum("config", "default", ["default", "tiny"],
                   "Start from the model's default config or its tiny test config.")
 flags.DEFINE_integer("epochs", None, "Epochs to train (config field `epochs`).")
 flags.DEFINE_integer("steps_per_epoch", None, "Train steps per epoch; 0 = the whole split "
                      "(rounded down to a multiple of the model's default steps per call).")
 flags.DEFINE_integer("batch_size", None, "Global batch size (config field `batch_size`).")
+flags.DEFINE_string("task", None, "Image-to-image models: the paired task made from the dataset "
+                    "(config field `task`): sr:4 (sr), sr:2, inpaint, edges.")
 flags.DEFINE_multi_string("set", [], "Override a config field: --set name=value (repeatable); "
-                          "in --mode=sample|eval|export only its sampling fields.")
+                          "in --mode=sample|eval|export|translate only its sampling fields.")
 flags.DEFINE_integer("seed", 0, "Seed of weights, data order and sampling.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
                   "XLA for the train step; auto = on with a GPU/TPU; on a CPU, only for the "
@@ -171,6 +176,10 @@ def execute(request: request_lib.Request) -> None:
                                  expected_model=request.expected_model,
                                  overrides=request.overrides)
         print(f"wrote SavedModel {path}")
+    elif isinstance(request, request_lib.TranslateRequest):
+        from aigc_zoo import translate
+        translate.run(request.workdir, request.input, request.output, seed=request.seed,
+                      expected_model=request.expected_model, overrides=request.overrides)
     elif isinstance(request, request_lib.SampleRequest):
         paths = trained.sample(request)
         print(f"wrote {paths['png']} and {paths['npz']}")
@@ -178,7 +187,8 @@ def execute(request: request_lib.Request) -> None:
         results = trained.evaluate(request)
         for name, value in results["metrics"].items():
             print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
-        report = domains.for_dataset(results["dataset"]).report(results)
+        report = domains.for_dataset(results["dataset"],
+                                     task=results.get("task", "")).report(results)
         if report:
             print(report)
         print(f"wrote {os.path.join(request.workdir, 'metrics.json')}")

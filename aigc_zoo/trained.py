@@ -10,16 +10,18 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import shutil
+import time
 from typing import Any, Sequence
 
 import numpy as np
 
-from aigc_zoo import callbacks, data, domains, files
+from aigc_zoo import callbacks, data, domains, files, shards
 from aigc_zoo import config as config_lib
 from aigc_zoo.checkpoints import Checkpointer
 from aigc_zoo.errors import UserError
 from aigc_zoo.models.base import GenerativeModel
-from aigc_zoo.request import EvalRequest, Run, SampleRequest
+from aigc_zoo.request import EvalRequest, Run, SampleRequest, check_held_samples
 from aigc_zoo.workdir import Workdir
 
 
@@ -44,6 +46,7 @@ def restore(workdir: str, *, expected_model: str | None = None,
     if overrides:
         run = dataclasses.replace(run, config=config_lib.override_sampling(
             run.config, overrides, mode=mode))
+    run.check_sizes(record.image_shape)  # an override may ask for larger evaluation batches
     # Sampling fields do not change the networks, so the checkpoint fits the changed config.
     model = run.build_model(record.image_shape, record.num_classes, record.stages)
     model.compile(jit_compile=False)  # creates the optimizers the checkpoint also holds
@@ -54,38 +57,81 @@ def restore(workdir: str, *, expected_model: str | None = None,
     return run, model
 
 
-def sample(request: SampleRequest) -> dict[str, str]:
-    """Write a picture (PNG) and an `.npz` of samples from the latest checkpoint; their paths.
+# The picture of `--mode=sample` shows at most the first this many samples (a 50x50 grid of
+# images, or the 2D datasets' usual scatter of 2,500 points); the data files hold them all.
+PICTURE_SAMPLES = 2500
 
-    The `.npz` holds `images` and every conditioning input they were drawn with (`labels`).
+
+def sample(request: SampleRequest) -> dict[str, str]:
+    """Write a picture (PNG) of the first samples and all the samples' arrays (`shards`: one
+    `.npz`, or a folder of shards with an index); their paths (`png`, `npz`).
+
+    The arrays are `images` and every conditioning input they were drawn with (`labels`).
+    Samples are drawn `config.batch_size` at a time (the batch the run trained on, with its
+    gradients, so it fits the device), the first batch with `seed`, batch `b` > 0 with a seed
+    derived from `(seed, b)`: the first samples are the same whatever `num_samples` is.
+    Memory holds one shard and one batch at a time; a line of progress is printed whenever a
+    shard has been written.
     """
     run, model = restore(request.workdir, expected_model=request.expected_model,
                          overrides=request.overrides, mode="sample")
-    labels = request.sample_labels()
-    if labels is not None and not model.conditional:
+    if request.labels is not None and not model.conditional:
         raise UserError(f"{run.model} is unconditional: it takes no --labels")
-    try:
-        images = model.generate(request.num_samples, seed=request.seed, labels=labels).numpy()
-    except ValueError as error:  # labels outside the model's classes
-        raise UserError(f"bad value labels: {error}" if labels is not None else str(error)
-                        ) from None
-    conditioning = {}
-    if model.conditional:  # the labels each image was drawn for, the default ones too
-        conditioning = {name: value.numpy() for name, value in model.check_conditioning(
-            {"labels": [] if labels is None else labels}, request.num_samples).items()}
-    stem = os.path.join(Workdir(request.workdir).output("samples"),
-                        f"samples_step{int(model.global_step.numpy())}_seed{request.seed}")
+    if request.labels is not None and not all(0 <= n < model.num_classes for n in request.labels):
+        raise UserError(f"bad value labels: labels must be in [0, {model.num_classes})")
+    folder = Workdir(request.workdir).output("samples")
+    _check_disk_space(folder, request.num_samples, model.image_shape)
+    stem = os.path.join(folder, f"samples_step{int(model.global_step.numpy())}_seed{request.seed}")
+    batch = min(run.config.batch_size, request.num_samples)
+    writer = shards.Writer(stem, request.num_samples, model.image_shape)
+    picture, started = [], time.monotonic()
+    for index, start in enumerate(range(0, request.num_samples, batch)):
+        count = min(batch, request.num_samples - start)
+        labels = request.labels_for(start, start + count, model.num_classes
+                                    if model.conditional else None)
+        # The first batch draws with the seed itself: up to a batch, the samples are
+        # `generate(n, seed=seed)`'s, the export's and those of earlier versions.
+        seed = request.seed if index == 0 else int(
+            np.random.SeedSequence([request.seed, index]).generate_state(1)[0])
+        try:
+            images = model.generate(count, seed=seed, labels=labels).numpy()
+        except ValueError as error:  # a sampling option's value
+            raise UserError(str(error)) from None
+        writer.add(images, {} if labels is None else {"labels": np.asarray(labels, np.int32)})
+        if start < PICTURE_SAMPLES:
+            picture.append(images[:PICTURE_SAMPLES - start])
+        done = start + count
+        if writer.sharded and (done // writer.shard_size > start // writer.shard_size
+                               or done == request.num_samples):  # a shard was written
+            seconds = time.monotonic() - started
+            print(f"sampled {done:,}/{request.num_samples:,} in {seconds:.0f} s, about "
+                  f"{seconds * (request.num_samples - done) / done:.0f} s left", flush=True)
+    path = writer.close()
     domains.for_dataset(run.dataset).save_picture(
-        stem + ".png", images, title=f"{run.model} on {run.dataset}, seed {request.seed}")
-    np.savez_compressed(stem + ".npz", images=images, **conditioning)
-    return {"png": stem + ".png", "npz": stem + ".npz"}
+        stem + ".png", np.concatenate(picture),
+        title=f"{run.model} on {run.dataset}, seed {request.seed}")
+    return {"png": stem + ".png", "npz": path}
+
+
+def _check_disk_space(folder: str, num_samples: int, sample_shape: Sequence[int]) -> None:
+    """`UserError` before anything is drawn when the samples' float32 arrays (an upper bound
+    of the compressed files) would not fit the free space of `folder`'s file system."""
+    needed = 4 * num_samples * int(np.prod(sample_shape, dtype=np.int64))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing) or "."
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise UserError(f"{num_samples:,} samples need up to {needed / 2**30:.1f} GiB and "
+                        f"{existing} has {free / 2**30:.1f} GiB free; ask for fewer "
+                        "(--num_samples) or free space")
 
 
 def evaluate(request: EvalRequest) -> dict[str, Any]:
     """Evaluate the latest checkpoint; write `metrics.json` and TensorBoard (`tensorboard/eval`).
 
     The request's `overrides` change the config's sampling and evaluation fields
-    (`config.sampling_field`), such as `eval_importance_samples=1000` or `sample_steps=50`.
+    (`config.sampling_field`), such as `eval_importance_samples=400` or `sample_steps=50`.
 
     Returns:
         What `metrics.json` holds: the run, split, seed, step and date, `metrics` (the model's
@@ -97,23 +143,26 @@ def evaluate(request: EvalRequest) -> dict[str, Any]:
     run = dataclasses.replace(run, eval_split=request.eval_split or run.eval_split)
     knobs = model.knobs(model.config, model.image_shape)
     quality = None if request.quality is None else request.quality.sized(knobs.sampling_cost)
+    if quality is not None:
+        check_held_samples(quality.num_samples, model.image_shape)
     # The evaluator first: a missing extractor (no labels, no Inception weights offline) fails
     # before the model's own evaluation has run.
-    evaluator = domains.for_dataset(run.dataset).evaluator(run, quality,
-                                                           data_dir=request.data_dir)
+    evaluator = domains.for_dataset(run.dataset, task=knobs.task).evaluator(
+        run, quality, data_dir=request.data_dir)
     if evaluator is None and not knobs.evaluates:
         raise UserError(f"{run.model} has no evaluation of its own; measure sample quality "
                         "with --eval_samples > 0")
     step = int(model.global_step.numpy())
     results = {
         "model": run.model, "dataset": run.dataset, "split": run.eval_split,
-        "seed": request.seed, "step": step,
+        "seed": request.seed, "step": step, **({"task": knobs.task} if knobs.task else {}),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "metrics": {},
     }
     if knobs.evaluates:
         dataset, _ = data.load(run.dataset, run.eval_split, batch_size=100, training=False,
-                               data_dir=request.data_dir, image_size=run.image_size)
+                               data_dir=request.data_dir, image_size=run.image_size,
+                               task=knobs.task)
         results["metrics"] = model.evaluate_model(dataset, seed=request.seed)
     scalars = {name: value for name, value in results["metrics"].items()
                if isinstance(value, (int, float)) and not isinstance(value, bool)}

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from aigc_zoo import callbacks, checkpoints, data, distribute, domains, registry, stages
 from aigc_zoo import config as config_lib
+from aigc_zoo import request as request_lib
 from aigc_zoo.checkpoints import Checkpointer
 from aigc_zoo.errors import TrainingDiverged, UserError
 from aigc_zoo.models.base import GenerativeModel
@@ -59,6 +60,7 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     workdir.check_same_run(previous, run.to_json())
     split, info = data.open_split(run.dataset, run.train_split, data_dir=options.data_dir,
                                   image_size=run.image_size)
+    run.check_sizes(info.image_shape)
     record = RunRecord(run, info.image_shape, info.num_classes,
                        epoch_length(run, info.num_examples, info.image_shape, previous=previous))
     workdir.check_same_run(previous, record.to_json())
@@ -70,10 +72,12 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     model = run.build_model(record.image_shape, record.num_classes, record.stages)
     stages.copy_into(model, first_stages)
     model.compile(jit_compile=options.jit_compile, steps_per_execution=spe)
-    domain = domains.for_dataset(run.dataset)
+    domain = domains.for_dataset(run.dataset, task=run.knobs(record.image_shape).task)
     every = domain.evaluate_every(options.eval_every_epochs)
     # Made before anything is written: a missing extractor fails here, changing nothing.
     quality = options.quality.sized(run.knobs(record.image_shape).sampling_cost)
+    if every:
+        request_lib.check_held_samples(quality.num_samples, record.image_shape)
     evaluator = (domain.evaluator(run, quality, data_dir=options.data_dir) if every else None)
     reconstruct = _reconstruction_batch(run, record, options, domain)
     checkpointer, restored, start_step = _start(model, workdir, options)
@@ -141,7 +145,7 @@ def _batch_stream(run: Run, split: tf.data.Dataset, info: data.DatasetInfo, *,
     """
     tf.random.set_seed(None)
     stream = data.batches(split, info, split=run.train_split, batch_size=run.config.batch_size,
-                          training=True, seed=run.seed)
+                          training=True, seed=run.seed, task=run.knobs(info.image_shape).task)
     if reseed:
         tf.random.set_seed(run.seed)
     return stream

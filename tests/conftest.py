@@ -30,6 +30,12 @@ _LONGEST_FIRST = ("test_distribute.py", "test_diffusion.py", "test_export.py",
                   "test_sample_quality.py", "test_gan.py", "test_inception.py")
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: left out of `make test` (its 8-minute budget on a 2-core machine); "
+        "`make test-slow` runs them")
+
+
 def pytest_collection_modifyitems(items):
     def rank(item):
         name = item.path.name

@@ -18,6 +18,7 @@ import tensorflow as tf
 from conftest import tiny_model
 from aigc_zoo import export
 from aigc_zoo.checkpoints import Checkpointer
+from aigc_zoo.data import paired
 
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -27,19 +28,33 @@ def build(name, seed=0):
     return tiny_model(name, image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES, seed=seed)
 
 
-def batches(batch_size):
+def batches(batch_size, task=""):
+    """One made-up batch, repeated; with a paired task (`Knobs.task`) it holds the task's
+    `source` too, made by the data pipeline's own function."""
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (batch_size, *IMAGE_SHAPE)).astype(np.float32)
     labels = rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32)
-    return tf.data.Dataset.from_tensors({"image": images, "label": labels}).repeat()
+    batch = {"image": images, "label": labels}
+    if task:
+        batch["source"] = paired.batch_pairs(images, task)["source"].numpy()
+    return tf.data.Dataset.from_tensors(batch).repeat()
+
+
+def task_of(model):
+    """The paired task the model declares in its knobs ("" for none)."""
+    return model.knobs(model.config, model.image_shape).task
 
 
 def trained_model(name):
     """The model `name` with its tiny config after two train steps, and the fit's history."""
     model = build(name)
-    history = model.fit(batches(model.config.batch_size), epochs=1, steps_per_epoch=2,
-                        verbose=0)
+    history = model.fit(batches(model.config.batch_size, task_of(model)), epochs=1,
+                        steps_per_epoch=2, verbose=0)
     return model, history.history
+
+
+def _sources(model, count=3):
+    return batches(count, task_of(model)).take(1).get_single_element()["source"]
 
 
 def check_train_steps(model, history):
@@ -101,6 +116,9 @@ def check_keras_file(model, directory):
         latents = tf.constant(codes[0])
         np.testing.assert_array_equal(_codes(model, "decode", latents, labels)[0],
                                       _codes(loaded, "decode", latents, labels)[0])
+    if task_of(model):
+        np.testing.assert_array_equal(loaded.translate(_sources(model), seed=2).numpy(),
+                                      model.translate(_sources(model), seed=2).numpy())
 
 
 def check_export(model, directory):
@@ -122,6 +140,12 @@ def check_export(model, directory):
         images = served.signatures["sample"](num_samples=tf.constant(3), seed=tf.constant(7),
                                              **runtime, **labels)["images"].numpy()
         np.testing.assert_array_equal(images, expected)
+    if task_of(model):  # an image-to-image model serves `translate` too
+        sources = _sources(model)
+        images = served.signatures["translate"](sources=sources, seed=tf.constant(2))["images"]
+        translated = model.translate(sources, seed=2).numpy()
+        assert translated.shape == (3, *IMAGE_SHAPE)
+        np.testing.assert_array_equal(images.numpy(), translated)
 
 
 ALL_CHECKS = ("train_steps", "generate", "checkpoint", "keras_file", "export")

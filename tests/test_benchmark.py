@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import keras
+import pytest
 import tensorflow as tf
 
 from conftest import REPO
@@ -57,6 +58,7 @@ def test_batch_matmul_flops_follow_the_adjoint_flags():
     assert counted == 2 * 2 * 4 * 5 * 3
 
 
+@pytest.mark.slow  # `make benchmark` has its own budget; this runs its --quick form
 def test_quick_benchmark_writes_every_field(tmp_path, digits_data_dir):
     result = subprocess.run(
         [sys.executable, "-m", "aigc_zoo.benchmark", "--quick", "--models=gan",

@@ -85,14 +85,15 @@ def test_untrained_v_loss_and_min_snr_weights_match_the_schedule():
 
 
 def test_training_lowers_the_loss_and_moves_the_ema_weights(tmp_path):
-    model = _make(learning_rate=3e-3, batch_size=16, attention=True)  # the default's network
+    # The default's network (down- and upsampling, attention at the lower resolution), small.
+    model = _make(learning_rate=3e-3, batch_size=16, widths=(8, 16), attention=True)
     assert any(isinstance(layer, keras.layers.MultiHeadAttention)
                for layer in model.unet.layers), "the tiny config turns attention off"
     initial = [w.copy() for w in model.ema.averaged.get_weights()]
-    losses = _train(model, 30)
+    losses = _train(model, 16)  # the loss falls to about 0.6 of its start by then
     assert np.all(np.isfinite(losses))
     assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:4]), losses
-    assert int(model.ema.updates.numpy()) == 30
+    assert int(model.ema.updates.numpy()) == 16
     averaged = model.ema.averaged.get_weights()
     live = model.unet.get_weights()
     assert any(not np.allclose(a, b) for a, b in zip(averaged, initial))
@@ -102,8 +103,9 @@ def test_training_lowers_the_loss_and_moves_the_ema_weights(tmp_path):
     # The attention layers survive a `.keras` round trip (test_every_model's use tiny configs).
     model.save(tmp_path / "ddpm.keras")
     loaded = keras.saving.load_model(tmp_path / "ddpm.keras", safe_mode=True)
-    assert loaded.config.attention
-    np.testing.assert_array_equal(loaded.generate(3, seed=0).numpy(), samples)
+    assert loaded.config.attention  # and the weights (test_every_model samples a loaded model)
+    for saved, restored in zip(model.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(saved.numpy(), restored.numpy(), err_msg=saved.path)
 
 
 # --- sampling ------------------------------------------------------------------------------------

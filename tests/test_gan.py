@@ -161,6 +161,7 @@ def test_conditional_generate_follows_the_labels():
                                    num_classes=None)
 
 
+@pytest.mark.slow  # 2,250 train steps: a learning check, not a contract
 def test_a_short_run_on_ring8_covers_more_modes_than_the_untrained_generator():
     model_class = registry.get_model("sngan")
     config = model_class.default_config("ring8")

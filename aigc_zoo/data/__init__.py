@@ -3,6 +3,7 @@
 Images come out float32 in [-1, 1], NHWC; labels int32 where the dataset has them. Sources:
 
 - `digits` (default): procedurally rendered digits, built offline by a TFDS builder;
+- `shapes`: captioned 32x32 colour images of one or two shapes, built offline likewise;
 - TFDS names: `mnist`, `fashion_mnist`, `cifar10`, `celeb_a` (centre-cropped, 64x64);
 - `idx:<dir>`: MNIST-format IDX files; `folder:<dir>`: a folder of images;
 - `ring8`, `grid25`: 2D Gaussian mixtures for GAN mode-coverage checks (`data.toy`); their
@@ -98,7 +99,7 @@ def open_split(name: str, split: str, *, data_dir: str | None = None,
 
 
 def load(name: str, split: str, *, batch_size: int, training: bool, seed: int = 0,
-         data_dir: str | None = None, image_size: int | None = None
+         data_dir: str | None = None, image_size: int | None = None, task: str = ""
          ) -> tuple[tf.data.Dataset, DatasetInfo]:
     """Batches of `{"image": float32 [-1, 1] NHWC, "label": int32}` from a dataset split.
 
@@ -111,14 +112,16 @@ def load(name: str, split: str, *, batch_size: int, training: bool, seed: int = 
         seed: the shuffle seed.
         data_dir: where TFDS datasets are (or are built); TFDS' default when None.
         image_size: resize to image_size x image_size when given.
+        task: a paired task (`data.paired`, e.g. `sr:4`): batches then hold the task's
+            `"source"` beside the `"image"` it was made from.
     """
     dataset, info = open_split(name, split, data_dir=data_dir, image_size=image_size)
     return batches(dataset, info, split=split, batch_size=batch_size, training=training,
-                   seed=seed), info
+                   seed=seed, task=task), info
 
 
 def batches(dataset: tf.data.Dataset, info: DatasetInfo, *, split: str, batch_size: int,
-            training: bool, seed: int = 0) -> tf.data.Dataset:
+            training: bool, seed: int = 0, task: str = "") -> tf.data.Dataset:
     """The pipeline of `load` on a split already opened with `open_split`.
 
     For callers that need the split's size before choosing `batch_size`, without opening it
@@ -127,12 +130,20 @@ def batches(dataset: tf.data.Dataset, info: DatasetInfo, *, split: str, batch_si
     if info.num_examples < (batch_size if training else 1):
         raise UserError(f"{info.name} split {split!r} has {info.num_examples} examples, fewer "
                         f"than the batch size {batch_size}")
+    pair = None
+    if task:  # each example keeps its position, which seeds its source (inpainting masks)
+        from aigc_zoo.data import paired
+        paired.source_shape(paired.parse_task(task), info.image_shape)
+        pair = paired.pair_fn(paired.parse_task(task))
+        dataset = paired.indexed(dataset)
     if training:
         # Decoded examples are kept in memory after the first epoch, when they fit.
         if info.num_examples * int(np.prod(info.image_shape)) <= _CACHE_LIMIT_BYTES:
             dataset = dataset.cache()
         dataset = dataset.shuffle(min(info.num_examples, _SHUFFLE_BUFFER), seed=seed,
                                   reshuffle_each_iteration=True).repeat()
+    if pair is not None:  # after the cache: the cache keeps uint8 images, not float pairs
+        dataset = dataset.map(pair, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=training)
     dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return with_fixed_tuning(dataset.prefetch(tf.data.AUTOTUNE))
@@ -220,6 +231,40 @@ def _open_folder(path: str, split: str, data_dir: str | None, image_size: int | 
     return from_arrays(f"folder:{path}", images, labels, num_classes, split)
 
 
+def open_captioned(name: str, split: str, *, data_dir: str | None = None,
+                   image_size: int | None = None) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """`open_split` with each example's `"caption"` (a string tensor) kept.
+
+    Captioned sources: `digits`, `shapes`, and `folder:<dir>` with captions (`local.
+    load_folder_captions`). The caption stays out of `open_split`, so the models and metrics
+    that do not read text never see string tensors.
+    """
+    scheme, sep, path = name.partition(":")
+    if sep and scheme == "folder":
+        from aigc_zoo.data import local
+        base, make_slice = parse_split(split)
+        texts = np.array(local.load_folder_captions(path, base))
+        dataset, info = _open_folder(path, split, data_dir, image_size)
+        captions = tf.data.Dataset.from_tensor_slices(texts[make_slice(len(texts))])
+        dataset = tf.data.Dataset.zip((dataset, captions)).map(
+            lambda example, text: {**example, "caption": text})
+    elif not sep and _DATASETS.get(name, (None,))[0] is _open_tfds:
+        dataset, info = _open_tfds(name, split, data_dir, image_size, keep=("caption",))
+    else:
+        raise UserError(f"dataset {name!r} has no captions; captioned datasets: digits, "
+                        "shapes, folder:<dir> with captions")
+    if image_size and info.image_shape[:2] != (image_size, image_size):
+        dataset, info = _resize_dataset(dataset, info, image_size)
+    return dataset, info
+
+
+def captions(name: str, split: str, *, data_dir: str | None = None) -> list[str]:
+    """Every caption of a split, in order (to build a tokenizer's vocabulary from)."""
+    dataset, _ = open_captioned(name, split, data_dir=data_dir)
+    texts = dataset.map(lambda example: example["caption"]).batch(4096)
+    return [text.decode("utf-8") for batch in texts.as_numpy_iterator() for text in batch]
+
+
 # -- TFDS ------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -232,13 +277,25 @@ def _absl_errors_only():
         absl_logging.set_verbosity(verbosity)
 
 
-def _open_tfds(name: str, split: str, data_dir: str | None, image_size: int | None):
+def _embedded_builder(name: str, data_dir: str | None):
+    """The TFDS builder of an embedded (rendered offline) dataset, or None."""
+    if name == "digits":
+        from aigc_zoo.data import digits
+        return digits.Digits(data_dir=data_dir)
+    if name == "shapes":
+        from aigc_zoo.data import shapes
+        return shapes.Shapes(data_dir=data_dir)
+    return None
+
+
+def _open_tfds(name: str, split: str, data_dir: str | None, image_size: int | None, *,
+               keep: tuple[str, ...] = ()):
+    """A TFDS split's `image` and `label`, and the features named in `keep`."""
     import tensorflow_datasets as tfds
-    from aigc_zoo.data import digits
 
     with _absl_errors_only():  # TFDS warns that an unprepared folder has no dataset_info.json
-        builder = (digits.Digits(data_dir=data_dir) if name == "digits"
-                   else tfds.builder(name, data_dir=data_dir))
+        builder = (_embedded_builder(name, data_dir)
+                   or tfds.builder(name, data_dir=data_dir))
         prepared = builder.is_prepared()
     if not prepared:
         if name in _TFDS_HOSTS:
@@ -265,9 +322,13 @@ def _open_tfds(name: str, split: str, data_dir: str | None, image_size: int | No
     features = builder.info.features
     num_classes = features["label"].num_classes if "label" in features else None
     keep_label = num_classes is not None
+    missing = [feature for feature in keep if feature not in features]
+    if missing:
+        raise UserError(f"dataset {name!r} has no {missing[0]!r}; captioned datasets: "
+                        "digits, shapes, folder:<dir> with captions")
 
     def select(example):
-        selected = {"image": example["image"]}
+        selected = {"image": example["image"], **{k: example[k] for k in keep}}
         if keep_label:
             selected["label"] = tf.cast(example["label"], tf.int32)
         return selected
@@ -287,6 +348,7 @@ def _resize_dataset(dataset: tf.data.Dataset, info: DatasetInfo, size: int):
 
 for _name, _text in [
     ("digits", "28x28x1, 10 classes: digits rendered from matplotlib's fonts, built offline"),
+    ("shapes", "32x32x3, 4 classes: one or two captioned coloured shapes, built offline"),
     ("mnist", "28x28x1, 10 classes (TFDS; downloads once)"),
     ("fashion_mnist", "28x28x1, 10 classes (TFDS; downloads once)"),
     ("cifar10", "32x32x3, 10 classes (TFDS; downloads once)"),

@@ -9,7 +9,13 @@ centre of mass. Pixel statistics (ink share, stroke width, within/between-class 
 are close to MNIST's; see experiments/plot_digits.py for a picture.
 
     images, labels = digits.render(1_000, seed=0)   # uint8 (N, 28, 28, 1), int32 (N,)
+    images, labels, drawn = digits.render_with_attributes(1_000, seed=0)
+    digits.captions(labels, drawn)                  # ["a slanted seven", "an eight", ...]
     tfds.load("digits", data_dir=...)               # after `import aigc_zoo.data.digits`
+
+Captions (version 1.1.0; the images are 1.0.0's, byte for byte) name the digit and, for a clear
+lean either way, the slant: the attributes that a small CNN reads back from the image at 90% or
+more (experiments/caption_readback.py); stroke weight and font family do not reach that.
 
 How: every (face, digit, stroke radius) glyph is rasterised once with matplotlib's Agg
 renderer; each sample is then a vectorised bilinear lookup of its template through an
@@ -180,6 +186,13 @@ def _output_to_template(params: dict[str, np.ndarray]) -> np.ndarray:
     Its inverse, the forward map, is  scale * rotate(angle) @ shear @ diag(1, aspect),
     with the scale chosen so the glyph's transformed bounding box spans `box` output px.
     """
+    inverse, longest_side = _unscaled_inverse(params)
+    return inverse * (longest_side / (params["box"] * _SUPERSAMPLE))[:, None, None]
+
+
+def _unscaled_inverse(params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The map of `_output_to_template` before scaling, and the longest side (template px)
+    of the glyph's bounding box under its inverse."""
     def matrices(a, b, c, d):  # (n, 2, 2) from four (n,) entries, row by row
         return np.stack([np.stack([a, b], -1), np.stack([c, d], -1)], -2)
 
@@ -189,8 +202,7 @@ def _output_to_template(params: dict[str, np.ndarray]) -> np.ndarray:
                @ matrices(one, zero, shear, one)  # undoing the shear, after
                @ matrices(cos, sin, -sin, cos))  # undoing the rotation
     corners = templates().corners[params["template"]] @ np.linalg.inv(inverse).swapaxes(1, 2)
-    longest_side = np.ptp(corners, axis=1).max(axis=-1)
-    return inverse * (longest_side / (params["box"] * _SUPERSAMPLE))[:, None, None]
+    return inverse, np.ptp(corners, axis=1).max(axis=-1)
 
 
 def _sample_grid(params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -234,7 +246,14 @@ def _draw(params: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def render_chunks(num_examples: int, *, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yields `render(num_examples, seed=seed)` in consecutive chunks, to bound memory.
+    """Yields `render(num_examples, seed=seed)` in consecutive chunks, to bound memory."""
+    for images, labels, _ in _render_chunks(num_examples, seed=seed):
+        yield images, labels
+
+
+def _render_chunks(num_examples: int, *, seed: int
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+    """`render_chunks` with each chunk's render parameters (see `_sample_params`).
 
     Random draws happen here, in order, on one thread; only the drawing is spread over
     threads (numpy releases the GIL), so the output does not depend on the thread count.
@@ -250,13 +269,14 @@ def render_chunks(num_examples: int, *, seed: int) -> Iterator[tuple[np.ndarray,
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         pending = []
         for chunk in chunks:
-            pending.append((chunk, pool.submit(_draw, _sample_params(rng, chunk))))
+            params = _sample_params(rng, chunk)
+            pending.append((chunk, params, pool.submit(_draw, params)))
             # Keep only a few chunks in flight, so memory stays bounded for big renders.
             if len(pending) > workers:
-                chunk, future = pending.pop(0)
-                yield future.result(), chunk
-        for chunk, future in pending:
-            yield future.result(), chunk
+                chunk, params, future = pending.pop(0)
+                yield future.result(), chunk, params
+        for chunk, params, future in pending:
+            yield future.result(), chunk, params
 
 
 def render(num_examples: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -278,11 +298,106 @@ def render(num_examples: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.concatenate(labels)
 
 
+# -- captions: words for the render parameters that the image shows --------------------------
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+# The family of each face in FONT_FACES (cmr/cmb/cmti are Computer Modern's serif faces).
+FACE_FAMILIES = tuple(
+    "mono" if "Mono" in face or face == "cmtt10" else
+    "sans" if face.startswith("DejaVuSans") or face == "cmss10" else "serif"
+    for face in FONT_FACES)
+_UPRIGHT = np.array([not any(k in face for k in ("Oblique", "Italic", "Ita", "cmti"))
+                     for face in FONT_FACES])
+
+
+@functools.cache
+def face_slants() -> np.ndarray:
+    """Each face's own slant (horizontal over vertical run; > 0 leans right), measured from
+    its unstroked templates against the upright faces' same digits."""
+    masks = templates().masks[:, :, int(np.flatnonzero(_STROKE_RADII == 0)[0])]
+    ink = masks.astype(np.float64)
+    grid = np.arange(_TEMPLATE_SIZE, dtype=np.float64)
+    mass = ink.sum((-2, -1))
+    row_mean = (ink.sum(-1) * grid).sum(-1) / mass
+    col_mean = (ink.sum(-2) * grid).sum(-1) / mass
+    rows = grid[:, None] - row_mean[..., None, None]
+    cols = grid[None, :] - col_mean[..., None, None]
+    # Rows grow downwards: a right lean puts the lower ink further left.
+    lean = -(ink * rows * cols).sum((-2, -1)) / (ink * rows**2).sum((-2, -1))
+    return (lean - np.median(lean[_UPRIGHT], axis=0)).mean(axis=1).astype(np.float32)
+
+
+def attributes(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The drawn attributes of a chunk, from its render parameters (see `_sample_params`).
+
+    Returns float32 `stroke` (mean stroke width in output px, before the elastic warp),
+    float32 `slant` (horizontal over vertical run of a vertical stroke of the face, after
+    the affine map; > 0 leans right) and int32 `face` (index into FONT_FACES).
+    """
+    face, _, stroke = params["template"]
+    inverse, longest_side = _unscaled_inverse(params)
+    widths = templates().widths[face] + 2 * _STROKE_RADII[stroke]
+    # A vertical stroke of the face runs (1, -slant) in (row, col); map it forward.
+    direction = np.stack([np.ones_like(longest_side), -face_slants()[face]], -1)
+    forward = np.linalg.solve(inverse, direction[..., None])[..., 0]
+    return {"stroke": (widths * params["box"] / longest_side).astype(np.float32),
+            "slant": (-forward[:, 1] / forward[:, 0]).astype(np.float32),
+            "face": face.astype(np.int32)}
+
+
+# Caption words, bin by bin (the middle bin has no word: "a seven" is about upright). Only the
+# digit and the slant go into captions: experiments/caption_readback.py reads each candidate back
+# from images with a small CNN (experiments/results/caption_readback.md): the slant's bins
+# reached 91.6%, the stroke weight's 88.8% even at these extreme edges and the face family's
+# (sans/serif/mono) 79.6%, under the 90% that a caption word needs.
+SLANT_WORDS, SLANT_EDGES = ("backslanted", "", "slanted"), (-0.2, 0.35)  # horizontal/vertical
+WEIGHT_EDGES = (1.6, 3.05)  # thin / regular / thick stroke width in px: measured, not used
+
+
+def weight_bins(stroke: np.ndarray) -> np.ndarray:
+    """Bin (thin, regular, thick) of each stroke width (px), by WEIGHT_EDGES."""
+    return np.digitize(stroke, WEIGHT_EDGES).astype(np.int32)
+
+
+def slant_bins(slant: np.ndarray) -> np.ndarray:
+    """Index into SLANT_WORDS of each slant."""
+    return np.digitize(slant, SLANT_EDGES).astype(np.int32)
+
+
+def captions(labels: np.ndarray, drawn: dict[str, np.ndarray]) -> list[str]:
+    """The caption of each image from its label and `attributes`: "a slanted seven"."""
+    texts = []
+    for label, slant in zip(labels, slant_bins(drawn["slant"])):
+        words = [w for w in (SLANT_WORDS[slant], DIGIT_WORDS[label]) if w]
+        article = "an" if words[0] == "eight" else "a"  # by sound: "a one", "an eight"
+        texts.append(" ".join([article, *words]))
+    return texts
+
+
+def render_with_attributes(num_examples: int, *, seed: int
+                           ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """`render(num_examples, seed=seed)` and the `attributes` of every image."""
+    parts = list(_render_chunks(num_examples, seed=seed))
+    if not parts:
+        empty = {"stroke": np.zeros(0, np.float32), "slant": np.zeros(0, np.float32),
+                 "face": np.zeros(0, np.int32)}
+        return np.zeros((0, *IMAGE_SHAPE), np.uint8), np.zeros((0,), np.int32), empty
+    images, labels, params = zip(*parts)
+    drawn = [attributes(p) for p in params]
+    return (np.concatenate(images), np.concatenate(labels),
+            {k: np.concatenate([d[k] for d in drawn]) for k in drawn[0]})
+
+
 class Digits(tfds.core.GeneratorBasedBuilder):
     """TFDS builder for `digits`: 60,000 train and 10,000 test images, no download."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: 21 matplotlib font faces, 70,000 images."}
+    # A new version, not a changed 1.0.0: TFDS keeps each version's prepared files in its own
+    # folder, so data prepared by older code is never read with features it lacks; the 1.1.0
+    # images are byte for byte 1.0.0's (the render is unchanged), so classifiers cached on
+    # 1.0.0 stay valid.
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release: 21 matplotlib font faces, 70,000 images.",
+                     "1.1.0": "A caption and a slant bin per image; the same images."}
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -291,10 +406,15 @@ class Digits(tfds.core.GeneratorBasedBuilder):
                 "MNIST-like 28x28 greyscale digits 0-9 rendered offline from the fonts "
                 "bundled with matplotlib (DejaVu, STIX, Computer Modern), with random "
                 "stroke width, rotation, scale, aspect, shear, shift and elastic warp. "
-                "Exactly class-balanced; train and test come from different seeds."),
+                "Exactly class-balanced; train and test come from different seeds. Each image "
+                "has a caption built from its render parameters: the digit and, for a clear "
+                "lean, 'slanted' or 'backslanted' (\"a slanted seven\")."),
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=IMAGE_SHAPE),
                 "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+                "caption": tfds.features.Text(),
+                "slant": tfds.features.ClassLabel(
+                    names=[w or "upright" for w in SLANT_WORDS]),
             }),
             supervised_keys=("image", "label"),
         )
@@ -305,7 +425,10 @@ class Digits(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
         key = 0
-        for images, labels in render_chunks(SPLITS[split], seed=SPLIT_SEEDS[split]):
-            for image, label in zip(images, labels):
-                yield key, {"image": image, "label": int(label)}
+        for images, labels, params in _render_chunks(SPLITS[split], seed=SPLIT_SEEDS[split]):
+            drawn = attributes(params)
+            texts, slants = captions(labels, drawn), slant_bins(drawn["slant"])
+            for image, label, text, slant in zip(images, labels, texts, slants):
+                yield key, {"image": image, "label": int(label), "caption": text,
+                            "slant": int(slant)}
                 key += 1

@@ -2,6 +2,7 @@
 
     images, labels = local.load_idx("~/mnist", "train")        # (N, 28, 28, 1) uint8, (N,) int32
     images, labels, class_names = local.load_folder("pets/", "train", image_size=64)
+    captions = local.load_folder_captions("pets/", "train")   # sidecar or per-image .txt
 
 Everything returns numpy arrays (uint8 images in NHWC, int32 labels or None); turning them into
 a tf.data pipeline is the caller's job. Every user mistake (missing directory, wrong file,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import json
 import math
 import numbers
 import os
@@ -30,7 +32,7 @@ from aigc_zoo.errors import UserError
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 # Split name -> IDX file prefixes; the keys are also the sub-folder names of an image folder.
 _SPLITS = {"train": ("train",), "test": ("t10k", "test")}
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 
 
 def _readable_errors(function: Callable) -> Callable:
@@ -141,15 +143,15 @@ def load_folder(directory: str | os.PathLike, split: str, *,
     image_size = int(image_size)
     root = _split_dir(directory, split)
     class_dirs = _visible(root, Path.is_dir)
-    loose = _image_files(root)
+    loose = image_files(root)
     if class_dirs and loose:
         raise UserError(f"{root} holds both images and sub-folders; put every image in a "
                         "class sub-folder, or none of them")
-    groups = [(d, _image_files(d)) for d in class_dirs] or [(root, loose)]
+    groups = [(d, image_files(d)) for d in class_dirs] or [(root, loose)]
     for folder, files in groups:
         if not files:
-            raise UserError(f"no images ({', '.join(sorted(_IMAGE_SUFFIXES))}) in {folder}")
-    decoded = [_decode_image(f, image_size) for _, files in groups for f in files]
+            raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    decoded = [read_image(f, image_size) for _, files in groups for f in files]
     if all(image.shape[-1] == 1 for image in decoded):
         images = np.stack(decoded)
     else:  # one colour image makes the whole set RGB; grey ones get their channel repeated
@@ -158,6 +160,56 @@ def load_folder(directory: str | os.PathLike, split: str, *,
         return images, None, None
     labels = np.repeat(np.arange(len(groups), dtype=np.int32), [len(f) for _, f in groups])
     return images, labels, tuple(d.name for d in class_dirs)
+
+
+CAPTIONS_FILE = "captions.jsonl"
+
+
+@_readable_errors
+def load_folder_captions(directory: str | os.PathLike, split: str) -> list[str]:
+    """The caption of every image `load_folder` returns, in its order.
+
+    Either a sidecar `captions.jsonl` in the split's folder, one JSON object a line,
+    `{"file": "<path relative to that folder, / separated>", "caption": "..."}`, or else a
+    `.txt` file beside each image with the image's name (`cat.png` -> `cat.txt`). Every image
+    needs a non-empty caption; a missing one is an error naming the image.
+    """
+    directory = _existing_dir(directory, split)
+    root = _split_dir(directory, split)
+    files = [f for d in _visible(root, Path.is_dir) for f in image_files(d)]
+    files = files or image_files(root)
+    sidecar = root / CAPTIONS_FILE
+    if sidecar.is_file():
+        table = _read_caption_lines(sidecar)
+        texts = [table.get(f.relative_to(root).as_posix()) for f in files]
+        where = [f"{sidecar} has no caption for {f.relative_to(root).as_posix()}" for f in files]
+    else:
+        texts = [f.with_suffix(".txt").read_text(encoding="utf-8")
+                 if f.with_suffix(".txt").is_file() else None for f in files]
+        where = [f"no caption for {f}: expected {f.with_suffix('.txt')} or {sidecar}"
+                 for f in files]
+    for text, problem in zip(texts, where):
+        if text is None or not text.strip():
+            raise UserError(problem if text is None else problem.replace("no", "an empty", 1))
+    return [text.strip() for text in texts]
+
+
+def _read_caption_lines(path: Path) -> dict[str, str]:
+    """`file` -> `caption` of a captions.jsonl file; a UserError naming a bad line."""
+    table = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str)
+                and isinstance(entry.get("caption"), str)):
+            raise UserError(f"{path}:{number}: expected a JSON object with string fields "
+                            '"file" and "caption"')
+        table[entry["file"]] = entry["caption"]
+    return table
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -214,25 +266,37 @@ def _visible(folder: Path, keep: Callable[[Path], bool]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and keep(p))
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return _visible(folder, lambda p: p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+def image_files(folder: Path) -> list[Path]:
+    """The image files (by suffix, `IMAGE_SUFFIXES`) directly inside `folder`, hidden ones left
+    out, in name order."""
+    return _visible(folder, lambda p: p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _decode_image(path: Path, image_size: int) -> np.ndarray:
-    """One file -> uint8 (S, S, 1 or 3): EXIF-rotated, centre square, antialiased resize."""
+def read_image(path: str | os.PathLike, image_size: int | None = None, *,
+               keep_alpha: bool = False) -> np.ndarray:
+    """One file -> uint8 (S, S, C): EXIF-rotated, centre square, antialiased resize to
+    `image_size` (None: the centre square at its own size). C is 1 for grey files, else 3;
+    with `keep_alpha`, a file with transparency gets its alpha as one more channel (C = 2 or 4).
+
+    Raises:
+        UserError: the file cannot be decoded as an image.
+    """
     try:
         with Image.open(path) as image:  # a GIF opens on its first frame
             image = ImageOps.exif_transpose(image)
+            alpha = keep_alpha and ("A" in image.getbands() or "transparency" in image.info)
             if image.mode.startswith("I"):  # 16-bit grey: PIL's convert("L") would clip at 255
                 image = Image.fromarray(np.round(np.asarray(image) / 257).astype(np.uint8))
             # Palette images (most GIFs) count as colour, as tf.io.decode_image treats them.
-            image = image.convert("L" if image.mode in ("1", "L", "LA") else "RGB")
+            grey = image.mode in ("1", "L", "LA")
+            image = image.convert(("LA" if grey else "RGBA") if alpha else ("L" if grey else "RGB"))
             width, height = image.size
             side = min(width, height)
             left, top = (width - side) // 2, (height - side) // 2
             # Crop before resizing: resize(box=...) lets the filter read pixels outside the box.
             image = image.crop((left, top, left + side, top + side))
-            image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            if image_size is not None:
+                image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
             array = np.asarray(image, np.uint8)
     # PIL signals a corrupt file with any of these, depending on the format plugin.
     except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError) as error:

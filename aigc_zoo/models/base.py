@@ -107,6 +107,9 @@ class Knobs:
             shows held-out images next to their reconstructions in TensorBoard.
         evaluates: the model has `evaluate_model(dataset, seed=...)`, its own metrics in
             `--mode=eval` (the VAEs' likelihood bounds).
+        task: an image-to-image model's paired task (`aigc_zoo.data.paired`, e.g. `sr:4`):
+            its training and evaluation batches hold the task's `"source"` beside the
+            `"image"`, and it has `translate(sources)` (the export's `translate` signature).
     """
 
     steps_per_execution: int = 1
@@ -115,6 +118,7 @@ class Knobs:
     sampling_cost: float = 1.0
     encodes: bool = False
     evaluates: bool = False
+    task: str = ""
 
 
 def _with_loss_scaling(group: UpdateGroup) -> UpdateGroup:

@@ -117,6 +117,9 @@ class DDPM(base.GenerativeModel):
 
     config_class = DiffusionConfig
     loss_names = ("loss",)
+    # x lives in [-1, 1] (pixels): the samplers clip each x_0 prediction and the result to it.
+    # A latent diffusion model's x (`ldm`) has no such range.
+    pixel_space = True
 
     def __init__(self, config: DiffusionConfig, **kwargs: Any):
         super().__init__(config, **kwargs)
@@ -126,12 +129,21 @@ class DDPM(base.GenerativeModel):
             raise UserError(f"{self.registered_name} needs images (height, width, channels), "
                             f"not examples of shape {self.image_shape}")
         self.alphas_cumprod = schedules.make_alphas_cumprod(config.schedule, config.timesteps)
-        self.unet = networks.unet(
-            self.image_shape, config.widths, blocks_per_level=config.blocks_per_level,
+        self.unet = self._build_network()
+        self.ema = ema.WeightAverage(self.unet, decay=config.ema_decay)
+
+    def diffusion_shape(self) -> tuple[int, ...]:
+        """The shape of x, what is noised and denoised: the image's (an `ldm`: its latent's)."""
+        return self.image_shape
+
+    def _build_network(self) -> keras.Model:
+        """The denoiser [x_t, t(, label)] -> prediction, a U-Net on `diffusion_shape`."""
+        config = self.config
+        return networks.unet(
+            self.diffusion_shape(), config.widths, blocks_per_level=config.blocks_per_level,
             attention=config.attention, embedding_dim=config.embedding_dim,
             num_classes=self.num_classes if self.conditional else None,
             dropout=config.dropout)
-        self.ema = ema.WeightAverage(self.unet, decay=config.ema_decay)
 
     @classmethod
     def knobs(cls, config: DiffusionConfig, image_shape: Sequence[int]) -> base.Knobs:
@@ -141,11 +153,11 @@ class DDPM(base.GenerativeModel):
 
     @classmethod
     def tiny_config(cls) -> DiffusionConfig:
-        # Without attention: it is 40% of a tiny U-Net's trace and step time, and one test
-        # (tests/test_diffusion.py) trains and samples with it on.
+        # One level and no attention: a second level is 44% of a tiny U-Net's trace and step
+        # time, attention 40% of the rest; one test (tests/test_diffusion.py) trains and
+        # samples with both on.
         return DiffusionConfig(batch_size=8, epochs=1, steps_per_epoch=3, timesteps=50,
-                               widths=(8, 16), attention=False, embedding_dim=16,
-                               sample_steps=3)
+                               widths=(8,), attention=False, embedding_dim=16, sample_steps=3)
 
     def update_groups(self) -> list[base.UpdateGroup]:
         # The base class clips (`clip_norm`), so the clip is the same on any number of replicas.
@@ -212,9 +224,9 @@ class DDPM(base.GenerativeModel):
             return tf.cast(network(self._network_inputs(x, t, these_labels), training=False),
                            tf.float32)
 
-        if not self.conditional:
+        if labels is None:
             return lambda x, t: predict(x, t, None)
-        null = tf.fill(tf.shape(labels), self.num_classes)
+        null = self._null_condition(labels)
 
         def guided(x, t):
             # Conditional first, then null labels.
@@ -226,6 +238,11 @@ class DDPM(base.GenerativeModel):
         return lambda x, t: tf.case(
             [(tf.equal(guidance, 1.0), lambda: predict(x, t, labels)),
              (tf.equal(guidance, 0.0), lambda: predict(x, t, null))], default=lambda: guided(x, t))
+
+    def _null_condition(self, labels: tf.Tensor) -> tf.Tensor:
+        """The unconditional branch's conditioning for a batch's: the null class (an `ldm`
+        with text: the null prompt)."""
+        return tf.fill(tf.shape(labels), self.num_classes)
 
     def sampling_options(self) -> dict[str, base.SamplingOption]:
         config = self.config
@@ -265,17 +282,21 @@ class DDPM(base.GenerativeModel):
         """Samples clipped to [-1, 1] with the EMA weights; `steps` (int32) and `guidance`
         (float32) are runtime scalars, the other options static."""
         seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
-        noise = tf.random.stateless_normal(tf.stack([num_samples, *self.image_shape]), seed)
+        noise = tf.random.stateless_normal(tf.stack([num_samples, *self.diffusion_shape()]),
+                                           seed)
         denoise_fn = self._denoise_fn(conditioning.get("labels"),
                                       tf.constant(1.0) if guidance is None else guidance)
         step_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         options = dict(steps=steps, spacing=spacing, prediction=self.config.prediction,
-                       seed=step_seed, return_trajectory=return_trajectory)
+                       seed=step_seed, return_trajectory=return_trajectory,
+                       clip_denoised=self.pixel_space)
         if sampler == "ddim":
             result = samplers.ddim_sample(denoise_fn, noise, self.alphas_cumprod, eta=eta,
                                           **options)
         else:
             result = samplers.ddpm_sample(denoise_fn, noise, self.alphas_cumprod, **options)
+        if not self.pixel_space:
+            return result
         if return_trajectory:
             return tf.clip_by_value(result[0], -1.0, 1.0), result[1]
         return tf.clip_by_value(result, -1.0, 1.0)

@@ -172,8 +172,9 @@ def _residual_block(x, embedding, channels: int, dropout: float, name: str):
     h = keras.layers.GroupNormalization(_groups(x.shape[-1]), name=f"{name}_norm1")(x)
     h = keras.layers.Activation("silu")(h)
     h = keras.layers.Conv2D(channels, 3, padding="same", name=f"{name}_conv1")(h)
-    shift = keras.layers.Dense(channels, name=f"{name}_embedding")(embedding)
-    h = keras.layers.Add()([h, keras.layers.Reshape((1, 1, channels))(shift)])
+    if embedding is not None:  # None: a U-Net without timestep (`unet(timestep=False)`)
+        shift = keras.layers.Dense(channels, name=f"{name}_embedding")(embedding)
+        h = keras.layers.Add()([h, keras.layers.Reshape((1, 1, channels))(shift)])
     h = keras.layers.GroupNormalization(_groups(channels), name=f"{name}_norm2")(h)
     h = keras.layers.Activation("silu")(h)
     if dropout:
@@ -196,9 +197,56 @@ def _attention_block(x, heads: int, name: str):
     return keras.layers.Add()([x, h])
 
 
+@keras.saving.register_keras_serializable(package="aigc_zoo")
+class CrossAttention(keras.layers.Layer):
+    """x + attention(norm(x) -> context) over the H*W positions of x [B, H, W, C], to a context
+    [B, L, D] whose keys a boolean mask [B, L] keeps (the U-Net's text conditioning).
+
+    Args:
+        heads: attention heads (dividing C).
+    """
+
+    def __init__(self, heads: int, **kwargs):
+        super().__init__(**kwargs)
+        self.heads = heads
+
+    def build(self, input_shape):
+        x_shape, context_shape = input_shape[0], input_shape[1]
+        channels = x_shape[-1]
+        self.norm = keras.layers.GroupNormalization(_groups(channels), name="norm")
+        self.norm.build(x_shape)
+        self.attention = keras.layers.MultiHeadAttention(self.heads, channels // self.heads,
+                                                         name="attention")
+        self.attention.build((None, None, channels), (None, None, context_shape[-1]))
+        self.built = True
+
+    def call(self, inputs):
+        x, context, mask = inputs
+        height, width, channels = x.shape[1], x.shape[2], x.shape[3]
+        h = tf.reshape(self.norm(x), [-1, height * width, channels])
+        allowed = tf.tile(tf.cast(mask, tf.bool)[:, None, :], [1, height * width, 1])
+        h = self.attention(h, tf.cast(context, h.dtype), attention_mask=allowed)
+        return x + tf.reshape(h, [-1, height, width, channels])
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "heads": self.heads}
+
+
+def _cross_attention(x, context, heads: int, name: str):
+    """`CrossAttention` of x to the U-Net's (context, mask), or x itself without a context."""
+    if context is None:
+        return x
+    return CrossAttention(heads, name=name)([x, *context])
+
+
 def unet(image_shape: Sequence[int], widths: Sequence[int], *, blocks_per_level: int = 1,
          attention: bool = True, attention_heads: int = 4, embedding_dim: int = 128,
-         num_classes: int | None = None, dropout: float = 0.0, name: str = "unet") -> keras.Model:
+         num_classes: int | None = None, dropout: float = 0.0, timestep: bool = True,
+         output_channels: int | None = None, context_dim: int | None = None,
+         name: str = "unet") -> keras.Model:
     """A small U-Net denoiser: [x_t, t(, label)] -> a tensor shaped like x_t.
 
     Level i works at resolution H / 2^i with `widths[i]` channels and `blocks_per_level`
@@ -217,9 +265,22 @@ def unet(image_shape: Sequence[int], widths: Sequence[int], *, blocks_per_level:
         embedding_dim: width of the time (and class) embedding.
         num_classes: None for an unconditional network; else labels in [0, num_classes].
         dropout: dropout rate inside the residual blocks.
+        timestep: False makes a plain image-to-image U-Net, x -> y, with no time (or class)
+            embedding: the generator of pix2pix (`models.image_to_image`).
+        output_channels: channels of the output (default: the input's C); SR3's input holds
+            the noisy image and its condition, its output the noise of the image alone.
+        context_dim: with a value, every residual block is followed by cross-attention from
+            the image positions to a context sequence [B, L, context_dim] (a text encoder's
+            features) whose keys a boolean context_mask [B, L] keeps (Rombach et al. 2022);
+            these are two more inputs, after the label.
         name: the model's name.
     Returns:
-        A functional model taking [x_t float32 [B, H, W, C], t float32 [B](, label int32 [B]]).
+        A functional model taking [x_t float32 [B, H, W, C], t float32 [B](, label int32 [B])
+        (, context, context_mask)], or x alone without `timestep`.
+
+    H and W need not halve evenly: a stride-2 convolution rounds an odd size up, and the up
+    path crops its upsampled map to the skip's size (a 7x7 latent grid runs at 7, 4, 2). For
+    sizes that halve evenly no crop is made, so those networks are unchanged.
     """
     if not widths or min(widths) < 1 or blocks_per_level < 1:
         raise UserError(f"bad U-Net widths={tuple(widths)!r} / blocks_per_level="
@@ -227,17 +288,32 @@ def unet(image_shape: Sequence[int], widths: Sequence[int], *, blocks_per_level:
     if attention and widths[-1] % attention_heads:
         raise UserError(f"the lowest width {widths[-1]} is not divisible by "
                         f"{attention_heads} attention heads")
-    check_downsampling(image_shape, len(widths) - 1)
+    if len(image_shape) != 3:
+        check_downsampling(image_shape, 0)  # its error for data that are not images
     x_input = keras.Input(tuple(image_shape), name="x_t")
-    t_input = keras.Input((), name="t")
-    embedding, label_inputs = _conditioning(t_input, embedding_dim, num_classes)
+    if timestep:
+        t_input = keras.Input((), name="t")
+        embedding, label_inputs = _conditioning(t_input, embedding_dim, num_classes)
+        inputs = [x_input, t_input, *label_inputs]
+    else:
+        if num_classes or context_dim:
+            raise ValueError("a U-Net without timestep takes no labels or context")
+        embedding, inputs = None, x_input
+    context = None
+    if context_dim:
+        if any(w % attention_heads for w in widths):
+            raise UserError(f"U-Net widths {tuple(widths)!r} are not all divisible by "
+                            f"{attention_heads} attention heads, which cross-attention needs")
+        context = (keras.Input((None, context_dim), name="context"),
+                   keras.Input((None,), dtype="bool", name="context_mask"))
+        inputs = [*inputs, *context]
     h = _unet_body(x_input, embedding, widths, blocks_per_level=blocks_per_level,
-                   attention=attention, attention_heads=attention_heads, dropout=dropout)
+                   attention=attention, attention_heads=attention_heads, dropout=dropout,
+                   context=context)
     h = keras.layers.GroupNormalization(_groups(widths[0]), name="norm_out")(h)
     h = keras.layers.Activation("silu")(h)
-    outputs = keras.layers.Conv2D(image_shape[-1], 3, padding="same", kernel_initializer="zeros",
-                                  name="conv_out")(h)
-    inputs = [x_input, t_input, *label_inputs]
+    outputs = keras.layers.Conv2D(output_channels or image_shape[-1], 3, padding="same",
+                                  kernel_initializer="zeros", name="conv_out")(h)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -258,7 +334,7 @@ def _conditioning(t_input, embedding_dim: int, num_classes: int | None):
 
 
 def _unet_body(x_input, embedding, widths: Sequence[int], *, blocks_per_level: int,
-               attention: bool, attention_heads: int, dropout: float):
+               attention: bool, attention_heads: int, dropout: float, context=None):
     """Down path with skips, middle, up path (see `unet`); layers made in a fixed order."""
     lowest = len(widths) - 1
     h = keras.layers.Conv2D(widths[0], 3, padding="same", name="conv_in")(x_input)
@@ -266,6 +342,7 @@ def _unet_body(x_input, embedding, widths: Sequence[int], *, blocks_per_level: i
     for level, channels in enumerate(widths):
         for block in range(blocks_per_level):
             h = _residual_block(h, embedding, channels, dropout, f"down{level}_{block}")
+            h = _cross_attention(h, context, attention_heads, f"down{level}_{block}_cross")
             if attention and level == lowest:
                 h = _attention_block(h, attention_heads, f"down{level}_{block}_attn")
             skips.append(h)
@@ -274,6 +351,7 @@ def _unet_body(x_input, embedding, widths: Sequence[int], *, blocks_per_level: i
                                     name=f"downsample{level}")(h)
             skips.append(h)
     h = _residual_block(h, embedding, widths[-1], dropout, "middle1")
+    h = _cross_attention(h, context, attention_heads, "middle1_cross")
     if attention:
         h = _attention_block(h, attention_heads, "middle_attn")
     h = _residual_block(h, embedding, widths[-1], dropout, "middle2")
@@ -281,10 +359,16 @@ def _unet_body(x_input, embedding, widths: Sequence[int], *, blocks_per_level: i
         for block in range(blocks_per_level + 1):
             h = keras.layers.Concatenate()([h, skips.pop()])
             h = _residual_block(h, embedding, widths[level], dropout, f"up{level}_{block}")
+            h = _cross_attention(h, context, attention_heads, f"up{level}_{block}_cross")
             if attention and level == lowest:
                 h = _attention_block(h, attention_heads, f"up{level}_{block}_attn")
         if level > 0:
             h = keras.layers.UpSampling2D(2, name=f"upsample{level}")(h)
+            # An odd size was rounded up on the way down: back to the skip's size.
+            extra = (h.shape[1] - skips[-1].shape[1], h.shape[2] - skips[-1].shape[2])
+            if any(extra):
+                h = keras.layers.Cropping2D(((0, extra[0]), (0, extra[1])),
+                                            name=f"crop{level}")(h)
             h = keras.layers.Conv2D(widths[level], 3, padding="same", name=f"upconv{level}")(h)
     return h
 

@@ -62,6 +62,12 @@ class VAEConfig(config_lib.TrainConfig):
     eval_importance_samples: int = config_lib.sampling_field(100)
     eval_examples: int = config_lib.sampling_field(0)
 
+    def network_batches(self) -> dict[str, int]:
+        # `--mode=eval` decodes k posterior samples of each of 100 images at once
+        # (`trained.evaluate`'s batch, `log_likelihood_bounds`).
+        return {**super().network_batches(),
+                "eval_importance_samples": 100 * self.eval_importance_samples}
+
     def validate(self) -> None:
         super().validate()
         config_lib.check_positive("latent_dim", self.latent_dim)

@@ -248,7 +248,7 @@ class VQGPT(base.GenerativeModel):
 
     @classmethod
     def tiny_config(cls) -> VQGPTConfig:
-        return VQGPTConfig(batch_size=16, epochs=1, steps_per_epoch=3, width=16, layers=2,
+        return VQGPTConfig(batch_size=16, epochs=1, steps_per_epoch=3, width=16, layers=1,
                            heads=2, mlp_ratio=2, warmup_steps=2, eval_examples=32)
 
     def update_groups(self) -> list[base.UpdateGroup]:

@@ -1,0 +1,204 @@
+"""Paired tasks: any image dataset as pairs `{"source", "image"}` for image-to-image models.
+
+The `image` is the dataset's image (the target); the `source` is made from it inside the tf.data
+pipeline, the same for the same example every time (its randomness is seeded by the example's
+position in the split and `PAIR_SEED` only):
+
+| task           | source                                                  | source shape    |
+|----------------|---------------------------------------------------------|-----------------|
+| `sr:F` (`sr`)  | the image averaged over FxF blocks (an anti-aliasing    | (H/F, W/F, C)   |
+|                | box filter, then every F-th pixel); `sr` means `sr:4`   |                 |
+| `inpaint`      | the image with random rectangles and strokes (27-48% of | (H, W, C + 1)   |
+|                | the pixels) set to 0, then the mask (1 in the holes)    |                 |
+| `edges`        | the Sobel gradient magnitude of the channel mean, x/2   | (H, W, 1)       |
+|                | clipped to [0, 1], in [-1, 1]                           |                 |
+
+    task = paired.parse_task("sr:4")
+    paired.source_shape(task, (28, 28, 1))          # (7, 7, 1)
+    pairs = paired.batch_pairs(images, task)        # {"source", "image"} of a batch
+
+Sources are float32 in [-1, 1] like the images. `aigc_zoo.data.batches(..., task=...)` is the
+pipeline that makes them; a model trained on a task says so in its `Knobs.task`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from aigc_zoo.errors import UserError
+
+TASKS = ("sr:4", "sr:2", "sr", "inpaint", "edges")
+# The masks' seed: a constant, so that every run and every model sees the same holes for the
+# same example (evaluations of different models compare like with like).
+PAIR_SEED = 18
+# The range a mask's share of hole pixels is drawn from (uniformly), inside 25-50%.
+MASK_COVERAGE = (0.27, 0.48)
+_RECTANGLES = 3
+_STROKES = 2
+_SR = re.compile(r"^sr(?::(\d+))?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A parsed paired task: `kind` is sr, inpaint or edges; `factor` the SR scale (1 else)."""
+
+    kind: str
+    factor: int = 1
+
+    @property
+    def name(self) -> str:
+        return f"sr:{self.factor}" if self.kind == "sr" else self.kind
+
+
+def parse_task(text: str) -> Task:
+    """`"sr:4"` -> Task("sr", 4); a `UserError` naming the choices for anything else."""
+    match = _SR.match(text.strip())
+    if match:
+        factor = int(match.group(1) or 4)
+        if factor < 2:
+            raise UserError(f"bad value task={text!r}: the SR factor must be >= 2")
+        return Task("sr", factor)
+    if text.strip() in ("inpaint", "edges"):
+        return Task(text.strip())
+    raise UserError(f"bad value task={text!r}: expected one of {', '.join(TASKS)} "
+                    "(sr:F for another integer factor F)")
+
+
+def source_shape(task: Task, image_shape: Sequence[int]) -> tuple[int, int, int]:
+    """The shape of the task's source for images of `image_shape` (H, W, C)."""
+    if len(image_shape) != 3:
+        raise UserError(f"paired tasks need images, not data of shape {tuple(image_shape)}")
+    height, width, channels = (int(d) for d in image_shape)
+    if task.kind == "sr":
+        if height % task.factor or width % task.factor:
+            raise UserError(f"task {task.name}: {height}x{width} images do not divide by "
+                            f"{task.factor}; pick --image_size as a multiple of it")
+        return height // task.factor, width // task.factor, channels
+    if task.kind == "inpaint":
+        return height, width, channels + 1
+    return height, width, 1
+
+
+def downsample(images: tf.Tensor, factor: int) -> tf.Tensor:
+    """Means of the FxF blocks of images [B, H, W, C]: box-filter anti-aliasing, then every
+    F-th pixel (exactly `tf.image.resize(..., "area")` for a whole factor)."""
+    return tf.nn.avg_pool2d(images, factor, factor, "VALID")
+
+
+def upsample(sources: tf.Tensor, image_shape: Sequence[int]) -> tf.Tensor:
+    """Bicubic upsampling of SR sources [B, h, w, C] to the image size, clipped to [-1, 1]:
+    the SR baseline, and the input of networks that work at the target's size."""
+    resized = tf.image.resize(sources, image_shape[:2], method="bicubic")
+    return tf.clip_by_value(resized, -1.0, 1.0)
+
+
+def edges(images: tf.Tensor) -> tf.Tensor:
+    """Edge maps [B, H, W, 1] in [-1, 1] of images [B, H, W, C] in [-1, 1]."""
+    grey = (tf.reduce_mean(images, axis=-1, keepdims=True) + 1.0) / 2.0
+    sobel = tf.image.sobel_edges(grey)  # [B, H, W, 1, 2]: dy, dx
+    magnitude = tf.sqrt(tf.reduce_sum(tf.square(sobel), axis=-1))
+    return tf.clip_by_value(magnitude / 2.0, 0.0, 1.0) * 2.0 - 1.0
+
+
+def random_mask(height: int, width: int, seed: tf.Tensor) -> tf.Tensor:
+    """A float32 [H, W] mask (1: hole) of rectangles and strokes covering 27-48% of the pixels.
+
+    Coverage is exact by construction: every pixel gets a priority (the rectangles' and strokes'
+    pixels first, shape by shape, each shape from its centre line outwards, then the rest by
+    distance to a random point) and the holes are exactly the `round(u * H * W)` pixels of
+    highest priority (`top_k` indices, so ties cannot add pixels), for a coverage u drawn
+    uniformly from `MASK_COVERAGE`, [0.27, 0.48); so the last shape may be cut short, never
+    overshoot.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    coverage = tf.random.stateless_uniform([], seeds[0], *MASK_COVERAGE)
+    ys, xs = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32),
+                         indexing="ij")
+    size = tf.constant([height, width], tf.float32)
+    # Rectangles: centre, half sizes from a tenth to a third of each side.
+    centres = tf.random.stateless_uniform([_RECTANGLES, 2], seeds[1]) * size
+    halves = tf.random.stateless_uniform([_RECTANGLES, 2], seeds[2], 0.1, 0.33) * size
+    # Strokes: segments between two random points, 2-3 pixels thick (scaled for larger images).
+    ends = tf.random.stateless_uniform([_STROKES, 4], seeds[3]) * tf.tile(size, [2])
+    scale = tf.cast(tf.minimum(height, width), tf.float32) / 28.0
+    thickness = 1.5 * scale
+    priority = -tf.sqrt(tf.square(ys - centres[0, 0]) + tf.square(xs - centres[0, 1]))
+    priority = priority / (tf.reduce_max(tf.abs(priority)) + 1.0) - 1.0  # in (-2, -1]: the rest
+    rank = float(_RECTANGLES + _STROKES)
+    for i in range(_RECTANGLES):
+        dy = tf.abs(ys - centres[i, 0]) / halves[i, 0]
+        dx = tf.abs(xs - centres[i, 1]) / halves[i, 1]
+        distance = tf.maximum(dy, dx)
+        inside = distance <= 1.0
+        priority = tf.maximum(priority, tf.where(inside, rank - 0.5 * distance, -2.0))
+        rank -= 1.0
+    for i in range(_STROKES):
+        distance = _segment_distance(ys, xs, ends[i]) / thickness
+        inside = distance <= 1.0
+        priority = tf.maximum(priority, tf.where(inside, rank - 0.5 * distance, -2.0))
+        rank -= 1.0
+    # A tiny seeded jitter spreads ties (pixels at equal distances) at random rather than in
+    # scan order; the count is exact either way, as the holes are top_k's indices.
+    priority += tf.random.stateless_uniform([height, width], seeds[0] + 1, 0.0, 1e-4)
+    count = tf.cast(tf.round(coverage * float(height * width)), tf.int32)
+    holes = tf.math.top_k(tf.reshape(priority, [-1]), k=count).indices
+    mask = tf.scatter_nd(holes[:, None], tf.ones_like(holes, tf.float32), [height * width])
+    return tf.reshape(mask, [height, width])
+
+
+def _segment_distance(ys: tf.Tensor, xs: tf.Tensor, segment: tf.Tensor) -> tf.Tensor:
+    """Distance of each pixel to the segment (y0, x0, y1, x1)."""
+    y0, x0, y1, x1 = tf.unstack(segment)
+    dy, dx = y1 - y0, x1 - x0
+    length2 = tf.maximum(dy * dy + dx * dx, 1e-6)
+    t = tf.clip_by_value(((ys - y0) * dy + (xs - x0) * dx) / length2, 0.0, 1.0)
+    return tf.sqrt(tf.square(ys - (y0 + t * dy)) + tf.square(xs - (x0 + t * dx)))
+
+
+def masked(images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
+    """Inpainting sources: images [B, H, W, C] with the holes of masks [B, H, W] set to 0, and
+    the mask as a last channel."""
+    masks = masks[..., None]
+    return tf.concat([images * (1.0 - masks), masks], axis=-1)
+
+
+def make_source(task: Task, image: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """The source of one image [H, W, C] in [-1, 1], example `index` of its split."""
+    batch = image[None]
+    if task.kind == "sr":
+        return downsample(batch, task.factor)[0]
+    if task.kind == "edges":
+        return edges(batch)[0]
+    seed = tf.stack([tf.constant(PAIR_SEED, tf.int64), tf.cast(index, tf.int64)])
+    return masked(batch, random_mask(image.shape[0], image.shape[1], seed)[None])[0]
+
+
+def batch_pairs(images: tf.Tensor | np.ndarray, task: Task | str, *,
+                first_index: int = 0) -> dict[str, tf.Tensor]:
+    """`{"source", "image"}` of a batch of images in [-1, 1], as examples `first_index`,
+    `first_index + 1`, ... of a split (for tests and made-up batches)."""
+    task = parse_task(task) if isinstance(task, str) else task
+    images = tf.convert_to_tensor(images, tf.float32)
+    sources = [make_source(task, images[i], first_index + i) for i in range(images.shape[0])]
+    return {"source": tf.stack(sources), "image": images}
+
+
+def indexed(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Each example with its position in the split (`"index"`), before any shuffle."""
+    return dataset.enumerate().map(lambda index, example: {**example, "index": index})
+
+
+def pair_fn(task: Task):
+    """The map from an indexed uint8 example to `{"source", "image"(, "label")}` in [-1, 1]."""
+
+    def make(example):
+        image = tf.cast(example["image"], tf.float32) / 127.5 - 1.0
+        result = {key: value for key, value in example.items() if key not in ("index", "image")}
+        return {**result, "image": image, "source": make_source(task, image, example["index"])}
+
+    return make
