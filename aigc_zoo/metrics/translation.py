@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from aigc_zoo.data import paired
-from aigc_zoo.metrics import distances
+from aigc_zoo.metrics import distances, pixels
 
 DEFAULT_EXAMPLES = 1000
 ROW_KEYS = ("psnr", "ssim", "fd", "label_agreement")
@@ -45,12 +45,8 @@ def baseline(task: paired.Task, sources: tf.Tensor, image_shape) -> tf.Tensor | 
 
 def psnr_ssim(images: tf.Tensor, targets: tf.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Per-example PSNR (dB) and SSIM of images against targets, both in [-1, 1]."""
-    a = (tf.cast(images, tf.float32) + 1.0) / 2.0
-    b = (tf.cast(targets, tf.float32) + 1.0) / 2.0
-    # SSIM's 11x11 window needs images at least that large; smaller ones use their size.
-    size = min(11, int(a.shape[1]), int(a.shape[2]))
-    return (tf.image.psnr(a, b, 1.0).numpy(),
-            tf.image.ssim(a, b, 1.0, filter_size=size).numpy())
+    _, psnr, ssim = pixels.pixel_scores(images, targets)
+    return psnr.numpy(), ssim.numpy()
 
 
 def evaluate(translate: Callable[[tf.Tensor], tf.Tensor], batches: Iterable[dict[str, Any]],

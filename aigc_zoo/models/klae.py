@@ -29,6 +29,7 @@ from aigc_zoo import export
 from aigc_zoo import losses
 from aigc_zoo import registry
 from aigc_zoo.errors import UserError
+from aigc_zoo.metrics import pixels
 from aigc_zoo.models import base
 from aigc_zoo.models import networks
 
@@ -69,16 +70,6 @@ class KLAEConfig(config_lib.TrainConfig):
         config_lib.check_range("kl_weight", self.kl_weight, 0.0, float("inf"))
         config_lib.check_positive("learning_rate", self.learning_rate)
         config_lib.check_range("eval_examples", self.eval_examples, 0, float("inf"))
-
-
-def reconstruction_scores(reconstructions: tf.Tensor, images: tf.Tensor, *,
-                          filter_size: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Per-image squared error, PSNR (dB) and SSIM of reconstructions of images, both in
-    [-1, 1], scored in [0, 1] as `vqvae`'s evaluation does."""
-    reconstructions, targets = (reconstructions + 1) / 2, (images + 1) / 2
-    return (tf.reduce_mean(tf.square(reconstructions - targets), axis=[1, 2, 3]),
-            tf.image.psnr(reconstructions, targets, 1.0),
-            tf.image.ssim(reconstructions, targets, 1.0, filter_size=filter_size))
 
 
 @registry.register_model("klae")
@@ -190,12 +181,11 @@ class KLAE(base.GenerativeModel):
             seed: unused (the evaluation is deterministic); kept for the common signature.
         """
         limit = self.config.eval_examples or None
-        filter_size = min(11, *self.image_shape[:2])  # SSIM's window, unless the image is smaller
 
         @tf.function
         def evaluate_batch(images):
             mean, log_var = self.encode(images)
-            scores = reconstruction_scores(self.decode(mean), images, filter_size=filter_size)
+            scores = pixels.pixel_scores(self.decode(mean), images)
             kl = losses.gaussian_kl(mean, log_var) / self.config.latent_channels
             return (*scores, tf.reduce_mean(kl, axis=[1, 2]), tf.reduce_sum(mean, [1, 2, 3]),
                     tf.reduce_sum(tf.square(mean), [1, 2, 3]))

@@ -38,6 +38,7 @@ from aigc_zoo import config as config_lib
 from aigc_zoo import export
 from aigc_zoo import registry
 from aigc_zoo.errors import UserError
+from aigc_zoo.metrics import pixels
 from aigc_zoo.models import base
 from aigc_zoo.models import networks
 
@@ -385,16 +386,11 @@ class VQVAE(base.GenerativeModel):
         """
         limit = self.config.eval_examples or None
         size = self.config.codebook_size
-        # SSIM's Gaussian window is 11 pixels (Wang et al. 2004), unless the image is smaller.
-        filter_size = min(11, *self.image_shape[:2])
 
         @tf.function
         def evaluate_batch(images):
             codes = self.encode(images)
-            reconstructions, targets = (self.decode(codes) + 1) / 2, (images + 1) / 2
-            return (tf.reduce_mean(tf.square(reconstructions - targets), axis=[1, 2, 3]),
-                    tf.image.psnr(reconstructions, targets, 1.0),
-                    tf.image.ssim(reconstructions, targets, 1.0, filter_size=filter_size),
+            return (*pixels.pixel_scores(self.decode(codes), images),
                     tf.math.bincount(codes, minlength=size, maxlength=size, dtype=tf.float32))
 
         sums = {"mse": 0.0, "psnr": 0.0, "ssim": 0.0}
