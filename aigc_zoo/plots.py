@@ -32,6 +32,15 @@ def to_grid(images: np.ndarray | tf.Tensor, *, columns: int | None = None) -> np
     return grid
 
 
+def interleave_rows(originals: np.ndarray, reconstructions: np.ndarray, *,
+                    columns: int = 8) -> np.ndarray:
+    """Images for `to_grid(..., columns=columns)` whose rows alternate: `columns` originals,
+    then their reconstructions (or translations), row pair by row pair."""
+    count = len(originals) - len(originals) % columns
+    return np.concatenate([np.stack([originals[i:i + columns], reconstructions[i:i + columns]])
+                           for i in range(0, count, columns)]).reshape(-1, *originals.shape[1:])
+
+
 def save_grid(path: str | os.PathLike, images: np.ndarray | tf.Tensor, *, title: str = "",
               columns: int | None = None) -> np.ndarray:
     """Write images in [-1, 1] as one PNG grid with matplotlib; returns the grid (`to_grid`)."""

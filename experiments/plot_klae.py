@@ -33,9 +33,7 @@ def main() -> None:
     reconstructions = model.reconstruct(originals).numpy()
     latents = model.encode(originals[:6])[0].numpy()  # [6, h, w, channels]
     originals = originals.numpy()
-    # Rows alternate: 8 originals, then their 8 reconstructions.
-    pairs = np.concatenate([np.stack([originals[i:i + 8], reconstructions[i:i + 8]])
-                            for i in range(0, 32, 8)]).reshape(-1, *originals.shape[1:])
+    pairs = plots.interleave_rows(originals, reconstructions)  # 8 originals, then theirs
     samples = model.generate(32, seed=0).numpy()
 
     figure = plt.figure(figsize=(13, 4.4), dpi=110)

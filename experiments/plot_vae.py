@@ -11,7 +11,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 from aigc_zoo import data, plots, trained  # noqa: E402
 
@@ -34,9 +33,7 @@ def main() -> None:
     labels = batch.get("label")
     labels = labels if model.conditional else None
     reconstructions = model.reconstruct(batch["image"], labels).numpy()
-    # Rows alternate: 8 originals, then their 8 reconstructions.
-    pairs = np.concatenate([np.stack([originals[i:i + 8], reconstructions[i:i + 8]])
-                            for i in range(0, 32, 8)]).reshape(-1, *originals.shape[1:])
+    pairs = plots.interleave_rows(originals, reconstructions)  # 8 originals, then theirs
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 4.9), dpi=110)
     for axes, images, title in [

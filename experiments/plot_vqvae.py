@@ -32,9 +32,7 @@ def main() -> None:
     originals = next(iter(dataset))["image"]
     reconstructions = model.reconstruct(originals).numpy()
     originals = originals.numpy()
-    # Rows alternate: 8 originals, then their 8 reconstructions.
-    pairs = np.concatenate([np.stack([originals[i:i + 8], reconstructions[i:i + 8]])
-                            for i in range(0, 32, 8)]).reshape(-1, *originals.shape[1:])
+    pairs = plots.interleave_rows(originals, reconstructions)  # 8 originals, then theirs
     samples = model.generate(32, seed=0).numpy()
 
     figure, axes = plt.subplots(1, 3, figsize=(13, 4.2), dpi=110,

@@ -316,3 +316,15 @@ def test_toy_dataset_run_logs_mode_coverage_scatters_and_evaluates(tmp_path):
     before = snapshot(workdir)
     assert "points" in user_error(*flags, "--image_size=28", "--overwrite")
     assert snapshot(workdir) == before
+
+
+def test_interleave_rows_alternates_originals_and_their_reconstructions():
+    from aigc_zoo import plots
+    originals = np.arange(32)[:, None, None, None] * np.ones((1, 2, 2, 1))
+    pairs = plots.interleave_rows(originals, -originals)
+    assert pairs.shape == (64, 2, 2, 1)
+    rows = pairs[:, 0, 0, 0].reshape(8, 8)  # rows of the 8-column grid
+    np.testing.assert_array_equal(rows[0], np.arange(8))
+    np.testing.assert_array_equal(rows[1], -np.arange(8))
+    np.testing.assert_array_equal(rows[6], np.arange(24, 32))
+    np.testing.assert_array_equal(rows[7], -np.arange(24, 32))
