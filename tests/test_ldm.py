@@ -67,3 +67,7 @@ def test_on_a_vqvae_the_scale_is_set_samples_decode_and_the_prompt_reaches_them(
     assert np.abs(sample(prompt_a, 3.0) - conditional).max() > 0
     with pytest.raises(ValueError, match="token ids must be in"):
         model.generate(2, tokens=np.array([[6, 0, 0]] * 2))
+    with pytest.raises(ValueError, match="needs tokens"):
+        model.generate(2)
+    with pytest.raises(ValueError, match="takes tokens, not labels"):
+        model.generate(2, labels=[0, 1], tokens=prompt_a)

@@ -371,29 +371,39 @@ class GenerativeModel(export.KerasFile, keras.Model):
                   for name, option in declared.items()}
         return self.resolve_sampling_options(values)
 
-    def generate(self, num_samples: int, *, seed: int = 0, labels: Any = None,
-                 **options: Any) -> Any:
+    def generate(self, num_samples: int, *, seed: int = 0, **inputs: Any) -> Any:
         """`num_samples` samples in [-1, 1], NHWC (2D points for toy datasets), the same for
-        the same seed, labels and options.
+        the same seed, conditioning and options.
 
         Args:
             num_samples: samples to draw.
             seed: an integer in [0, 2**32).
-            labels: a conditional model's labels [num_samples] (default 0, 1, 2, ... cycling).
-            **options: the family's `sampling_options` (diffusion: steps, guidance, ...).
+            **inputs: the model's conditioning inputs, by their `conditioning_specs` names:
+                `labels` [num_samples] for a class-conditional model (default 0, 1, 2, ...
+                cycling), `tokens` [num_samples, max_length] for a text-conditional one (a
+                `text.Tokenizer.encode` of the prompts; required); and the family's
+                `sampling_options` (diffusion: steps, guidance, ...).
         Raises:
-            ValueError: labels an unconditional model would ignore, bad labels or option
-                values. TypeError: an option the family does not have.
+            ValueError: conditioning the model does not take, a missing or bad conditioning
+                input, bad option values. TypeError: an option the family does not have.
         """
-        values = self.resolved_sampling_options(options)
-        if labels is not None and not self.conditional:
-            raise ValueError(f"{self.registered_name or type(self).__name__} is "
-                             "unconditional and takes no labels")
-        given = {} if labels is None else {"labels": np.asarray(labels).reshape(-1)}
-        if self.conditional:
-            given.setdefault("labels", np.zeros([0], np.int32))
-            if given["labels"].size and given["labels"].dtype.kind not in "iu":
-                raise ValueError(f"labels must be integers, not {given['labels'].dtype}")
+        specs = self.conditioning_specs()
+        given = {name: np.asarray(inputs.pop(name)) for name in list(inputs)
+                 if name in specs and inputs[name] is not None}
+        model = self.registered_name or type(self).__name__
+        for name in ("labels", "tokens"):  # conditioning a model without it would ignore
+            if inputs.get(name) is not None:
+                raise ValueError(f"{model} takes {' and '.join(specs)}, not {name}" if specs
+                                 else f"{model} is unconditional and takes no {name}")
+            inputs.pop(name, None)
+        values = self.resolved_sampling_options(inputs)
+        if "labels" in specs:
+            given["labels"] = given.get("labels", np.zeros([0], np.int32)).reshape(-1)
+        for name, spec in specs.items():
+            if name not in given:
+                raise ValueError(f"{model} needs {name}")
+            if spec.dtype.is_integer and given[name].size and given[name].dtype.kind not in "iu":
+                raise ValueError(f"{name} must be integers, not {given[name].dtype}")
         try:
             conditioning = self.check_conditioning(given, num_samples)
         except tf.errors.InvalidArgumentError as error:
@@ -406,7 +416,7 @@ class GenerativeModel(export.KerasFile, keras.Model):
                    for name, option in declared.items() if option.dtype is not None]
         return self.sampling_function(static)(
             tf.constant(num_samples, tf.int32), tf.constant(seed, tf.int64),
-            *conditioning.values(), *runtime)
+            *(conditioning[name] for name in specs), *runtime)
 
     def prepare_stages(self) -> None:
         """`prepare_sampling` of every first stage with its default options (a GAN stage's

@@ -32,7 +32,6 @@ import dataclasses
 from typing import Any, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from aigc_zoo import config as config_lib
@@ -290,29 +289,3 @@ class LDM(diffusion.DDPM):
                                                          tf.int64), message=in_range)]
         with tf.control_dependencies(checks):
             return {"tokens": tf.cast(tokens, tf.int32)}
-
-    def generate(self, num_samples: int, *, seed: int = 0, labels: Any = None,
-                 tokens: Any = None, **options: Any) -> Any:
-        """`GenerativeModel.generate`; with conditioning "text", `tokens` [num_samples,
-        text_max_length] (a `Tokenizer.encode` of the prompts) instead of labels."""
-        if not self.text:
-            if tokens is not None:
-                raise ValueError("tokens are for an ldm with conditioning=text")
-            return super().generate(num_samples, seed=seed, labels=labels, **options)
-        if labels is not None or tokens is None:
-            raise ValueError("an ldm with conditioning=text takes tokens, not labels")
-        values = self.resolved_sampling_options(options)
-        try:
-            conditioning = self.check_conditioning(
-                {"tokens": np.asarray(tokens, np.int64)}, num_samples)
-        except tf.errors.InvalidArgumentError as error:
-            raise ValueError(error.message.splitlines()[0]) from None
-        self.prepare_stages()
-        self.prepare_sampling(values)
-        declared = self.sampling_options()
-        static = {name: values[name] for name, option in declared.items() if option.dtype is None}
-        runtime = [tf.constant(values[name], option.dtype)
-                   for name, option in declared.items() if option.dtype is not None]
-        return self.sampling_function(static)(
-            tf.constant(num_samples, tf.int32), tf.constant(seed, tf.int64),
-            conditioning["tokens"], *runtime)
