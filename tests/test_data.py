@@ -116,3 +116,12 @@ def test_unprepared_tfds_dataset_offline_fails_fast(monkeypatch, tmp_path):
         data.load("mnist", "train", batch_size=4, training=True, data_dir=str(tmp_path))
     assert time.monotonic() - start < 30
     assert not (tmp_path / "downloads").exists()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_png_bytes_decode_to_the_image(channels):
+    from aigc_zoo.data import png
+    image = np.random.default_rng(channels).integers(0, 256, (7, 5, channels), dtype=np.uint8)
+    np.testing.assert_array_equal(tf.io.decode_png(png.encode(image)).numpy(), image)
+    with pytest.raises(ValueError, match="uint8"):
+        png.encode(image.astype(np.float32))

@@ -37,6 +37,8 @@ import tensorflow_datasets as tfds
 from matplotlib import font_manager, ft2font, path, textpath, transforms
 from matplotlib.backends import backend_agg
 
+from aigc_zoo.data import png
+
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
 SPLITS = {"train": 60_000, "test": 10_000}
@@ -429,6 +431,6 @@ class Digits(tfds.core.GeneratorBasedBuilder):
             drawn = attributes(params)
             texts, slants = captions(labels, drawn), slant_bins(drawn["slant"])
             for image, label, text, slant in zip(images, labels, texts, slants):
-                yield key, {"image": image, "label": int(label), "caption": text,
+                yield key, {"image": png.encode(image), "label": int(label), "caption": text,
                             "slant": int(slant)}
                 key += 1

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from aigc_zoo.data import png
+
 IMAGE_SHAPE = (32, 32, 3)
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLOURS = ("red", "green", "blue", "yellow", "white")
@@ -177,7 +179,7 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
         key = 0
         for images, params, texts in render_chunks(SPLITS[split], seed=SPLIT_SEEDS[split]):
             for i, (image, text) in enumerate(zip(images, texts)):
-                yield key, {"image": image, "label": int(params["shape"][i, 0]),
+                yield key, {"image": png.encode(image), "label": int(params["shape"][i, 0]),
                             "caption": text, "count": params["count"][i],
                             **{name: params[name][i] for name in ATTRIBUTES}}
                 key += 1
