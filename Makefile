@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install run test test-slow benchmark tensorboard lint clean
+.PHONY: install run test test-slow benchmark compare tensorboard lint clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ test-slow: $(VENV)/.installed-test
 # Train-step speed, MFU, sampling and input-pipeline throughput; results in experiments/benchmarks/.
 benchmark: install
 	$(PY) -m aigc_zoo.benchmark $(ARGS)
+
+# Each zoo model against the keras-io recipe of its family, same wall-clock budget, same FD;
+# results in experiments/results/compare/ (e.g. ARGS="--families=dcgan,vae --budget_seconds=120").
+compare: install
+	$(PY) -m experiments.baselines.compare $(ARGS)
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir runs
