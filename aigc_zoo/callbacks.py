@@ -36,14 +36,18 @@ class TensorBoardLogger(keras.callbacks.Callback):
         reconstruct: a fixed batch (`{"image"[, "label"]}`) that a model declaring `encodes`
             encodes and decodes at each picture's epoch: the inputs' rows alternate with their
             reconstructions' in the `reconstructions` image.
+        conditioning: `generate`'s conditioning inputs for the picture, one row per sample
+            (a text model's `tokens`, which it cannot sample without).
     """
 
     def __init__(self, logdir: str, *, hparams: dict[str, Any], batch_size: int,
                  log_every_steps: int = 50, samples_dir: str | None = None,
                  sample_every_epochs: int = 1, domain: domains.Domain | None = None,
                  num_samples: int | None = None, sample_seed: int = 1234,
-                 reconstruct: dict[str, Any] | None = None):
+                 reconstruct: dict[str, Any] | None = None,
+                 conditioning: dict[str, Any] | None = None):
         super().__init__()
+        self._conditioning = conditioning or {}
         self._writers = _LazyWriter(logdir)  # made at the first write: making it writes a file
         self._hparams = hparams
         self._batch_size = batch_size
@@ -123,7 +127,8 @@ class TensorBoardLogger(keras.callbacks.Callback):
 
     def _draw_picture(self, epoch: int, step: int) -> None:
         """The samples' picture of 0-based `epoch` at `step`: a PNG and TensorBoard images."""
-        samples = self.model.generate(self._num_samples, seed=self._sample_seed).numpy()
+        samples = self.model.generate(self._num_samples, seed=self._sample_seed,
+                                      **self._conditioning).numpy()
         title = f"{self.model.registered_name}, epoch {epoch + 1}, step {step}"
         if self._samples_dir:
             pixels = self._domain.save_picture(self._picture_path(epoch), samples, title=title)

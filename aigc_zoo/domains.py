@@ -22,6 +22,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from aigc_zoo import plots
+from aigc_zoo.errors import UserError
 from aigc_zoo.data import toy
 from aigc_zoo.metrics import modes
 from aigc_zoo.metrics import sample_quality
@@ -103,9 +104,13 @@ class Images(Domain):
         return _SampleQuality(sample_quality_evaluator(run, quality, data_dir=data_dir))
 
     def report(self, results: Results) -> str:
-        if "sample_quality" not in results:
-            return ""
-        return sample_quality.format_report(results["sample_quality"])
+        parts = []
+        if "sample_quality" in results:
+            parts.append(sample_quality.format_report(results["sample_quality"]))
+        if results.get("prompt_agreement"):  # a text-conditional model's (`trained.evaluate`)
+            from aigc_zoo.metrics import attributes
+            parts.append(attributes.format_report(results["prompt_agreement"]))
+        return "\n".join(parts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,22 +150,24 @@ class Pairs(Images):
     extractor."""
 
     task: str
+    target: tuple[str, ...] = ()  # an unpaired model's target domain (`Knobs.target`)
     kind = "pairs"
 
     def evaluator(self, run: Any, quality: sample_quality.Options | None, *,
                   data_dir: str | None = None) -> Evaluator:
-        return _Translation(run, self.task, quality, data_dir=data_dir)
+        return _Translation(run, self.task, quality, data_dir=data_dir, target=self.target)
 
     def report(self, results: Results) -> str:
         from aigc_zoo.metrics import translation
         return translation.format_report(results["translation"])
 
 
-def for_dataset(name: str, *, task: str = "") -> Domain:
-    """The domain of dataset `name`, as pairs of `task` when the model declares one."""
+def for_dataset(name: str, *, task: str = "", target: Sequence[str] = ()) -> Domain:
+    """The domain of dataset `name`, as pairs of `task` when the model declares one (with
+    the `target` domain of an unpaired one)."""
     if name in toy.MIXTURES:
         return Points(toy.MIXTURES[name])
-    return Pairs(task) if task else Images()
+    return Pairs(task, tuple(target)) if task else Images()
 
 
 def holds_points(image_shape: Sequence[int]) -> bool:
@@ -186,6 +193,10 @@ class _SampleQuality:
                    "sample_quality": results}
         return entries, sample_quality.scalars(results)
 
+    def use_prompts(self, tokens: np.ndarray) -> None:
+        """Draw a text-conditional model's samples for these prompts (token rows, cycled)."""
+        self._measure.prompts = tokens
+
     def summary(self, results: Results) -> str:
         quality = results["sample_quality"]
         name = quality["extractor"]
@@ -197,21 +208,48 @@ class _SampleQuality:
 
 class _Translation:
     def __init__(self, run: Any, task: str, quality: sample_quality.Options | None, *,
-                 data_dir: str | None = None):
+                 data_dir: str | None = None, target: Sequence[str] = ()):
         from aigc_zoo.data import paired
         self._run, self._task, self._data_dir = run, paired.parse_task(task), data_dir
+        self._target = tuple(target)
         self._num_examples = quality.num_samples if quality and quality.num_samples else 1000
-        # Made now, so a missing extractor fails before anything is evaluated.
+        # The classifier of the domain the outputs belong to: the target dataset's, for an
+        # unpaired model. Made now, so a missing extractor fails before anything is evaluated.
+        dataset, train_split, eval_split = (self._target or (run.dataset, run.train_split,
+                                                             run.eval_split))
+        if self._target:
+            self._check_target(quality)
         self._extractor = None if quality is None else sample_quality.make_extractor(
-            quality, dataset=run.dataset, train_split=run.train_split,
-            eval_split=run.eval_split, data_dir=data_dir, image_size=run.image_size)
+            quality, dataset=dataset, train_split=train_split, eval_split=eval_split,
+            data_dir=data_dir, image_size=run.image_size)
+
+    def _check_target(self, quality: sample_quality.Options | None) -> None:
+        """An unpaired model is judged by the target domain's classifier alone, which reads
+        images of the target's own shape: refuse what it cannot measure, before training."""
+        from aigc_zoo import data
+        if quality is None:
+            raise UserError("an unpaired model has no pixel references: its evaluation is the "
+                            "target domain's classifier, so --eval_samples must be above 0")
+        shapes = [data.open_split(name, split, data_dir=self._data_dir,
+                                  image_size=self._run.image_size)[1].image_shape
+                  for name, split in ((self._run.dataset, self._run.eval_split),
+                                      (self._target[0], self._target[2]))]
+        if tuple(shapes[0]) != tuple(shapes[1]):
+            raise UserError(f"the target dataset's images are {'x'.join(map(str, shapes[1]))}, "
+                            f"the sources' {'x'.join(map(str, shapes[0]))}: its classifier "
+                            "cannot judge the translations; evaluate domains of one shape "
+                            "(or train with --eval_every_epochs=0)")
 
     def evaluate(self, model: Any, *, seed: int) -> tuple[Results, dict[str, float]]:
         from aigc_zoo import data
         from aigc_zoo.metrics import translation
+        if getattr(model.config, "direction", "forward") != "forward":
+            raise UserError("evaluation measures the forward direction (--dataset into "
+                            "--target_dataset); drop --direction=backward")
         batches, info = data.load(self._run.dataset, self._run.eval_split, batch_size=100,
                                   training=False, data_dir=self._data_dir,
-                                  image_size=self._run.image_size, task=self._task.name)
+                                  image_size=self._run.image_size, task=self._task.name,
+                                  target=self._target)
         results = translation.evaluate(lambda sources: model.translate(sources, seed=seed),
                                        batches, self._task, model.image_shape,
                                        num_examples=self._num_examples,
@@ -220,6 +258,8 @@ class _Translation:
 
     def summary(self, results: Results) -> str:
         row = results["translation"]["model"]
+        if "psnr" not in row:  # unpaired: no pixel references, the target domain's FD
+            return f"translation FD {row.get('fd', float('nan')):.4f}"
         return f"translation PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.4f}"
 
 

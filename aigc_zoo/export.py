@@ -5,7 +5,8 @@ The SavedModel needs TensorFlow alone to load (no `aigc_zoo`, no Keras model cod
 with TF Serving. Every model has `generate(num_samples, seed)`: the model's `sample_tensors`
 with its default sampling options. A model whose `sampling_options` include runtime ones (the
 diffusion models' `steps` and `guidance`) also has `sample`, which takes them as inputs; its
-static options are fixed at their defaults. Conditional models also take `labels`. A family
+static options are fixed at their defaults. Conditional models also take `labels`, text
+models string `prompts` (tokenised inside the graph by the run's tokenizer). A family
 may add its own signatures (`GenerativeModel.serving_endpoints`: `encode`, `decode` for the
 VAEs). Inputs are scalars or tensors
 of fixed dtypes (int32 counts, seeds and steps, float32 guidance and images), so a TF Serving
@@ -55,13 +56,18 @@ class ServingEndpoint:
     doc: str
 
 
-def endpoints(model: "GenerativeModel") -> dict[str, ServingEndpoint]:
+def endpoints(model: "GenerativeModel", tokenizer: Any = None) -> dict[str, ServingEndpoint]:
     """Every signature `save_model` writes: `generate`, `sample` when the model has runtime
-    sampling options, and the family's own (`serving_endpoints`)."""
+    sampling options, and the family's own (`serving_endpoints`). With `tokenizer` (a text
+    model's `text.GraphTokenizer`), the `tokens` input becomes string `prompts` [num_samples]
+    (or [1], repeated), tokenised inside the graph."""
     declared = model.sampling_options()
     defaults = model.resolved_sampling_options({})
     runtime = {name: option for name, option in declared.items() if option.dtype is not None}
     conditioning = list(model.conditioning_specs().values())
+    if tokenizer is not None:
+        conditioning = [tf.TensorSpec([None], tf.string, name="prompts") if spec.name == "tokens"
+                        else spec for spec in conditioning]
     counts = [tf.TensorSpec([], tf.int32, name="num_samples"),
               tf.TensorSpec([], tf.int32, name="seed")]
     names = ["num_samples", "seed", *runtime, *(spec.name for spec in conditioning)]
@@ -70,6 +76,9 @@ def endpoints(model: "GenerativeModel") -> dict[str, ServingEndpoint]:
     images = "images [num_samples, H, W, C] in [-1, 1] (points for 2D datasets)"
     if model.conditional:
         images += "; labels [num_samples] in [0, num_classes), or [] for 0, 1, 2, ... cycling"
+    if tokenizer is not None:
+        images += ("; prompts [num_samples] (or one for all): strings of the tokenizer's words "
+                   "(an empty prompt, an unknown word or too many fail with its message)")
 
     # The model's own cached sampling function for the default static options: its inputs
     # are the export's, so both signatures call one traced graph (tracing a diffusion
@@ -84,8 +93,14 @@ def endpoints(model: "GenerativeModel") -> dict[str, ServingEndpoint]:
 
         def serve(num_samples, seed, *rest):  # the archive passes inputs by position
             given = dict(zip([spec.name for spec in specs[2:]], rest))
+            if tokenizer is not None:  # one prompt serves every sample
+                prompts = given.pop("prompts")
+                prompts = tf.cond(tf.size(prompts) == 1,
+                                  lambda: tf.repeat(prompts, num_samples), lambda: prompts)
+                given["tokens"] = tokenizer(prompts)
             checked = model.check_conditioning(
-                {spec.name: given[spec.name] for spec in conditioning}, num_samples)
+                {spec.name: given[spec.name] for spec in model.conditioning_specs().values()},
+                num_samples)
             values = [given[name] if name in inputs else tf.constant(defaults[name], option.dtype)
                       for name, option in runtime.items()]
             return {"images": function(num_samples, tf.cast(seed, tf.int64), *checked.values(),
@@ -151,6 +166,13 @@ def export_run(workdir: str, *, export_dir: str | None = None,
     """
     from aigc_zoo import trained  # which imports the models, which import this module
 
+    from aigc_zoo import registry, text
+    from aigc_zoo.workdir import Workdir
+
+    # A text model's tokenizer first: a damaged one is reported before the model is built.
+    saved = Workdir(workdir).require().run
+    tokenizer = (text.load_for(workdir, saved.config)
+                 if registry.get_model(saved.model).takes_text(saved.config) else None)
     run, model = trained.restore(workdir, expected_model=expected_model, overrides=overrides,
                                  mode="export")
     step = int(model.global_step.numpy())
@@ -158,13 +180,18 @@ def export_run(workdir: str, *, export_dir: str | None = None,
     info = {"model": run.model, "dataset": run.dataset, "global_step": step,
             "image_shape": list(model.image_shape), "num_classes": model.num_classes,
             "config": config_lib.to_dict(run.config)}
-    save_model(model, export_dir, info=info)
+    save_model(model, export_dir, info=info, tokenizer=tokenizer)
     return export_dir
 
 
 def save_model(model: GenerativeModel, export_dir: str, *,
-               info: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+               info: dict[str, Any] | None = None, tokenizer: Any = None
+               ) -> dict[str, dict[str, Any]]:
     """Write `model`'s serving signatures as a SavedModel in `export_dir` (atomically).
+
+    A text model given its `text.Tokenizer` takes string `prompts` (tokenised in the graph
+    by a `text.GraphTokenizer`, whose lookup table the SavedModel holds, and recorded in the
+    info file); without it, token ids `tokens`.
 
     The SavedModel is written to a temporary folder next to `export_dir` and renamed, so an
     interrupted export leaves no partial model where a server would look for one.
@@ -180,9 +207,17 @@ def save_model(model: GenerativeModel, export_dir: str, *,
     # e.g. the GANs' standing statistics, before they are captured
     model.prepare_stages()
     model.prepare_sampling(model.resolved_sampling_options({}))
-    served = endpoints(model)
+    graph_tokenizer = None
+    if tokenizer is not None:
+        from aigc_zoo import text
+        graph_tokenizer = text.GraphTokenizer(tokenizer)
+        info = {**(info or {}), "tokenizer": {"max_length": tokenizer.max_length,
+                                              "vocabulary": list(tokenizer.vocabulary)}}
+    served = endpoints(model, graph_tokenizer)
     archive = keras.export.ExportArchive()
     archive.track(model)
+    if graph_tokenizer is not None:
+        archive.track(graph_tokenizer.table)
     for name, endpoint in served.items():
         archive.add_endpoint(name, endpoint.function, input_signature=list(endpoint.inputs))
     signatures = {name: {"inputs": {spec.name: {"dtype": spec.dtype.name,

@@ -61,6 +61,35 @@ def save_grid(path: str | os.PathLike, images: np.ndarray | tf.Tensor, *, title:
     return grid
 
 
+def save_prompt_grid(path: str | os.PathLike, images: np.ndarray | tf.Tensor,
+                     prompts: list[str], *, title: str = "") -> None:
+    """Write images in [-1, 1] as one PNG, a row per prompt with the prompt written above it:
+    `images` holds `len(images) // len(prompts)` samples of each prompt in turn."""
+    images = np.asarray(images, dtype=np.float32)
+    columns = len(images) // len(prompts)
+    height, width = images.shape[1:3]
+    scale = max(1.0, 480 / (columns * width)) / 100  # inches per pixel, small images enlarged
+    row_inches, text_inches = height * scale, 0.22
+    figure = plt.figure(figsize=(columns * width * scale,
+                                 len(prompts) * (row_inches + text_inches) + (0.3 if title else 0)),
+                        dpi=100)
+    top = 1 - (0.3 / figure.get_figheight() if title else 0)
+    step = (row_inches + text_inches) / figure.get_figheight()
+    for row, prompt in enumerate(prompts):
+        grid = to_grid(images[row * columns:(row + 1) * columns], columns=columns)
+        bottom = top - (row + 1) * step
+        axes = figure.add_axes([0, bottom, 1, row_inches / figure.get_figheight()])
+        axes.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0,
+                    vmax=255, interpolation="nearest", aspect="auto")
+        axes.axis("off")
+        axes.set_title(prompt, fontsize=8, pad=2)
+    if title:
+        figure.suptitle(title, fontsize=9, y=0.995)
+    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
 def points_figure(points: np.ndarray | tf.Tensor, mixture: toy.Mixture, *, title: str = ""
                   ) -> "plt.Figure":
     """A scatter of 2D samples over the modes of `mixture` (circles: 3 std)."""

@@ -19,7 +19,7 @@ from typing import Any, Collection, Mapping, Sequence, Union
 import keras
 
 from aigc_zoo import config as config_lib
-from aigc_zoo import data, distribute, files, registry
+from aigc_zoo import data, distribute, files, registry, text
 from aigc_zoo.errors import UserError
 from aigc_zoo.metrics import sample_quality
 
@@ -32,6 +32,8 @@ DEFAULT_PRECISION = "float32"
 # for well under 1% of the time; short runs (tests, tiny configs) save only at epoch ends.
 DEFAULT_CHECKPOINT_EVERY_STEPS = 1000
 SEED_LIMIT = 2**32
+# --mode=sample of a text model: samples drawn for each prompt (a row of the picture).
+DEFAULT_SAMPLES_PER_PROMPT = 8
 
 
 # Flags with no tighter meaning still count something TensorFlow holds as int64 (steps,
@@ -235,6 +237,10 @@ class SampleRequest:
     `labels` (a conditional model's) repeat to `num_samples`: one label for every sample, or a
     list in turn; None cycles 0, 1, 2, .... `overrides` change sampling fields of the config
     (`config.sampling_field`), e.g. `sample_steps=50`.
+
+    A text model's samples are `samples_per_prompt` (None: `DEFAULT_SAMPLES_PER_PROMPT`) for
+    each of `prompts`, in turn; with no prompts, for each of the first `num_samples //
+    samples_per_prompt` distinct captions of the run's eval split (read from `data_dir`).
     """
 
     workdir: str
@@ -243,10 +249,21 @@ class SampleRequest:
     expected_model: str | None = None
     labels: tuple[int, ...] | None = None
     overrides: tuple[str, ...] = ()
+    prompts: tuple[str, ...] | None = None
+    samples_per_prompt: int | None = None
+    data_dir: str | None = None
 
     def __post_init__(self) -> None:
         check_at_least("num_samples", self.num_samples, 1)
         check_seed("seed", self.seed)
+        if self.samples_per_prompt is not None:
+            check_at_least("samples_per_prompt", self.samples_per_prompt, 1)
+        if self.prompts is not None and not self.prompts:
+            raise UserError("no prompts given: expected one or more --prompt")
+        for prompt in self.prompts or ():
+            if not text.words(prompt):  # the rest needs the run's tokenizer (at sample time)
+                raise UserError(f"empty prompt {prompt!r}: write at least one word")
+        files.check_folder("data_dir", self.data_dir, writable=False)
         if self.labels is not None and not self.labels:
             raise UserError("bad value labels=[]: expected one or more integers")
         _check_assignments(self.overrides)
@@ -355,14 +372,31 @@ def from_flags(values: Mapping[str, Any], *, present: Collection[str] = (),
         raise UserError("--labels is for --mode=sample (a conditional model's labels)")
     if mode == "train":
         return _train_request(values)
+    stray = [name for name in ("target_dataset", "target_train_split", "target_eval_split")
+             if values.get(name) is not None]
+    if stray:
+        raise UserError(f"--{stray[0]} is for --mode=train (a trained cyclegan keeps its target "
+                        "dataset in its run record)")
     model_class = registry.get_model(values["model"])
     workdir = values["workdir"] or default_workdir(
         values["model"], values["dataset"] or model_class.default_dataset)
     files.check_folder("workdir", values["workdir"], writable=True)
     expected_model = values["model"] if "model" in present else None
     overrides = tuple(values["set"])
+    if values.get("direction") is not None:  # cyclegan's sampling field `direction`
+        overrides += (f"direction={values['direction']}",)
+    prompted = [name for name in ("prompt", "prompts_file", "samples_per_prompt")
+                if values.get(name) not in (None, [])]
+    if prompted and mode != "sample":
+        raise UserError(f"--{prompted[0]} is for --mode=sample (a text model's prompts)")
     if mode == "sample":
+        prompts = _prompts(values)
+        if prompts is not None and "num_samples" in present:
+            raise UserError("--num_samples is for sampling without prompts; with prompts, "
+                            "--samples_per_prompt sets how many samples each gets")
         return SampleRequest(workdir, num_samples=values["num_samples"], seed=values["seed"],
+                             prompts=prompts, samples_per_prompt=values.get("samples_per_prompt"),
+                             data_dir=values.get("data_dir"),
                              expected_model=expected_model, labels=_labels(values["labels"]),
                              overrides=overrides)
     if mode == "translate":
@@ -401,6 +435,18 @@ def _train_request(values: Mapping[str, Any]) -> TrainRequest:
             raise UserError(f"--task is for image-to-image models; {values['model']} trains on "
                             "images alone")
         assignments.append(f"task={values['task']}")
+    if values.get("direction") is not None:
+        raise UserError("--direction picks a trained cyclegan's direction at sample, translate "
+                        "and export time; training learns both directions")
+    for name in ("target_dataset", "target_train_split", "target_eval_split"):
+        if values.get(name) is not None:  # an unpaired model's second dataset (cyclegan)
+            if name not in {field.name for field in dataclasses.fields(base)}:
+                raise UserError(f"--{name} is for unpaired translation (cyclegan); "
+                                f"{values['model']} translates no second dataset")
+            assignments.append(f"{name}={values[name]}")
+    if _text_by_default(base, values["set"]) and data.has_captions(dataset,
+                                                                   values["train_split"]):
+        assignments.append("conditioning=text")  # "text by default on a captioned dataset"
     run = Run(model=values["model"], dataset=dataset,
               config=config_lib.override(base, assignments + list(values["set"])),
               seed=values["seed"], train_split=values["train_split"],
@@ -423,6 +469,33 @@ def _train_request(values: Mapping[str, Any]) -> TrainRequest:
         keep_checkpoints=values["keep_checkpoints"], deterministic=values["deterministic"])
     return TrainRequest(run, options, strategy=values["strategy"],
                         num_cpu_devices=values["num_cpu_devices"], tpu=values["tpu"])
+
+
+def _text_by_default(config: config_lib.TrainConfig, assignments: Sequence[str]) -> bool:
+    """Whether a model of `config` can take text (its config has `conditioning` and the text
+    fields) and the user did not choose its `conditioning` with --set."""
+    names = {field.name for field in dataclasses.fields(config)}
+    chosen = any(item.partition("=")[0].strip() == "conditioning" for item in assignments)
+    return {"conditioning", "text_vocabulary_size"} <= names and not chosen
+
+
+def _prompts(values: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """--prompt's values, or the lines of --prompts_file (blank lines skipped); None: none."""
+    given, path = list(values.get("prompt") or []), values.get("prompts_file")
+    if given and path:
+        raise UserError("give prompts with --prompt or --prompts_file, not both")
+    if path is None:
+        return tuple(given) or None
+    files.check_readable_file("prompts_file", path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = [line.strip() for line in handle]
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read --prompts_file={path}: {error}") from None
+    prompts = tuple(line for line in lines if line)
+    if not prompts:
+        raise UserError(f"--prompts_file={path} holds no prompts (one a line)")
+    return prompts
 
 
 def _quality(values: Mapping[str, Any]) -> sample_quality.Options:

@@ -82,7 +82,16 @@ flags.DEFINE_integer("steps_per_epoch", None, "Train steps per epoch; 0 = the wh
                      "(rounded down to a multiple of the model's default steps per call).")
 flags.DEFINE_integer("batch_size", None, "Global batch size (config field `batch_size`).")
 flags.DEFINE_string("task", None, "Image-to-image models: the paired task made from the dataset "
-                    "(config field `task`): sr:4 (sr), sr:2, inpaint, edges.")
+                    "(config field `task`): sr:4 (sr), sr:2, inpaint, edges, pairs (a "
+                    "pairs:<dir> dataset's own sources).")
+flags.DEFINE_string("target_dataset", None, "Unpaired translation (cyclegan): the dataset "
+                    "--dataset is translated into (config field `target_dataset`).")
+flags.DEFINE_string("target_train_split", None, "cyclegan: the --target_dataset split to train "
+                    "on (default train).")
+flags.DEFINE_string("target_eval_split", None, "cyclegan: the --target_dataset split "
+                    "evaluation compares with (default test).")
+flags.DEFINE_enum("direction", None, ["forward", "backward"], "cyclegan, in --mode=sample|"
+                  "translate|export: --dataset into --target_dataset (forward) or back.")
 flags.DEFINE_multi_string("set", [], "Override a config field: --set name=value (repeatable); "
                           "in --mode=sample|eval|export|translate only its sampling fields.")
 flags.DEFINE_integer("seed", 0, "Seed of weights, data order and sampling.")
@@ -97,6 +106,13 @@ flags.DEFINE_integer("sample_every_epochs", 1, "While training, draw the sample 
 flags.DEFINE_integer("num_samples", 64, "Images written by --mode=sample.")
 flags.DEFINE_list("labels", None, "--mode=sample of a conditional model: the labels to draw, "
                   "repeated to --num_samples (7: all sevens; 0,1,2: in turn).")
+flags.DEFINE_multi_string("prompt", [], "--mode=sample of a text model: a prompt (repeatable); "
+                          "each gets --samples_per_prompt samples, a row of the picture. "
+                          "Default: the first distinct captions of the eval split.")
+flags.DEFINE_string("prompts_file", None, "--mode=sample of a text model: a file of prompts, "
+                    "one a line (instead of --prompt).")
+flags.DEFINE_integer("samples_per_prompt", None, "--mode=sample of a text model: samples per "
+                     f"prompt (default {request_lib.DEFAULT_SAMPLES_PER_PROMPT}).")
 flags.DEFINE_string("train_split", "train", "Split to train on (e.g. train, test[:9000]).")
 flags.DEFINE_string("eval_split", "test", "Split --mode=eval measures (e.g. test, test[9000:]).")
 flags.DEFINE_integer("eval_samples", None, "Samples for the sample-quality metrics of "

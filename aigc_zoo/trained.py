@@ -16,12 +16,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from aigc_zoo import callbacks, data, domains, files, shards
+from aigc_zoo import callbacks, data, domains, files, plots, registry, shards, text
 from aigc_zoo import config as config_lib
 from aigc_zoo.checkpoints import Checkpointer
 from aigc_zoo.errors import UserError
+from aigc_zoo.metrics import attributes
 from aigc_zoo.models.base import GenerativeModel
-from aigc_zoo.request import EvalRequest, Run, SampleRequest, check_held_samples
+from aigc_zoo.request import (DEFAULT_SAMPLES_PER_PROMPT, EvalRequest, Run, SampleRequest,
+                              check_held_samples)
 from aigc_zoo.workdir import Workdir
 
 
@@ -66,27 +68,33 @@ def sample(request: SampleRequest) -> dict[str, str]:
     """Write a picture (PNG) of the first samples and all the samples' arrays (`shards`: one
     `.npz`, or a folder of shards with an index); their paths (`png`, `npz`).
 
-    The arrays are `images` and every conditioning input they were drawn with (`labels`).
+    The arrays are `images` and every conditioning input they were drawn with (`labels`; a
+    text model's `prompts`, one string per sample, and their `tokens`). A text model draws
+    `samples_per_prompt` samples for each prompt (`SampleRequest`), and its picture shows
+    each prompt above its row of samples.
     Samples are drawn `config.batch_size` at a time (the batch the run trained on, with its
     gradients, so it fits the device), the first batch with `seed`, batch `b` > 0 with a seed
     derived from `(seed, b)`: the first samples are the same whatever `num_samples` is.
     Memory holds one shard and one batch at a time; a line of progress is printed whenever a
     shard has been written.
     """
+    # Prompts are checked first: a bad one is reported without building the model.
+    prompts, tokens = _prompts(request, Workdir(request.workdir).require().run)
     run, model = restore(request.workdir, expected_model=request.expected_model,
                          overrides=request.overrides, mode="sample")
     if request.labels is not None and not model.conditional:
-        raise UserError(f"{run.model} is unconditional: it takes no --labels")
+        raise UserError(f"{run.model} {_trained_without(run, 'labels')}: it takes no --labels")
+    num_samples = request.num_samples if prompts is None else len(prompts)
     if request.labels is not None and not all(0 <= n < model.num_classes for n in request.labels):
         raise UserError(f"bad value labels: labels must be in [0, {model.num_classes})")
     folder = Workdir(request.workdir).output("samples")
-    _check_disk_space(folder, request.num_samples, model.image_shape)
+    _check_disk_space(folder, num_samples, model.image_shape)
     stem = os.path.join(folder, f"samples_step{int(model.global_step.numpy())}_seed{request.seed}")
-    batch = min(run.config.batch_size, request.num_samples)
-    writer = shards.Writer(stem, request.num_samples, model.image_shape)
+    batch = min(run.config.batch_size, num_samples)
+    writer = shards.Writer(stem, num_samples, model.image_shape)
     picture, started = [], time.monotonic()
-    for index, start in enumerate(range(0, request.num_samples, batch)):
-        count = min(batch, request.num_samples - start)
+    for index, start in enumerate(range(0, num_samples, batch)):
+        count = min(batch, num_samples - start)
         labels = request.labels_for(start, start + count, model.num_classes
                                     if model.conditional else None)
         # The first batch draws with the seed itself: up to a batch, the samples are
@@ -94,23 +102,65 @@ def sample(request: SampleRequest) -> dict[str, str]:
         seed = request.seed if index == 0 else int(
             np.random.SeedSequence([request.seed, index]).generate_state(1)[0])
         try:
-            images = model.generate(count, seed=seed, labels=labels).numpy()
+            images = model.generate(count, seed=seed, labels=labels, tokens=None if tokens is None
+                                    else tokens[start:start + count]).numpy()
         except ValueError as error:  # a sampling option's value
             raise UserError(str(error)) from None
-        writer.add(images, {} if labels is None else {"labels": np.asarray(labels, np.int32)})
+        arrays = {} if labels is None else {"labels": np.asarray(labels, np.int32)}
+        if prompts is not None:
+            arrays.update(prompts=np.asarray(prompts[start:start + count]),
+                          tokens=tokens[start:start + count])
+        writer.add(images, arrays)
         if start < PICTURE_SAMPLES:
             picture.append(images[:PICTURE_SAMPLES - start])
         done = start + count
         if writer.sharded and (done // writer.shard_size > start // writer.shard_size
-                               or done == request.num_samples):  # a shard was written
+                               or done == num_samples):  # a shard was written
             seconds = time.monotonic() - started
-            print(f"sampled {done:,}/{request.num_samples:,} in {seconds:.0f} s, about "
-                  f"{seconds * (request.num_samples - done) / done:.0f} s left", flush=True)
+            print(f"sampled {done:,}/{num_samples:,} in {seconds:.0f} s, about "
+                  f"{seconds * (num_samples - done) / done:.0f} s left", flush=True)
     path = writer.close()
-    domains.for_dataset(run.dataset).save_picture(
-        stem + ".png", np.concatenate(picture),
-        title=f"{run.model} on {run.dataset}, seed {request.seed}")
+    title = f"{run.model} on {run.dataset}, seed {request.seed}"
+    if prompts is None:
+        domains.for_dataset(run.dataset).save_picture(stem + ".png", np.concatenate(picture),
+                                                      title=title)
+    else:
+        per_prompt = request.samples_per_prompt or DEFAULT_SAMPLES_PER_PROMPT
+        shown = np.concatenate(picture)
+        plots.save_prompt_grid(stem + ".png", shown, prompts[:len(shown):per_prompt],
+                               title=title + (f", guidance {model.config.guidance:g}"
+                                              if hasattr(model.config, "guidance") else ""))
     return {"png": stem + ".png", "npz": path}
+
+
+def _trained_without(run: Run, what: str) -> str:
+    """"is unconditional" or "was trained with conditioning=...", for the error of a
+    conditioning input the run's model does not take."""
+    conditioning = getattr(run.config, "conditioning", None)
+    if conditioning is None:
+        return f"takes no {what}" if what == "prompts" else "is unconditional"
+    return f"was trained with conditioning={conditioning}"
+
+
+def _prompts(request: SampleRequest, run: Run) -> tuple[list[str] | None, np.ndarray | None]:
+    """A text model's prompt for each sample (each of the request's prompts, or of the
+    default ones, `samples_per_prompt` times) and their tokens; (None, None) for another
+    model, which may not be given prompts."""
+    prompted = request.prompts is not None or request.samples_per_prompt is not None
+    if not registry.get_model(run.model).takes_text(run.config):
+        if prompted:
+            flag = "--prompt" if request.prompts is not None else "--samples_per_prompt"
+            raise UserError(f"{run.model} {_trained_without(run, 'prompts')}: it takes no "
+                            f"{flag} (text prompts are for text-conditional models)")
+        return None, None
+    from aigc_zoo import training  # the default prompts are the per-epoch picture's
+    tokenizer = text.load_for(request.workdir, run.config)
+    per_prompt = request.samples_per_prompt or DEFAULT_SAMPLES_PER_PROMPT
+    given = list(request.prompts) if request.prompts is not None else training.default_prompts(
+        run, tokenizer, max(1, request.num_samples // per_prompt), data_dir=request.data_dir)
+    rows = [prompt for prompt in given for _ in range(per_prompt)]
+    # An unknown word or an over-long prompt is one line here, before anything is drawn.
+    return rows, tokenizer.encode(rows)
 
 
 def _check_disk_space(folder: str, num_samples: int, sample_shape: Sequence[int]) -> None:
@@ -147,11 +197,15 @@ def evaluate(request: EvalRequest) -> dict[str, Any]:
         check_held_samples(quality.num_samples, model.image_shape)
     # The evaluator first: a missing extractor (no labels, no Inception weights offline) fails
     # before the model's own evaluation has run.
-    evaluator = domains.for_dataset(run.dataset, task=knobs.task).evaluator(
+    evaluator = domains.for_dataset(run.dataset, task=knobs.task, target=knobs.target).evaluator(
         run, quality, data_dir=request.data_dir)
     if evaluator is None and not knobs.evaluates:
         raise UserError(f"{run.model} has no evaluation of its own; measure sample quality "
                         "with --eval_samples > 0")
+    # A text-conditional model's samples are drawn for the eval captions, and its prompt
+    # agreement measured; the attribute probe too is loaded (or trained) before anything runs.
+    agreement = attributes.prepare(run, model, request.workdir, quality, evaluator,
+                                   data_dir=request.data_dir)
     step = int(model.global_step.numpy())
     results = {
         "model": run.model, "dataset": run.dataset, "split": run.eval_split,
@@ -170,6 +224,9 @@ def evaluate(request: EvalRequest) -> dict[str, Any]:
         entries, values = evaluator.evaluate(model, seed=request.seed)
         results.update(entries)
         scalars.update(values)
+    if agreement is not None:
+        results["prompt_agreement"] = agreement.evaluate(model, seed=request.seed)
+        scalars.update(attributes.scalars(results["prompt_agreement"]))
     workdir = Workdir(request.workdir)
     files.write_json(workdir.metrics_path, results)
     callbacks.write_scalars(os.path.join(workdir.output("tensorboard"), "eval"), step,

@@ -17,10 +17,12 @@ from typing import Any, Callable, Sequence
 
 import tensorflow as tf
 
-from aigc_zoo import callbacks, checkpoints, data, distribute, domains, registry, stages
+from aigc_zoo import callbacks, checkpoints, data, distribute, domains, registry, stages, text
 from aigc_zoo import config as config_lib
 from aigc_zoo import request as request_lib
 from aigc_zoo.checkpoints import Checkpointer
+from aigc_zoo.data import paired
+from aigc_zoo.metrics import attributes
 from aigc_zoo.errors import TrainingDiverged, UserError
 from aigc_zoo.models.base import GenerativeModel
 from aigc_zoo.request import Run, TrainOptions
@@ -55,11 +57,13 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
         # Seeds: build_model seeds Python, NumPy and TensorFlow; the data order is seeded.
         tf.config.experimental.enable_op_determinism()
     previous = None if options.overwrite else workdir.read()
+    run, tokenizer, captions = _text(run, previous, workdir, options)
     # The run's own fields are compared before the data is opened; the data's image shape
     # and classes once it is (a folder dataset may have changed).
     workdir.check_same_run(previous, run.to_json())
-    split, info = data.open_split(run.dataset, run.train_split, data_dir=options.data_dir,
-                                  image_size=run.image_size)
+    split, info = (_tokenized_split(run, options, tokenizer, captions) if tokenizer else
+                   data.open_split(run.dataset, run.train_split, data_dir=options.data_dir,
+                                   image_size=run.image_size))
     run.check_sizes(info.image_shape)
     record = RunRecord(run, info.image_shape, info.num_classes,
                        epoch_length(run, info.num_examples, info.image_shape, previous=previous))
@@ -67,19 +71,28 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     record, first_stages = _first_stages(record, previous, workdir, options)
     # The first stream is made before the model: building it clears TensorFlow's global seed,
     # which `build_model` then sets; later streams put the seed back themselves (`reseed`).
-    stream = _batch_stream(run, split, info)
+    # An unpaired model's second dataset, opened once like the first (`Knobs.target`).
+    target = run.knobs(info.image_shape).target
+    target = target and paired.open_target(target, "train", info, data_dir=options.data_dir)
+    stream = _batch_stream(run, split, info, target=target)
     spe = _steps_per_execution(options, record, multi_worker=multi_worker)
     model = run.build_model(record.image_shape, record.num_classes, record.stages)
     stages.copy_into(model, first_stages)
     model.compile(jit_compile=options.jit_compile, steps_per_execution=spe)
-    domain = domains.for_dataset(run.dataset, task=run.knobs(record.image_shape).task)
+    domain = domains.for_dataset(run.dataset, task=run.knobs(record.image_shape).task,
+                                 target=run.knobs(record.image_shape).target)
     every = domain.evaluate_every(options.eval_every_epochs)
     # Made before anything is written: a missing extractor fails here, changing nothing.
     quality = options.quality.sized(run.knobs(record.image_shape).sampling_cost)
     if every:
         request_lib.check_held_samples(quality.num_samples, record.image_shape)
     evaluator = (domain.evaluator(run, quality, data_dir=options.data_dir) if every else None)
+    if evaluator is not None and tokenizer is not None:  # as in --mode=eval, without the probe
+        evaluator.use_prompts(attributes.caption_prompts(run, tokenizer,
+                                                         data_dir=options.data_dir))
     reconstruct = _reconstruction_batch(run, record, options, domain)
+    prompts = tokenizer and options.sample_every_epochs and _picture_prompts(
+        run, options, tokenizer, domain.grid_size(run.knobs(record.image_shape).sampling_cost))
     checkpointer, restored, start_step = _start(model, workdir, options)
     if restored is None and record.stages and not first_stages:
         # The record said a checkpoint holds the first stages, but none could be restored:
@@ -90,7 +103,7 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     stop = callbacks.StopOnNonFinite()
     every_epoch = _callbacks(record, options, workdir, checkpointer, stop=stop, domain=domain,
                              evaluator=evaluator, every=every, replicas=replicas,
-                             reconstruct=reconstruct)
+                             reconstruct=reconstruct, conditioning=prompts or None)
     if not offset and workdir.chief:
         _redo_missing_picture(model, every_epoch, initial_epoch)
     if initial_epoch >= run.config.epochs:
@@ -101,16 +114,82 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
         raise UserError(f"{restored} is at step {start_step}, {offset} steps "
                         f"into an epoch, which --steps_per_execution={spe} does not divide; "
                         "resume with the value of the run that wrote it")
+    if tokenizer is not None and workdir.chief:
+        tokenizer.save(workdir.path)  # with the record: a run with one has the other
     workdir.write(record)
     if start_step:
         print(f"resuming from {restored} at step {start_step} (epoch "
               f"{initial_epoch + 1}, step {offset} of {record.epoch_steps})", flush=True)
     _fit(model, record, options, every_epoch, first_stream=stream, stop=stop,
-         restream=lambda: _batch_stream(run, split, info, reseed=True),
+         restream=lambda: _batch_stream(run, split, info, reseed=True, target=target),
          initial_epoch=initial_epoch, offset=offset)
     if stop.diverged:
         raise TrainingDiverged(_diverged_message(stop.diverged, checkpointer))
     return model
+
+
+def _text(run: Run, previous: RunRecord | None, workdir: Workdir, options: TrainOptions
+          ) -> tuple[Run, text.Tokenizer | None, list[str] | None]:
+    """For a text model (`takes_text`): the run with its tokenizer's sizes in the config, the
+    tokenizer, and the training captions when they were read. A fresh run builds the tokenizer
+    from the training split's captions (a dataset without captions is a `UserError`, before
+    anything is written); a resumed one reads `<workdir>/tokenizer.json`, checked against the
+    saved config. Any other run is returned as it is."""
+    model_class = registry.get_model(run.model)
+    if not model_class.takes_text(run.config):
+        return run, None, None
+    captions = None
+    if previous is not None and model_class.takes_text(previous.run.config):
+        tokenizer = text.load_for(workdir.path, previous.run.config)
+    elif previous is not None:
+        return run, None, None  # another kind of run: `check_same_run` refuses it
+    else:
+        captions = data.captions(run.dataset, run.train_split, data_dir=options.data_dir)
+        tokenizer = text.Tokenizer.build(captions, max_length=run.config.text_max_length or None)
+    sizes = {"text_vocabulary_size": tokenizer.size, "text_max_length": tokenizer.max_length}
+    for name, value in sizes.items():
+        given = getattr(run.config, name)
+        if given and given != value:
+            raise UserError(f"bad value {name}={given}: this run's tokenizer has {value}; "
+                            "leave it unset (the runner fills it in)")
+    return dataclasses.replace(run, config=dataclasses.replace(run.config, **sizes)), \
+        tokenizer, captions
+
+
+def _tokenized_split(run: Run, options: TrainOptions, tokenizer: text.Tokenizer,
+                     captions: list[str] | None) -> tuple[tf.data.Dataset, data.DatasetInfo]:
+    """A text model's training split: its examples' captions as `tokens`, without those
+    holding a `held_out_combinations` phrase (`data.without_phrases`)."""
+    split, info = data.open_captioned(run.dataset, run.train_split, data_dir=options.data_dir,
+                                      image_size=run.image_size)
+    phrases = tuple(getattr(run.config, "held_out_combinations", ()))
+    if phrases:
+        if captions is None:
+            captions = data.captions(run.dataset, run.train_split, data_dir=options.data_dir)
+        split, info = data.without_phrases(split, info, captions, phrases)
+    return data.with_tokens(split, text.GraphTokenizer(tokenizer)), info
+
+
+def _picture_prompts(run: Run, options: TrainOptions, tokenizer: text.Tokenizer,
+                     count: int) -> dict[str, Any]:
+    """The conditioning of a text model's per-epoch picture: `count` samples, rows of
+    `request.DEFAULT_SAMPLES_PER_PROMPT` for each of the first distinct eval captions."""
+    per_prompt = min(count, request_lib.DEFAULT_SAMPLES_PER_PROMPT)
+    prompts = default_prompts(run, tokenizer, -(-count // per_prompt), data_dir=options.data_dir)
+    rows = [prompts[(i // per_prompt) % len(prompts)] for i in range(count)]
+    return {"tokens": tokenizer.encode(rows)}
+
+
+def default_prompts(run: Run, tokenizer: text.Tokenizer, count: int, *,
+                    data_dir: str | None = None) -> list[str]:
+    """The first `count` distinct captions of the run's eval split that the tokenizer encodes
+    (fewer if there are fewer): what a text model draws when not given prompts."""
+    found = data.first_captions(run.dataset, run.eval_split, count, data_dir=data_dir,
+                                keep=tokenizer.encodes)
+    if not found:
+        raise UserError(f"no caption of {run.dataset} split {run.eval_split!r} fits this "
+                        "model's vocabulary; give prompts with --prompt")
+    return found
 
 
 def _first_stages(record: RunRecord, previous: RunRecord | None, workdir: Workdir,
@@ -136,7 +215,7 @@ def _first_stages(record: RunRecord, previous: RunRecord | None, workdir: Workdi
 
 
 def _batch_stream(run: Run, split: tf.data.Dataset, info: data.DatasetInfo, *,
-                  reseed: bool = False) -> tf.data.Dataset:
+                  reseed: bool = False, target: Any = None) -> tf.data.Dataset:
     """The seeded, repeated training batches of the opened split.
 
     The shuffle order depends on TensorFlow's global seed as well as on its own, so the global
@@ -145,7 +224,8 @@ def _batch_stream(run: Run, split: tf.data.Dataset, info: data.DatasetInfo, *,
     """
     tf.random.set_seed(None)
     stream = data.batches(split, info, split=run.train_split, batch_size=run.config.batch_size,
-                          training=True, seed=run.seed, task=run.knobs(info.image_shape).task)
+                          training=True, seed=run.seed, task=run.knobs(info.image_shape).task,
+                          target=target or None)
     if reseed:
         tf.random.set_seed(run.seed)
     return stream
@@ -227,7 +307,8 @@ def _reconstruction_batch(run: Run, record: RunRecord, options: TrainOptions,
 def _callbacks(record: RunRecord, options: TrainOptions, workdir: Workdir,
                checkpointer: Checkpointer, *, stop: callbacks.StopOnNonFinite,
                domain: domains.Domain, evaluator: domains.Evaluator | None, every: int,
-               replicas: int, reconstruct: dict[str, Any] | None) -> list[Any]:
+               replicas: int, reconstruct: dict[str, Any] | None,
+               conditioning: dict[str, Any] | None = None) -> list[Any]:
     run = record.run
     hparams = {"model": run.model, "dataset": run.dataset, "seed": run.seed,
                "precision": run.precision, "replicas": replicas,
@@ -250,7 +331,7 @@ def _callbacks(record: RunRecord, options: TrainOptions, workdir: Workdir,
         log_every_steps=options.log_every_steps, samples_dir=workdir.output("samples"),
         sample_every_epochs=options.sample_every_epochs, domain=domain,
         num_samples=domain.grid_size(run.knobs(record.image_shape).sampling_cost),
-        reconstruct=reconstruct))
+        reconstruct=reconstruct, conditioning=conditioning))
     return chosen
 
 

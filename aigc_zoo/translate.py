@@ -2,6 +2,8 @@
 
     python -m aigc_zoo.run --mode=translate --workdir=runs/espcn-digits \\
         --input=my_digits/ --output=translated/
+    python -m aigc_zoo.run --mode=translate --workdir=runs/cyclegan-digits \\
+        --direction=backward --input=mnist_pngs/ --output=translated/   # Y -> X
 
 Each image (a file, or every .png/.jpg/.jpeg/.bmp/.gif file of a folder, not its sub-folders,
 hidden files left out) is read as training reads a folder of images (`local.read_image`: EXIF
@@ -172,7 +174,7 @@ def run(workdir: str, input_path: str, output: str, *, seed: int = 0,
                                   overrides=tuple(overrides), mode="translate")
     if not model.knobs(model.config, model.image_shape).task:
         raise UserError(f"{run_.model} is not an image-to-image model; --mode=translate needs "
-                        "one trained with --task (espcn, pix2pix)")
+                        "one trained with --task (espcn, pix2pix, sr3) or cyclegan")
     report = translate_files(model, inputs, output, seed=seed)
     for note in report.resized:
         print(note)

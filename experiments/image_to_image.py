@@ -31,7 +31,19 @@ RUNS = {
     "pix2pix-edges": ("pix2pix", "edges", ["--epochs=3"], []),
     "pix2pix-inpaint": ("pix2pix", "inpaint", ["--epochs=3"], []),
     "sr3-sr4": ("sr3", "sr:4", ["--epochs=1"], ["--eval_samples=1000"]),
+    # Unpaired (no --task): the embedded digits into real MNIST digits (the 10,000 of
+    # ../shared/data/mnist, 9,000 to train, 1,000 to evaluate), smaller networks than the
+    # default and stopped at BUDGETS' time.
+    "cyclegan-digits-mnist": ("cyclegan", "", [
+        "--dataset=digits", "--target_dataset=idx:../shared/data/mnist",
+        "--target_train_split=test[:9000]", "--target_eval_split=test[9000:]",
+        "--batch_size=8", "--set=widths=16,32", "--set=discriminator_filters=32,64",
+        "--epochs=20", "--steps_per_epoch=250", "--checkpoint_every_steps=50"], []),
 }
+# Runs stopped (SIGINT, the runner keeps its last checkpoint) after this many seconds of
+# training, when the shared machine has no room for their full length; evaluated at the step
+# they reached.
+BUDGETS = {"cyclegan-digits-mnist": 30 * 60}
 
 
 def runner(*flags: str) -> subprocess.CompletedProcess:
@@ -48,13 +60,38 @@ def measure(name: str, root: pathlib.Path) -> dict:
     workdir = root / name
     flags = [f"--model={model}", f"--workdir={workdir}"]
     start = time.perf_counter()
-    runner(*flags, f"--task={task}", *extra)
+    train_flags = [*flags, *([f"--task={task}"] if task else []), *extra]
+    if name in BUDGETS:
+        stopped = budgeted(train_flags, BUDGETS[name])
+    else:
+        runner(*train_flags)
+        stopped = False
     seconds = time.perf_counter() - start
     runner(*flags, "--mode=eval", *eval_flags)
     results = json.loads((workdir / "metrics.json").read_text())
-    return {"name": name, "model": model, "task": task, "flags": extra + eval_flags,
+    return {"name": name, "model": model, "task": task or "unpaired",
+            "flags": extra + eval_flags + (["(stopped at the time budget)"] if stopped else []),
             "train_seconds": round(seconds, 1), "step": results["step"],
             "translation": results["translation"]}
+
+
+def budgeted(flags: list[str], seconds: float) -> bool:
+    """Train with the runner until done or `seconds` have passed (then interrupt it: the
+    runner keeps its last checkpoint); True if it was stopped."""
+    import signal
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "aigc_zoo.run", *flags], cwd=ROOT,
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        _, errors = process.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        process.communicate()
+        return True
+    if process.returncode:
+        raise SystemExit(f"{' '.join(flags)} failed:\n{errors[-2000:]}")
+    return False
 
 
 def table(rows: list[dict]) -> str:
@@ -86,7 +123,7 @@ def plot(names: list[str], root: pathlib.Path, output: pathlib.Path) -> None:
     from aigc_zoo import data, trained
 
     names = [name for name in names if (root / name / "checkpoints").exists()]
-    columns = 2
+    columns = min(2, len(names))
     rows = (len(names) + columns - 1) // columns
     figure, axes = plt.subplots(rows, columns, figsize=(11, 1.75 * rows), dpi=110,
                                 squeeze=False)
@@ -94,8 +131,9 @@ def plot(names: list[str], root: pathlib.Path, output: pathlib.Path) -> None:
         ax.axis("off")
     for ax, name in zip(axes.flat, names):
         run, model = trained.restore(str(root / name))
+        target = model.knobs(model.config, model.image_shape).target
         batch = next(iter(data.load(run.dataset, run.eval_split, batch_size=8, training=False,
-                                    task=model.task.name)[0]))
+                                    task=model.task.name, target=target)[0]))
         outputs = model.translate(batch["source"]).numpy()
         source = batch["source"].numpy()
         if model.task.kind == "sr":  # shown blown up to the image size, pixel for pixel
@@ -110,7 +148,8 @@ def plot(names: list[str], root: pathlib.Path, output: pathlib.Path) -> None:
                                np.full((3, 4 * triplets[0].shape[1], 1), 0.0, np.float32),
                                np.concatenate(triplets[4:], axis=1)], axis=0)
         ax.imshow((grid[..., 0] + 1) / 2, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(f"{name}: source | output | target", fontsize=9)
+        what = "an unpaired target-domain image" if target else "target"
+        ax.set_title(f"{name}: source | output | {what}", fontsize=9)
         ax.axis("off")
     figure.tight_layout()
     figure.savefig(output)

@@ -28,13 +28,28 @@ def build(name, seed=0):
     return tiny_model(name, image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES, seed=seed)
 
 
-def batches(batch_size, task=""):
+def prompts(model, count):
+    """{"tokens": made-up token ids [count, max_length]} for a text-conditional model (its
+    `conditioning_specs` take "tokens"), else {}: what its batches and `generate` need."""
+    if "tokens" not in model.conditioning_specs():
+        return {}
+    rng = np.random.default_rng(count)
+    shape = (count, model.config.text_max_length)
+    return {"tokens": rng.integers(2, model.config.text_vocabulary_size, shape).astype(np.int32)}
+
+
+def generate(model, count, seed):
+    """`model.generate(count, seed=seed)`, with made-up prompts for a text-conditional model."""
+    return model.generate(count, seed=seed, **prompts(model, count))
+
+
+def batches(batch_size, task="", extra=None):
     """One made-up batch, repeated; with a paired task (`Knobs.task`) it holds the task's
-    `source` too, made by the data pipeline's own function."""
+    `source` too, made by the data pipeline's own function; `extra` adds features (prompts)."""
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (batch_size, *IMAGE_SHAPE)).astype(np.float32)
     labels = rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32)
-    batch = {"image": images, "label": labels}
+    batch = {"image": images, "label": labels, **(extra or {})}
     if task:
         batch["source"] = paired.batch_pairs(images, task)["source"].numpy()
     return tf.data.Dataset.from_tensors(batch).repeat()
@@ -48,7 +63,8 @@ def task_of(model):
 def trained_model(name):
     """The model `name` with its tiny config after two train steps, and the fit's history."""
     model = build(name)
-    history = model.fit(batches(model.config.batch_size, task_of(model)), epochs=1,
+    size = model.config.batch_size
+    history = model.fit(batches(size, task_of(model), prompts(model, size)), epochs=1,
                         steps_per_epoch=2, verbose=0)
     return model, history.history
 
@@ -66,11 +82,11 @@ def check_train_steps(model, history):
 
 
 def check_generate(model):
-    images = model.generate(4, seed=3).numpy()
+    images = generate(model, 4, 3).numpy()
     assert images.shape == (4, *IMAGE_SHAPE)
     assert images.min() >= -1.0 and images.max() <= 1.0
-    np.testing.assert_array_equal(images, model.generate(4, seed=3).numpy())
-    assert not np.array_equal(images, model.generate(4, seed=4).numpy())
+    np.testing.assert_array_equal(images, generate(model, 4, 3).numpy())
+    assert not np.array_equal(images, generate(model, 4, 4).numpy())
 
 
 def check_checkpoint(model, directory):
@@ -84,8 +100,8 @@ def check_checkpoint(model, directory):
         for saved, restored in zip(group.optimizer.variables,
                                    fresh.optimizers[group.name].variables, strict=True):
             np.testing.assert_array_equal(saved.numpy(), restored.numpy())
-    np.testing.assert_array_equal(model.generate(4, seed=0).numpy(),
-                                  fresh.generate(4, seed=0).numpy())
+    np.testing.assert_array_equal(generate(model, 4, 0).numpy(),
+                                  generate(fresh, 4, 0).numpy())
 
 
 def _codes(model, method, inputs, labels):
@@ -96,7 +112,7 @@ def _codes(model, method, inputs, labels):
 
 def check_keras_file(model, directory):
     name = model.registered_name
-    expected = model.generate(4, seed=5).numpy()
+    expected = generate(model, 4, 5).numpy()
     path = str(directory / f"{name}.keras")
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
@@ -104,7 +120,7 @@ def check_keras_file(model, directory):
     assert loaded.config == model.config and loaded.image_shape == model.image_shape
     for saved, restored in zip(model.weights, loaded.weights, strict=True):
         np.testing.assert_array_equal(saved.numpy(), restored.numpy(), err_msg=saved.path)
-    np.testing.assert_array_equal(loaded.generate(4, seed=5).numpy(), expected)
+    np.testing.assert_array_equal(generate(loaded, 4, 5).numpy(), expected)
     if model.knobs(model.config, model.image_shape).encodes:
         images = tf.constant(batches(4).take(1).get_single_element()["image"][:4])
         labels = tf.constant([1, 2, 3, 4], tf.int32)
@@ -127,10 +143,11 @@ def check_export(model, directory):
     signatures = export.save_model(model, export_dir)
     served = tf.saved_model.load(export_dir)
     assert set(signatures) <= set(served.signatures) and "generate" in signatures
-    labels = {"labels": tf.constant([], tf.int32)} if model.conditional else {}
-    expected = model.generate(3, seed=7).numpy()
+    conditioning = {"labels": tf.constant([], tf.int32)} if model.conditional else {}
+    conditioning.update({name: tf.constant(value) for name, value in prompts(model, 3).items()})
+    expected = generate(model, 3, 7).numpy()
     images = served.signatures["generate"](num_samples=tf.constant(3), seed=tf.constant(7),
-                                           **labels)["images"].numpy()
+                                           **conditioning)["images"].numpy()
     np.testing.assert_array_equal(images, expected)
     if "sample" in signatures:
         defaults = model.resolved_sampling_options({})
@@ -138,7 +155,7 @@ def check_export(model, directory):
                    for name, option in model.sampling_options().items()
                    if option.dtype is not None}
         images = served.signatures["sample"](num_samples=tf.constant(3), seed=tf.constant(7),
-                                             **runtime, **labels)["images"].numpy()
+                                             **runtime, **conditioning)["images"].numpy()
         np.testing.assert_array_equal(images, expected)
     if task_of(model):  # an image-to-image model serves `translate` too
         sources = _sources(model)

@@ -240,6 +240,7 @@ _REPLICAS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # two processes, two replicas each (20 s); `make test-slow` runs it
 def test_every_replica_sees_the_single_device_p():
     result = subprocess.run([sys.executable, "-c", _REPLICAS], cwd=REPO, env=cli_env(),
                             capture_output=True, text=True, timeout=300)

@@ -84,6 +84,7 @@ def test_untrained_v_loss_and_min_snr_weights_match_the_schedule():
     assert np.mean(losses) == pytest.approx(expected, abs=0.04)
 
 
+@pytest.mark.slow  # a learning check of 16 steps (26 s); `make test-slow` runs it
 def test_training_lowers_the_loss_and_moves_the_ema_weights(tmp_path):
     # The default's network (down- and upsampling, attention at the lower resolution), small.
     model = _make(learning_rate=3e-3, batch_size=16, widths=(8, 16), attention=True)

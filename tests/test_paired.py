@@ -114,3 +114,92 @@ def test_pipeline_pairs_are_the_same_for_an_example_in_any_order():
     assert [batch["source"].shape[0] for batch in evaluation] == [5, 5, 2]
     with pytest.raises(UserError, match="divide"):
         data.batches(dataset, info, split="train", batch_size=4, training=False, task="sr:3")
+
+
+# -- sources the data gives: paired folders (`pairs:<dir>`) and unpaired datasets ----------
+
+def _pairs_folder(root, names=("a", "b", "c"), colour_target=False):
+    """source/ and target/ of small made-up images named `names` (targets brighter)."""
+    from PIL import Image
+    rng = np.random.default_rng(3)
+    for side in ("source", "target"):
+        (root / side).mkdir(parents=True)
+    for i, name in enumerate(names):
+        grey = rng.integers(0, 200, (10, 10), dtype=np.uint8)
+        Image.fromarray(grey).save(root / "source" / f"{name}.png")
+        target = np.stack([grey + 50] * 3, -1) if colour_target and i == 0 else grey + 50
+        Image.fromarray(target).save(root / "target" / f"{name}.jpg" if i == 1
+                                     else root / "target" / f"{name}.png")
+    return root
+
+
+def test_a_paired_folder_is_a_paired_dataset(tmp_path):
+    folder = _pairs_folder(tmp_path / "grey")
+    batches, info = data.load(f"pairs:{folder}", "train", batch_size=3, training=False,
+                              image_size=8, task="pairs")
+    batch = next(iter(batches))
+    assert info.image_shape == (8, 8, 1) and info.num_examples == 3
+    assert batch["source"].shape == batch["image"].shape == (3, 8, 8, 1)
+    # Pairs by name (a.png with a.png, b.png with b.jpg): targets are their sources + 50 grey
+    # levels, up to the JPEG's rounding and the resize.
+    gap = (batch["image"].numpy() - batch["source"].numpy()) * 127.5
+    assert abs(np.median(gap) - 50) < 3
+    # One colour file makes both sides RGB, as a folder of images does.
+    colour, _ = data.load(f"pairs:{_pairs_folder(tmp_path / 'c', colour_target=True)}",
+                          "train", batch_size=3, training=False, image_size=8, task="pairs")
+    assert next(iter(colour))["source"].shape == (3, 8, 8, 3)
+    with pytest.raises(UserError, match="task pairs reads the sources of a paired folder"):
+        data.load("digits", "test[:4]", batch_size=2, training=False, task="pairs")
+
+
+def test_bad_paired_folders_end_in_one_line_naming_the_problem(tmp_path):
+    from conftest import user_error
+    odd = _pairs_folder(tmp_path / "odd")
+    (odd / "target" / "c.png").unlink()
+    (odd / "source" / "d.png").write_bytes((odd / "source" / "a.png").read_bytes())
+    message = user_error("--model=espcn", f"--dataset=pairs:{odd}", "--task=pairs",
+                         f"--workdir={tmp_path / 'run'}", "--image_size=8")
+    assert "2 file name(s) without a pair: c (no target/ file), d (no target/ file)" in message
+    assert not (tmp_path / "run").exists()
+    corrupt = _pairs_folder(tmp_path / "corrupt")
+    (corrupt / "target" / "a.png").write_bytes(b"not an image")
+    with pytest.raises(UserError, match=r"cannot decode image .*target/a\.png"):
+        data.load(f"pairs:{corrupt}", "train", batch_size=1, training=False, task="pairs")
+    (tmp_path / "none" / "source").mkdir(parents=True)
+    with pytest.raises(UserError, match="no target/ sub-folder"):
+        data.load(f"pairs:{tmp_path / 'none'}", "train", batch_size=1, training=False)
+
+
+def _class_folder(root, count, shape):
+    """`count` random images of `shape` in class sub-folders 0/ and 1/ (alternating)."""
+    from PIL import Image
+    rng = np.random.default_rng(count)
+    for i in range(count):
+        (root / str(i % 2)).mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+        Image.fromarray(pixels).save(root / str(i % 2) / f"{i:02d}.png")
+    return root
+
+
+def test_unpaired_batches_join_two_datasets_at_the_sources_shape(tmp_path):
+    # Colour 20x20 targets for 12x12 grey sources: read at 12x12, in grey.
+    sources = _class_folder(tmp_path / "x", 10, (12, 12))
+    target = (f"folder:{_class_folder(tmp_path / 'y', 6, (20, 20, 3))}", "train[:5]",
+              "train[:6]")
+    batches, info = data.load(f"folder:{sources}", "train", batch_size=4, training=False,
+                              image_size=12, task="unpaired", target=target)
+    sizes = [int(batch["image"].shape[0]) for batch in batches]
+    assert sizes == [4, 2]  # the shorter split ends an evaluation pass
+    batch = next(iter(batches))
+    assert batch["source"].shape == batch["image"].shape == (4, 12, 12, 1)
+    assert set(batch) == {"source", "image", "label", "target_label"}
+    assert batch["image"].numpy().min() >= -1 and batch["image"].numpy().max() <= 1
+    plain, _ = data.load(f"folder:{sources}", "train", batch_size=4, training=False,
+                         image_size=12)
+    np.testing.assert_array_equal(batch["source"], next(iter(plain))["image"])
+    training, _ = data.load(f"folder:{sources}", "train", batch_size=4, training=True,
+                            image_size=12, task="unpaired", target=target)
+    assert [int(b["image"].shape[0]) for b in training.take(5)] == [4] * 5  # repeated
+    with pytest.raises(UserError, match="--target_dataset"):
+        data.load(f"folder:{sources}", "train", batch_size=2, training=False,
+                  task="unpaired", target=("", "train", "test"))

@@ -143,3 +143,15 @@ def test_folder_captions_from_a_sidecar_or_text_files(tmp_path):
         local.load_folder_captions(sidecar, "train")
     with pytest.raises(UserError, match="has no captions"):
         data.open_captioned("ring8", "train")
+
+
+def test_the_graph_tokenizer_follows_the_same_rules(tokenizer):
+    tricky = ["A small, RED circle!  (left-leaning) isn't", " ,.;- ", "two  --  words",
+              "-x- 'y' z'-w a_b Éclair ÜBER 3rd", "a-'b x'y-z", "--a", "a -b c- d"]
+    normalised = text._graph_text(tf.constant(tricky)).numpy()
+    assert [t.decode() for t in normalised] == [" ".join(text.words(t)) for t in tricky]
+    prompts = ["A small, RED circle on the LEFT.", "a large blue square"]
+    np.testing.assert_array_equal(text.GraphTokenizer(tokenizer)(tf.constant(prompts)),
+                                  tokenizer.encode(prompts))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="unknown word"):
+        text.GraphTokenizer(tokenizer)(tf.constant(["a purple circle"]))

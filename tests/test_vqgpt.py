@@ -1,5 +1,6 @@
-"""vqgpt: the transformer block's causal mask and cache, top-k and temperature, label dropout,
-classifier-free guidance, cached against uncached sampling, and a run on a trained vqvae."""
+"""vqgpt: the transformer block's causal mask, cache and prefill, top-k and temperature, label
+dropout, classifier-free guidance, cached against uncached sampling, and a run on a trained
+vqvae."""
 
 import json
 
@@ -48,6 +49,17 @@ def test_stepping_with_the_cache_gives_the_whole_sequences_outputs():
     whole = block(x).numpy()
     cache = block.empty_cache(tf.constant(3), LENGTH)
     for i in range(LENGTH):
+        out, cache = block.step(x[:, i:i + 1], cache, tf.constant(i))
+        np.testing.assert_allclose(out.numpy()[:, 0], whole[:, i], atol=1e-5, rtol=1e-5)
+
+
+def test_a_prefilled_prefix_then_steps_give_the_whole_sequences_outputs():
+    block = networks.TransformerBlock(WIDTH, 2)
+    x = tf.random.stateless_normal([3, LENGTH, WIDTH], [2, 4])
+    whole = block(x).numpy()
+    out, cache = block.prefill(x[:, :2], block.empty_cache(tf.constant(3), LENGTH))
+    np.testing.assert_allclose(out.numpy(), whole[:, :2], atol=1e-5, rtol=1e-5)
+    for i in range(2, LENGTH):
         out, cache = block.step(x[:, i:i + 1], cache, tf.constant(i))
         np.testing.assert_allclose(out.numpy()[:, 0], whole[:, i], atol=1e-5, rtol=1e-5)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -59,6 +59,8 @@ _TFDS_HOSTS = {
     "celeb_a": ("drive.google.com", 443),
 }
 _CACHE_LIMIT_BYTES = 4 << 30
+# The registered datasets with a `caption` feature (`has_captions`).
+_CAPTIONED = frozenset({"digits", "shapes"})
 _SHUFFLE_BUFFER = 60_000
 
 
@@ -99,8 +101,8 @@ def open_split(name: str, split: str, *, data_dir: str | None = None,
 
 
 def load(name: str, split: str, *, batch_size: int, training: bool, seed: int = 0,
-         data_dir: str | None = None, image_size: int | None = None, task: str = ""
-         ) -> tuple[tf.data.Dataset, DatasetInfo]:
+         data_dir: str | None = None, image_size: int | None = None, task: str = "",
+         target: Sequence[str] = ()) -> tuple[tf.data.Dataset, DatasetInfo]:
     """Batches of `{"image": float32 [-1, 1] NHWC, "label": int32}` from a dataset split.
 
     Args:
@@ -114,39 +116,61 @@ def load(name: str, split: str, *, batch_size: int, training: bool, seed: int = 
         image_size: resize to image_size x image_size when given.
         task: a paired task (`data.paired`, e.g. `sr:4`): batches then hold the task's
             `"source"` beside the `"image"` it was made from.
+        target: for the `unpaired` task, the target domain (dataset, train split, eval split)
+            (`Knobs.target`); `split` of `name` gives the sources, the target's train split
+            (`training`) or eval split the images.
     """
     dataset, info = open_split(name, split, data_dir=data_dir, image_size=image_size)
+    opened = None
+    if target:
+        from aigc_zoo.data import paired
+        opened = paired.open_target(target, "train" if training else "eval", info,
+                                    data_dir=data_dir)
     return batches(dataset, info, split=split, batch_size=batch_size, training=training,
-                   seed=seed, task=task), info
+                   seed=seed, task=task, target=opened), info
 
 
 def batches(dataset: tf.data.Dataset, info: DatasetInfo, *, split: str, batch_size: int,
-            training: bool, seed: int = 0, task: str = "") -> tf.data.Dataset:
+            training: bool, seed: int = 0, task: str = "",
+            target: tuple[tf.data.Dataset, DatasetInfo] | None = None) -> tf.data.Dataset:
     """The pipeline of `load` on a split already opened with `open_split`.
 
     For callers that need the split's size before choosing `batch_size`, without opening it
-    twice.
+    twice. `target`: the unpaired task's target split, opened (`paired.open_target`).
     """
     if info.num_examples < (batch_size if training else 1):
         raise UserError(f"{info.name} split {split!r} has {info.num_examples} examples, fewer "
                         f"than the batch size {batch_size}")
+    from aigc_zoo.data import paired
     pair = None
     if task:  # each example keeps its position, which seeds its source (inpainting masks)
-        from aigc_zoo.data import paired
-        paired.source_shape(paired.parse_task(task), info.image_shape)
-        pair = paired.pair_fn(paired.parse_task(task))
+        parsed = paired.parse_task(task)
+        paired.source_shape(parsed, info.image_shape)
+        paired.check_given(parsed, info, dataset.element_spec)
+        if (parsed.kind == "unpaired") != (target is not None):
+            raise ValueError("the unpaired task needs a target split, and only it takes one")
+        pair = paired.pair_fn(parsed)
         dataset = paired.indexed(dataset)
+    dataset = _stream(dataset, info, training=training, seed=seed)
+    if target is not None:  # the target domain's own order: its own seed
+        dataset = paired.unpaired(dataset, _stream(*target, training=training, seed=seed + 1))
+    if pair is not None:  # after the cache: the cache keeps uint8 images, not float pairs
+        dataset = dataset.map(pair, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=training)
+    dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    return with_fixed_tuning(dataset.prefetch(tf.data.AUTOTUNE))
+
+
+def _stream(dataset: tf.data.Dataset, info: DatasetInfo, *, training: bool, seed: int
+            ) -> tf.data.Dataset:
+    """A split cached (when it fits in memory), shuffled and repeated for training."""
     if training:
         # Decoded examples are kept in memory after the first epoch, when they fit.
         if info.num_examples * int(np.prod(info.image_shape)) <= _CACHE_LIMIT_BYTES:
             dataset = dataset.cache()
         dataset = dataset.shuffle(min(info.num_examples, _SHUFFLE_BUFFER), seed=seed,
                                   reshuffle_each_iteration=True).repeat()
-    if pair is not None:  # after the cache: the cache keeps uint8 images, not float pairs
-        dataset = dataset.map(pair, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(batch_size, drop_remainder=training)
-    dataset = dataset.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    return with_fixed_tuning(dataset.prefetch(tf.data.AUTOTUNE))
+    return dataset
 
 
 def with_fixed_tuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -231,6 +255,18 @@ def _open_folder(path: str, split: str, data_dir: str | None, image_size: int | 
     return from_arrays(f"folder:{path}", images, labels, num_classes, split)
 
 
+def _open_pairs(path: str, split: str, data_dir: str | None, image_size: int | None):
+    from aigc_zoo.data import local
+    base, make_slice = parse_split(split)
+    sources, images = local.load_paired_folder(path, base, image_size=image_size or 64)
+    cut = make_slice(len(images))
+    if len(images[cut]) == 0:
+        raise UserError(f"pairs:{path} split {split!r} is empty")
+    info = DatasetInfo(f"pairs:{path}", tuple(images.shape[1:]), None, len(images[cut]))
+    return tf.data.Dataset.from_tensor_slices({"image": images[cut],
+                                               "source": sources[cut]}), info
+
+
 def open_captioned(name: str, split: str, *, data_dir: str | None = None,
                    image_size: int | None = None) -> tuple[tf.data.Dataset, DatasetInfo]:
     """`open_split` with each example's `"caption"` (a string tensor) kept.
@@ -256,6 +292,68 @@ def open_captioned(name: str, split: str, *, data_dir: str | None = None,
     if image_size and info.image_shape[:2] != (image_size, image_size):
         dataset, info = _resize_dataset(dataset, info, image_size)
     return dataset, info
+
+
+def has_captions(name: str, split: str = "train") -> bool:
+    """Whether dataset `name` has captions, without reading it: `digits` and `shapes`, and a
+    `folder:<dir>` whose split holds a `captions.jsonl` or any `.txt` file (`open_captioned`
+    then checks every image has one). The runner makes text models text-conditional on them."""
+    scheme, sep, path = name.partition(":")
+    if sep and scheme == "folder":
+        from aigc_zoo.data import local
+        base = parse_split(split)[0]
+        try:
+            root = local._split_dir(local._existing_dir(path, base), base)
+        except UserError:
+            return False  # opening the split reports it
+        return (root / local.CAPTIONS_FILE).is_file() or any(root.rglob("*.txt"))
+    return not sep and name in _CAPTIONED
+
+
+def without_phrases(dataset: tf.data.Dataset, info: DatasetInfo, captions: list[str],
+                    phrases: tuple[str, ...]) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """The examples of an `open_captioned` split whose caption holds none of `phrases`
+    (`text.holds_phrase`; `captions` are the split's, in order, to count what is kept), and
+    the info of what is kept. A phrase that no caption holds is a `UserError` (a typo would
+    otherwise hold nothing out)."""
+    from aigc_zoo import text
+    if not phrases:
+        return dataset, info
+    for phrase in phrases:
+        if not any(text.holds_phrase(caption, [phrase]) for caption in captions):
+            raise UserError(f"held_out_combinations: no {info.name} training caption "
+                            f"holds {phrase!r} (as whole words); check its spelling")
+    kept = sum(not text.holds_phrase(caption, phrases) for caption in captions)
+    dataset = dataset.filter(lambda example: tf.logical_not(
+        text.GraphTokenizer.holds_phrase(example["caption"], phrases)))
+    return dataset, dataclasses.replace(info, num_examples=kept)
+
+
+def with_tokens(dataset: tf.data.Dataset, tokenizer: Callable[[tf.Tensor], tf.Tensor]
+                ) -> tf.data.Dataset:
+    """The examples of an `open_captioned` split with the caption replaced by its `"tokens"`
+    (int32 [max_length], by a `text.GraphTokenizer`): a text model's training split, which
+    `batches` then batches like any other (no string tensor reaches a train step)."""
+    def tokens(example):
+        kept = {key: value for key, value in example.items() if key != "caption"}
+        return {**kept, "tokens": tokenizer(example["caption"][None])[0]}
+
+    return dataset.map(tokens, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def first_captions(name: str, split: str, count: int, *, data_dir: str | None = None,
+                   keep: Callable[[str], bool] = lambda caption: True) -> list[str]:
+    """The first `count` distinct captions of a split that `keep` accepts, in order (fewer
+    when the split has fewer): the default prompts of a text model's pictures."""
+    dataset, _ = open_captioned(name, split, data_dir=data_dir)
+    found: list[str] = []
+    for batch in dataset.map(lambda example: example["caption"]).batch(256).as_numpy_iterator():
+        for caption in (text.decode("utf-8") for text in batch):
+            if caption not in found and keep(caption):
+                found.append(caption)
+                if len(found) == count:
+                    return found
+    return found
 
 
 def captions(name: str, split: str, *, data_dir: str | None = None) -> list[str]:
@@ -368,5 +466,8 @@ register_dataset("ring8", _open_toy, "2D points: 8 Gaussians on a circle (GAN mo
 register_dataset("grid25", _open_toy, "2D points: 5x5 grid of Gaussians (GAN mode coverage)")
 register_dataset("idx", _open_idx, "MNIST-format IDX files (train-/t10k- prefixes, .gz or raw)",
                  scheme=True)
+register_dataset("pairs", _open_pairs, "a folder of image pairs, source/ and target/ with "
+                 "matching file names (in train/ and test/ for two splits), resized to "
+                 "--image_size; train with --task=pairs", scheme=True)
 register_dataset("folder", _open_folder, "a folder of images, one sub-folder per class "
                  "(optional), resized to --image_size", scheme=True)

@@ -162,6 +162,60 @@ def load_folder(directory: str | os.PathLike, split: str, *,
     return images, labels, tuple(d.name for d in class_dirs)
 
 
+@_readable_errors
+def load_paired_folder(directory: str | os.PathLike, split: str, *,
+                       image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Loads a folder of image pairs: `source/` and `target/` holding files of the same names
+    (the suffix may differ: `a.jpg` pairs with `a.png`), in `directory/{train,test}/` for two
+    splits or in `directory` itself for the "train" split alone.
+
+    Both sides are read as `load_folder` reads images (centre square, resized to
+    `image_size`) and share one channel count: 1 when every file of both is grey, else 3.
+
+    Returns:
+      sources, targets: uint8 (N, S, S, C), in the order of the file names.
+    Raises:
+      UserError: a missing side, a name without its pair, two files of one name, a file that
+        does not decode (each named in one line).
+    """
+    directory = _existing_dir(directory, split)
+    if not isinstance(image_size, numbers.Integral) or image_size < 1:
+        raise UserError(f"image_size must be a positive integer, got {image_size!r}")
+    root = _split_dir(directory, split)
+    for side in ("source", "target"):
+        if not (root / side).is_dir():
+            raise UserError(f"{root} has no {side}/ sub-folder: a paired folder holds source/ "
+                            "and target/ with matching file names")
+    sides = {}
+    for side in ("source", "target"):
+        folder = root / side
+        files = image_files(folder)
+        if not files:
+            raise UserError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+        by_name: dict[str, Path] = {}
+        for path in files:
+            if path.stem in by_name:
+                raise UserError(f"{by_name[path.stem]} and {path} have the same name: one "
+                                "pair per name")
+            by_name[path.stem] = path
+        sides[side] = by_name
+    unmatched = sorted(set(sides["source"]) ^ set(sides["target"]))
+    if unmatched:
+        where = [("target" if name in sides["source"] else "source") for name in unmatched]
+        shown = ", ".join(f"{name} (no {side}/ file)" for name, side in
+                          zip(unmatched[:5], where))
+        raise UserError(f"{root}: {len(unmatched)} file name(s) without a pair: {shown}"
+                        f"{', ...' if len(unmatched) > 5 else ''}")
+    names = sorted(sides["source"])
+    decoded = {side: [read_image(sides[side][name], image_size) for name in names]
+               for side in sides}
+    colour = any(image.shape[-1] == 3 for images in decoded.values() for image in images)
+    channels = 3 if colour else 1
+    stacked = [np.stack([np.broadcast_to(image, image.shape[:2] + (channels,))
+                         for image in decoded[side]]) for side in ("source", "target")]
+    return stacked[0], stacked[1]
+
+
 CAPTIONS_FILE = "captions.jsonl"
 
 

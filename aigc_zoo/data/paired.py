@@ -12,6 +12,10 @@ position in the split and `PAIR_SEED` only):
 |                | the pixels) set to 0, then the mask (1 in the holes)    |                 |
 | `edges`        | the Sobel gradient magnitude of the channel mean, x/2   | (H, W, 1)       |
 |                | clipped to [0, 1], in [-1, 1]                           |                 |
+| `pairs`        | the dataset's own source (a paired folder, `pairs:<dir>`| (H, W, C)       |
+|                | of `source/` and `target/`), at the target's shape      |                 |
+| `unpaired`     | an image of the run's dataset; the `image` is one of a  | (H, W, C)       |
+|                | second dataset (`open_target`), not its pair (cyclegan) |                 |
 
     task = paired.parse_task("sr:4")
     paired.source_shape(task, (28, 28, 1))          # (7, 7, 1)
@@ -32,7 +36,10 @@ import tensorflow as tf
 
 from aigc_zoo.errors import UserError
 
-TASKS = ("sr:4", "sr:2", "sr", "inpaint", "edges")
+TASKS = ("sr:4", "sr:2", "sr", "inpaint", "edges", "pairs")
+# Sources given by the data rather than made from the image: a paired folder's (`pairs`), or
+# a second dataset's images (`unpaired`, which only cyclegan trains on: it needs no pairs).
+GIVEN = ("pairs", "unpaired")
 # The masks' seed: a constant, so that every run and every model sees the same holes for the
 # same example (evaluations of different models compare like with like).
 PAIR_SEED = 18
@@ -63,7 +70,7 @@ def parse_task(text: str) -> Task:
         if factor < 2:
             raise UserError(f"bad value task={text!r}: the SR factor must be >= 2")
         return Task("sr", factor)
-    if text.strip() in ("inpaint", "edges"):
+    if text.strip() in ("inpaint", "edges", *GIVEN):
         return Task(text.strip())
     raise UserError(f"bad value task={text!r}: expected one of {', '.join(TASKS)} "
                     "(sr:F for another integer factor F)")
@@ -81,6 +88,8 @@ def source_shape(task: Task, image_shape: Sequence[int]) -> tuple[int, int, int]
         return height // task.factor, width // task.factor, channels
     if task.kind == "inpaint":
         return height, width, channels + 1
+    if task.kind in GIVEN:  # read at the target's size and channels (`open_target`, `local`)
+        return height, width, channels
     return height, width, 1
 
 
@@ -168,7 +177,10 @@ def masked(images: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
 
 
 def make_source(task: Task, image: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
-    """The source of one image [H, W, C] in [-1, 1], example `index` of its split."""
+    """The source of one image [H, W, C] in [-1, 1], example `index` of its split (for the
+    tasks whose source the data gives, `GIVEN`, the pipeline reads it from the example)."""
+    if task.kind in GIVEN:
+        raise ValueError(f"task {task.name}: the data gives the source, it is not made")
     batch = image[None]
     if task.kind == "sr":
         return downsample(batch, task.factor)[0]
@@ -184,6 +196,8 @@ def batch_pairs(images: tf.Tensor | np.ndarray, task: Task | str, *,
     `first_index + 1`, ... of a split (for tests and made-up batches)."""
     task = parse_task(task) if isinstance(task, str) else task
     images = tf.convert_to_tensor(images, tf.float32)
+    if task.kind in GIVEN:  # made-up sources: the batch in reverse order, unpaired by design
+        return {"source": images[::-1], "image": images}
     sources = [make_source(task, images[i], first_index + i) for i in range(images.shape[0])]
     return {"source": tf.stack(sources), "image": images}
 
@@ -198,7 +212,76 @@ def pair_fn(task: Task):
 
     def make(example):
         image = tf.cast(example["image"], tf.float32) / 127.5 - 1.0
-        result = {key: value for key, value in example.items() if key not in ("index", "image")}
-        return {**result, "image": image, "source": make_source(task, image, example["index"])}
+        result = {key: value for key, value in example.items()
+                  if key not in ("index", "image", "source")}
+        if task.kind in GIVEN:
+            source = tf.cast(example["source"], tf.float32) / 127.5 - 1.0
+        else:
+            source = make_source(task, image, example["index"])
+        return {**result, "image": image, "source": source}
 
     return make
+
+
+# -- sources given by the data: paired folders and unpaired datasets ------------------------
+
+def check_given(task: Task, info, element_spec) -> None:
+    """`UserError` unless the data fits the task: `pairs` needs a paired dataset (examples
+    with a `"source"`), and a paired dataset's sources are only read by `pairs`."""
+    has_source = "source" in element_spec
+    if task.kind == "pairs" and not has_source:
+        raise UserError(f"task pairs reads the sources of a paired folder; {info.name} has "
+                        "none: use --dataset=pairs:<dir> (source/ and target/ inside)")
+
+
+def open_target(target: Sequence[str], role: str, like, *, data_dir: str | None = None):
+    """The unpaired target domain's split, read at the shape of the source split `like`.
+
+    Args:
+        target: (dataset, train split, eval split), a model's `Knobs.target`.
+        role: "train" or "eval": which of the two splits.
+        like: the `DatasetInfo` of the run's dataset (the sources).
+    Returns:
+        (tf.data of `{"image": uint8, "label"?}`, its `DatasetInfo`). Images are brought to the
+        sources' size (centre square, area resize, as `--image_size` does) and channels (RGB
+        to grey by luminance, grey repeated to RGB): the two generators map one shape to
+        itself, so a grey domain and a colour one train as two grey (or two colour) domains.
+    """
+    from aigc_zoo import data
+    name, train_split, eval_split = target
+    if not name:
+        raise UserError("unpaired translation maps --dataset into a second dataset; name it "
+                        "with --target_dataset (e.g. shapes, or idx:<folder of MNIST files>)")
+    if len(like.image_shape) != 3:
+        raise UserError(f"unpaired translation needs images; {like.name} holds points")
+    height, width, channels = like.image_shape
+    if height != width:
+        raise UserError(f"{like.name} has {height}x{width} images; unpaired translation "
+                        "needs square ones: pass --image_size")
+    split = train_split if role == "train" else eval_split
+    dataset, info = data.open_split(name, split, data_dir=data_dir, image_size=height)
+    if len(info.image_shape) != 3:
+        raise UserError(f"--target_dataset={name} holds points, not images")
+    if info.image_shape[-1] != channels:
+        convert = (tf.image.rgb_to_grayscale if channels == 1
+                   else lambda image: tf.image.grayscale_to_rgb(image[..., :1]))
+        dataset = dataset.map(lambda ex: {**ex, "image": tf.cast(tf.round(convert(
+            tf.cast(ex["image"], tf.float32))), tf.uint8)})
+        info = dataclasses.replace(info, image_shape=tuple(like.image_shape))
+    return dataset, info
+
+
+def unpaired(sources: tf.data.Dataset, targets: tf.data.Dataset) -> tf.data.Dataset:
+    """Examples `{"source": the run's image, "label": its label, "image": the target's image,
+    "target_label": its label}` of two streams, zipped (no pairing: the streams are shuffled
+    independently when training)."""
+
+    def join(source, target):
+        example = {"source": source["image"], "image": target["image"]}
+        if "label" in source:
+            example["label"] = source["label"]
+        if "label" in target:
+            example["target_label"] = target["label"]
+        return example
+
+    return tf.data.Dataset.zip((sources, targets)).map(join)

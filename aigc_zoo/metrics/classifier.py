@@ -32,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -133,14 +133,20 @@ class DomainClassifier:
 
 
 def cache_path(cache_dir: str, dataset: str, image_shape: tuple[int, ...], train_split: str,
-               test_split: str) -> str:
-    """The folder of the classifier for this dataset, image shape, splits and `VERSION`."""
+               test_split: str, *, kind: str = "", version: int = VERSION) -> str:
+    """The folder of the classifier for this dataset, image shape, splits and `VERSION`.
+
+    `kind` and `version` name other networks cached beside it the same way (the attribute
+    probes of `metrics.attributes`: kind "attributes"); the domain classifier has no kind.
+    """
     shape = "x".join(str(d) for d in image_shape)
-    key = json.dumps([os.path.abspath(dataset) if ":" in dataset else dataset, shape,
-                      train_split, test_split, VERSION])
+    parts = [os.path.abspath(dataset) if ":" in dataset else dataset, shape,
+             train_split, test_split, version]
+    key = json.dumps(parts + [kind] if kind else parts)
     readable = re.sub(r"[^A-Za-z0-9_.]+", "_", dataset.rsplit("/", 1)[-1]).strip("_")
     digest = hashlib.sha1(key.encode()).hexdigest()[:8]
-    return os.path.join(cache_dir, f"{readable}-{shape}-v{VERSION}-{digest}")
+    return os.path.join(cache_dir, f"{readable}-{shape}-{kind + '-' if kind else ''}"
+                                   f"v{version}-{digest}")
 
 
 def load(dataset: str, *, train_split: str = "train", test_split: str = "test",
@@ -163,30 +169,59 @@ def load(dataset: str, *, train_split: str = "train", test_split: str = "test",
                         "offline), or skip sample quality with --eval_samples=0")
     cache_dir = cache_dir or default_cache_dir()
     path = cache_path(cache_dir, dataset, info.image_shape, train_split, test_split)
+
+    def make() -> DomainClassifier:
+        if verbose:
+            print(f"training the domain classifier of {dataset} on its {train_split!r} split "
+                  f"(once; cached in {path})", flush=True)
+        network, saved = train(dataset, train_split=train_split, test_split=test_split,
+                               data_dir=data_dir, image_size=image_size)
+        save(path, network, saved)
+        if verbose:
+            print(f"domain classifier: test accuracy {saved['test_accuracy']:.4f} on "
+                  f"{saved['test_examples']} {test_split!r} images, trained in "
+                  f"{saved['train_seconds']:.0f} s", flush=True)
+        return DomainClassifier(network, saved, path)
+
+    return cached(path, lambda: _read_cache(path, info.image_shape, info.num_classes), make,
+                  what="domain classifier")
+
+
+def cached(path: str, read: Callable[[], tuple[Any, str | None]], make: Callable[[], Any], *,
+           what: str) -> Any:
+    """What `read()` gives of the cache folder `path`, or when it is missing or damaged (then
+    deleted with one warning line naming `what`), what `make()` trains and saves there.
+
+    `read` returns the cached object, or None and why the folder is damaged.
+    """
     if os.path.exists(path):
-        cached, problem = _read_cache(path, info.image_shape, info.num_classes)
-        if cached is not None:
-            return cached
-        _discard(path, problem)
-    if verbose:
-        print(f"training the domain classifier of {dataset} on its {train_split!r} split "
-              f"(once; cached in {path})", flush=True)
-    network, saved = train(dataset, train_split=train_split, test_split=test_split,
-                           data_dir=data_dir, image_size=image_size)
-    _save(path, network, saved)
-    if verbose:
-        print(f"domain classifier: test accuracy {saved['test_accuracy']:.4f} on "
-              f"{saved['test_examples']} {test_split!r} images, trained in "
-              f"{saved['train_seconds']:.0f} s", flush=True)
-    return DomainClassifier(network, saved, path)
+        value, problem = read()
+        if value is not None:
+            return value
+        _discard(path, problem, what)
+    return make()
 
 
 def _read_cache(path: str, image_shape: tuple[int, ...], num_classes: int
                 ) -> tuple[DomainClassifier | None, str | None]:
-    """The classifier cached in `path`, or None and why the cache is damaged: `info.json`
-    must be a JSON object of this `VERSION`, shape and class count with the fields evaluations
-    read, and the weights file must match the SHA-256 recorded there (HDF5 has no checksums of
-    its own, so a damaged array would otherwise load; older caches have no digest) and load."""
+    """The classifier cached in `path`, or None and why the cache is damaged (`read_files`;
+    `info.json` must be of this `VERSION`, shape and class count with the fields evaluations
+    read)."""
+    saved, problem = read_files(path, lambda saved: _info_problem(saved, image_shape,
+                                                                  num_classes))
+    if saved is None:
+        return None, problem
+    network = build_network(image_shape, num_classes)
+    problem = load_weights(network, path)
+    return (None, problem) if problem else (DomainClassifier(network, saved, path), None)
+
+
+def read_files(path: str, info_problem: Callable[[Any], str | None]
+               ) -> tuple[dict[str, Any] | None, str | None]:
+    """The `info.json` of the cache folder `path`, or None and why the folder is damaged: it
+    must parse, `info_problem` must find nothing wrong with it, and the weights file must match
+    the SHA-256 recorded there (HDF5 has no checksums of its own, so a damaged array would
+    otherwise load; older caches have no digest)."""
     weights = os.path.join(path, WEIGHTS)
     try:
         saved = files.read_json(os.path.join(path, INFO))
@@ -196,18 +231,20 @@ def _read_cache(path: str, image_shape: tuple[int, ...], num_classes: int
         return None, str(error)[:160]
     except OSError as error:
         return None, f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"
-    problem = _info_problem(saved, image_shape, num_classes)
+    problem = info_problem(saved)
     # Caches written before the digest was recorded have none; their weights must still load.
     if problem is None and saved.get("weights_sha256", digest) != digest:
         problem = f"{WEIGHTS} does not match the SHA-256 in {INFO}"
-    if problem is not None:
-        return None, problem
-    network = build_network(image_shape, num_classes)
+    return (None, problem) if problem is not None else (saved, None)
+
+
+def load_weights(network: keras.Model, path: str) -> str | None:
+    """Load the cache folder's weights into `network`; None, or why they do not load."""
     try:
-        network.load_weights(weights)
+        network.load_weights(os.path.join(path, WEIGHTS))
     except (OSError, RuntimeError, ValueError) as error:  # h5py's errors for damaged files
-        return None, f"{WEIGHTS}: {str(error).splitlines()[0][:120]}"
-    return DomainClassifier(network, saved, path), None
+        return f"{WEIGHTS}: {str(error).splitlines()[0][:120]}"
+    return None
 
 
 def _info_problem(saved: Any, image_shape: tuple[int, ...], num_classes: int) -> str | None:
@@ -234,15 +271,15 @@ def _info_problem(saved: Any, image_shape: tuple[int, ...], num_classes: int) ->
     return None
 
 
-def _discard(path: str, problem: str | None) -> None:
+def _discard(path: str, problem: str | None, what: str) -> None:
     """Delete a damaged cache folder (it is retrained next), with one warning line; a
     `UserError` naming it when it cannot be deleted."""
     try:
         shutil.rmtree(path)
     except OSError as error:
-        raise UserError(f"the cached domain classifier {path} is damaged ({problem}) and "
+        raise UserError(f"the cached {what} {path} is damaged ({problem}) and "
                         f"cannot be deleted ({error.strerror}): delete {path}") from None
-    print(f"warning: the cached domain classifier {path} was damaged ({problem}); deleted, "
+    print(f"warning: the cached {what} {path} was damaged ({problem}); deleted, "
           "training it again", file=sys.stderr, flush=True)
 
 
@@ -261,14 +298,9 @@ def train(dataset: str, *, train_split: str = "train", test_split: str = "test",
         raise UserError(f"dataset {dataset!r} has no labels to train a domain classifier on")
     keras.utils.set_random_seed(seed)
     network = build_network(info.image_shape, info.num_classes)
-    steps = max(1, info.num_examples // BATCH_SIZE)
-    epochs = max(epochs, math.ceil(MIN_TRAIN_STEPS / steps))
-    schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, decay_steps=epochs * steps)
-    network.compile(optimizer=keras.optimizers.Adam(schedule),
-                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                    jit_compile=False)
     pairs = train_data.map(lambda batch: (batch["image"], batch["label"]))
-    network.fit(pairs, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0)
+    epochs = fit(network, pairs, num_examples=info.num_examples, epochs=epochs,
+                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     train_seconds = time.perf_counter() - start
     accuracy, count = _accuracy(network, dataset, test_split, data_dir, image_size)
     mean, std = _feature_moments(network, dataset, train_split, data_dir, image_size)
@@ -282,6 +314,21 @@ def train(dataset: str, *, train_split: str = "train", test_split: str = "test",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tensorflow": tf.__version__, "keras": keras.__version__,
     }
+
+
+def fit(network: keras.Model, pairs: tf.data.Dataset, *, num_examples: int, epochs: int,
+        loss: Any, min_steps: int | None = None) -> int:
+    """Train `network` on (inputs, targets) batches of `BATCH_SIZE` (endless) with Adam and a
+    cosine-decayed `LEARNING_RATE`: `epochs` passes over `num_examples`, or more when that is
+    under `min_steps` (default `MIN_TRAIN_STEPS`) steps. `loss` as for `compile` (one per
+    output for a network of several). Returns the epochs trained."""
+    steps = max(1, num_examples // BATCH_SIZE)
+    epochs = max(epochs, math.ceil((MIN_TRAIN_STEPS if min_steps is None else min_steps)
+                                   / steps))
+    schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, decay_steps=epochs * steps)
+    network.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, jit_compile=False)
+    network.fit(pairs, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0)
+    return epochs
 
 
 def _accuracy(network: keras.Model, dataset: str, split: str, data_dir: str | None,
@@ -319,7 +366,7 @@ def _feature_moments(network: keras.Model, dataset: str, split: str, data_dir: s
     return mean.tolist(), np.maximum(std, 1e-6).tolist()
 
 
-def _save(path: str, network: keras.Model, info: dict[str, Any]) -> None:
+def save(path: str, network: keras.Model, info: dict[str, Any]) -> None:
     """Write weights and info into a temporary folder, then rename it into place."""
     parent = os.path.dirname(path)
     try:

@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from aigc_zoo import data, files
 from aigc_zoo.errors import UserError
@@ -139,6 +140,9 @@ class SampleQuality:
             data_dir=data_dir, image_size=image_size)
         self.extractor_seconds = time.perf_counter() - start
         self._real: dict[str, dict[str, np.ndarray]] | None = None
+        # A text-conditional model's prompts (token rows, cycled), which the evaluation sets
+        # from the eval split's captions (`metrics.attributes.PromptAgreement.tokens`).
+        self.prompts: np.ndarray | None = None
 
     def real_features(self) -> dict[str, dict[str, np.ndarray]]:
         """Features, probabilities and labels of up to `num_samples` images of each split."""
@@ -152,11 +156,18 @@ class SampleQuality:
                                        data_dir=self._data["data_dir"],
                                        image_size=self._data["image_size"])
         count = min(self.options.num_samples, info.num_examples)
-        # The training pipeline's seeded shuffle draws a random subset (its first pass is a
-        # permutation of the split): a split's files can be in class order (image folders are).
+        # A random subset (a split's files can be in class order: image folders are), chosen
+        # by numpy from REFERENCE_SEED alone: a tf.data shuffle's order would also follow
+        # TensorFlow's global seed, so two evaluations in differently seeded processes would
+        # compare against different real images.
+        if count < info.num_examples:
+            chosen = np.zeros([info.num_examples], bool)
+            chosen[np.random.default_rng(REFERENCE_SEED).choice(info.num_examples, count,
+                                                                replace=False)] = True
+            chosen = tf.constant(chosen)
+            opened = opened.enumerate().filter(lambda i, _: chosen[i]).map(lambda _, ex: ex)
         batches = data.batches(opened, info, split=split,
-                               batch_size=min(self.options.batch_size, info.num_examples),
-                               training=True, seed=REFERENCE_SEED)
+                               batch_size=min(self.options.batch_size, count), training=False)
         images, labels = [], []
         for batch in batches:
             images.append(batch["image"].numpy())
@@ -170,7 +181,8 @@ class SampleQuality:
                 "labels": np.concatenate(labels)[:count] if labels else None}
 
     def generate(self, model: Any, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """`num_samples` samples [N, H, W, C] and their requested labels (None: unconditional)."""
+        """`num_samples` samples [N, H, W, C] and their requested labels (None: unconditional);
+        with `prompts` set, drawn for them."""
         count, batch = self.options.num_samples, self.options.batch_size
         labels = None
         if model.conditional:
@@ -181,6 +193,9 @@ class SampleQuality:
         for index, start in enumerate(range(0, count, batch)):
             size = min(batch, count - start)
             options = {} if labels is None else {"labels": labels[start:start + size]}
+            if self.prompts is not None:
+                options["tokens"] = self.prompts[np.arange(start, start + size)
+                                                 % len(self.prompts)]
             images.append(np.asarray(model.generate(size, seed=int(batch_seeds[index] >> 1),
                                                     **options)))
         return np.concatenate(images), labels

@@ -6,9 +6,15 @@ source (`aigc_zoo.data.paired`), and the rows compare with the real target image
 
 - `model`: the translations;
 - `baseline`: for SR, bicubic upsampling of the source; for `inpaint`, the source itself (the
-  holes left at 0); `edges` has no input-side baseline (its regression baseline is an `espcn`
-  run on the same task, evaluated the same way);
+  holes left at 0); for `unpaired` (cyclegan), the untranslated source, whose FD to the target
+  domain a translation must beat; `edges` and `pairs` have no input-side baseline (their
+  regression baseline is an `espcn` run on the same task, evaluated the same way);
 - `target`: the targets themselves (label agreement only: the ceiling a model can reach).
+
+Unpaired targets are not the sources' pairs: PSNR and SSIM against them mean nothing and are
+left out; FD compares the translations with the target domain's images, label agreement asks
+the target domain's classifier for the *source's* label (a translated 7 must still read 7), and
+the `target` row is that classifier's accuracy on the target images with their own labels.
 
 Metrics: PSNR and SSIM on [0, 1] pixels (`tf.image.psnr`, `tf.image.ssim`, means over the
 examples); with a feature extractor (the dataset's domain classifier), the Fréchet distance of
@@ -40,7 +46,12 @@ def baseline(task: paired.Task, sources: tf.Tensor, image_shape) -> tf.Tensor | 
         return paired.upsample(sources, image_shape)
     if task.kind == "inpaint":
         return sources[..., :-1]
+    if task.kind == "unpaired":
+        return sources
     return None
+
+
+BASELINE_NAMES = {"sr": "bicubic", "inpaint": "masked source", "unpaired": "source"}
 
 
 def psnr_ssim(images: tf.Tensor, targets: tf.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +74,9 @@ def evaluate(translate: Callable[[tf.Tensor], tf.Tensor], batches: Iterable[dict
     """
     start = time.perf_counter()
     rows: dict[str, dict[str, list]] = {"model": {}, "baseline": {}, "target": {}}
-    kept: dict[str, list] = {"model": [], "baseline": [], "target": [], "label": []}
+    kept: dict[str, list] = {"model": [], "baseline": [], "target": [], "label": [],
+                             "target_label": []}
+    pixelwise = task.kind != "unpaired"  # unpaired targets are no pixel references
     count = 0
     for batch in batches:
         take = min(num_examples - count, int(batch["image"].shape[0]))
@@ -72,15 +85,18 @@ def evaluate(translate: Callable[[tf.Tensor], tf.Tensor], batches: Iterable[dict
         for name, images in outputs.items():
             if images is None:
                 continue
-            psnr, ssim = psnr_ssim(images, targets)
-            rows[name].setdefault("psnr", []).append(psnr)
-            rows[name].setdefault("ssim", []).append(ssim)
+            if pixelwise:
+                psnr, ssim = psnr_ssim(images, targets)
+                rows[name].setdefault("psnr", []).append(psnr)
+                rows[name].setdefault("ssim", []).append(ssim)
             if extractor is not None:
                 kept[name].append(np.asarray(images))
         if extractor is not None:
             kept["target"].append(np.asarray(targets))
             if "label" in batch:
                 kept["label"].append(np.asarray(batch["label"][:take]))
+            if "target_label" in batch:
+                kept["target_label"].append(np.asarray(batch["target_label"][:take]))
         count += take
         if count >= num_examples:
             break
@@ -90,7 +106,7 @@ def evaluate(translate: Callable[[tf.Tensor], tf.Tensor], batches: Iterable[dict
     if extractor is not None:
         results.update(_feature_rows(extractor, kept, results, num_classes))
     if results["baseline"]:
-        results["baseline"]["name"] = "bicubic" if task.kind == "sr" else "masked source"
+        results["baseline"]["name"] = BASELINE_NAMES[task.kind]
     else:
         del results["baseline"]
     results["seconds"] = time.perf_counter() - start
@@ -101,8 +117,10 @@ def _feature_rows(extractor: Any, kept: dict[str, list], results: dict[str, Any]
                   num_classes: int | None) -> dict[str, Any]:
     target_features, target_probabilities = extractor(np.concatenate(kept["target"]))
     labels = np.concatenate(kept["label"]) if kept["label"] else None
+    # Unpaired targets carry their own labels; paired ones are the sources' targets.
+    target_labels = np.concatenate(kept["target_label"]) if kept["target_label"] else labels
     rows = {name: dict(results.get(name, {})) for name in ("model", "baseline", "target")}
-    value = agreement(target_probabilities, labels, num_classes)
+    value = agreement(target_probabilities, target_labels, num_classes)
     if value is not None:
         rows["target"]["label_agreement"] = value
     for name in ("model", "baseline"):

@@ -110,6 +110,9 @@ class Knobs:
         task: an image-to-image model's paired task (`aigc_zoo.data.paired`, e.g. `sr:4`):
             its training and evaluation batches hold the task's `"source"` beside the
             `"image"`, and it has `translate(sources)` (the export's `translate` signature).
+        target: an unpaired translation model's target domain, (dataset, train split, eval
+            split): its batches' `"source"` is an image of the run's dataset and its
+            `"image"` one of this dataset, not its pair (`data.paired.open_target`).
     """
 
     steps_per_execution: int = 1
@@ -119,6 +122,7 @@ class Knobs:
     encodes: bool = False
     evaluates: bool = False
     task: str = ""
+    target: tuple[str, str, str] = ()
 
 
 def _with_loss_scaling(group: UpdateGroup) -> UpdateGroup:
@@ -238,6 +242,14 @@ class GenerativeModel(export.KerasFile, keras.Model):
         2D toy datasets, for example); None means the model's default dataset.
         """
         return cls.config_class()
+
+    @classmethod
+    def takes_text(cls, config: config_lib.TrainConfig) -> bool:
+        """Whether the model of `config` is conditioned on text prompts: the runner then builds
+        the tokenizer from the training captions (`<workdir>/tokenizer.json`), fills the
+        config's `text_vocabulary_size` and `text_max_length`, feeds `batch["tokens"]`, and
+        takes `--prompt`s; the export takes string prompts. Default: `conditioning == "text"`."""
+        return getattr(config, "conditioning", None) == "text"
 
     @classmethod
     def tiny_config(cls) -> config_lib.TrainConfig:

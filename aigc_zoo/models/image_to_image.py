@@ -142,20 +142,24 @@ class ESPCN(translation.TranslationModel):
 
 def patch_discriminator(source_shape, image_shape, filters, name: str = "discriminator"
                         ) -> keras.Model:
-    """PatchGAN: [source at the image's size, image] -> a logit per patch, [B, h, w].
+    """PatchGAN: [source at the image's size, image] -> a logit per patch, [B, h, w]; with
+    `source_shape` None, unconditional: image -> logits (cyclegan's).
 
     4x4 stride-2 convolutions with leaky ReLU (one per width of `filters`), then a 4x4 stride-1
     convolution to one channel: each logit judges the patch its receptive field covers.
     """
     networks.check_downsampling(image_shape, len(filters))
-    source = keras.Input(tuple(source_shape), name="source")
     image = keras.Input(tuple(image_shape), name="image")
-    h = keras.layers.Concatenate()([source, image])
+    if source_shape is None:
+        inputs, h = image, image
+    else:
+        source = keras.Input(tuple(source_shape), name="source")
+        inputs, h = [source, image], keras.layers.Concatenate()([source, image])
     for width in filters:
         h = keras.layers.Conv2D(width, 4, strides=2, padding="same")(h)
         h = keras.layers.LeakyReLU(0.2)(h)
     h = keras.layers.Conv2D(1, 4, padding="same", dtype="float32")(h)
-    return keras.Model([source, image], keras.layers.Reshape(h.shape[1:3])(h), name=name)
+    return keras.Model(inputs, keras.layers.Reshape(h.shape[1:3])(h), name=name)
 
 
 @dataclasses.dataclass

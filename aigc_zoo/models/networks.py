@@ -384,7 +384,8 @@ class TransformerBlock(keras.layers.Layer):
     attend everywhere (an encoder), optionally only to the keys a `key_mask` [batch, length]
     keeps.
     A causal block can also run one position at a time (`step`) with a key/value cache, which
-    gives what `call` gives for that position: the sampler of an autoregressive model.
+    gives what `call` gives for that position: the sampler of an autoregressive model (after
+    `prefill` has run a given prefix, such as a prompt, in one pass).
 
     Args:
         width: features per position (divisible by `heads`).
@@ -435,13 +436,17 @@ class TransformerBlock(keras.layers.Layer):
     def _mlp_residual(self, x: tf.Tensor) -> tf.Tensor:
         return x + self.output_layer(self.hidden(self.norm_mlp(x)))
 
+    @staticmethod
+    def _causal_mask(length: tf.Tensor | int) -> tf.Tensor:
+        """[1, 1, length, length]: query i may see keys j <= i."""
+        return tf.cast(tf.linalg.band_part(tf.ones([length, length]), -1, 0), tf.bool)[None, None]
+
     def call(self, x: tf.Tensor, key_mask: tf.Tensor | None = None) -> tf.Tensor:
         q, k, v = self._split_heads(x)
         length = tf.shape(x)[1]
         allowed = tf.ones([1, 1, length, length], tf.bool)
         if self.causal:
-            allowed = tf.cast(tf.linalg.band_part(tf.ones([length, length]), -1, 0),
-                              tf.bool)[None, None]
+            allowed = self._causal_mask(length)
         if key_mask is not None:  # not Keras' `mask`, which Keras would propagate
             allowed = tf.logical_and(allowed, tf.cast(key_mask, tf.bool)[:, None, None, :])
         x = x + self.projection(self._attend(q, k, v, allowed))
@@ -452,6 +457,20 @@ class TransformerBlock(keras.layers.Layer):
         shape = tf.stack([batch, self.heads, length, self.width // self.heads])
         zeros = tf.zeros(shape, self.compute_dtype)
         return zeros, zeros
+
+    def prefill(self, x: tf.Tensor, cache: tuple[tf.Tensor, tf.Tensor]
+                ) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
+        """The outputs of the first positions x [batch, p, width] (p static), as `call` gives
+        them, and the cache holding their keys and values: a prompt in one pass, then `step`."""
+        if not self.causal:
+            raise ValueError("prefill() is for causal blocks: a position may not see later ones")
+        q, k, v = self._split_heads(x)
+        keys, values = cache
+        length = x.shape[1]
+        keys = tf.concat([k, keys[:, :, length:]], axis=2)
+        values = tf.concat([v, values[:, :, length:]], axis=2)
+        x = x + self.projection(self._attend(q, k, v, self._causal_mask(length)))
+        return self._mlp_residual(x), (keys, values)
 
     def step(self, x: tf.Tensor, cache: tuple[tf.Tensor, tf.Tensor], position: tf.Tensor
              ) -> tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:

@@ -14,9 +14,12 @@ padding), which is also what sampling feeds the unconditional branch.
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import tensorflow as tf
 
+from aigc_zoo.errors import UserError
 from aigc_zoo.models import networks
 
 PAD_ID, NULL_ID = 0, 1  # aigc_zoo.text's padding and null-prompt tokens
@@ -82,3 +85,52 @@ def drop_prompts(tokens: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
     batch = tf.shape(tokens)[0]
     dropped = tf.random.stateless_uniform([batch], seed) < rate
     return tf.where(dropped[:, None], null_prompts(batch, tokens.shape[1]), tokens)
+
+
+def check_tokens(tokens: Any, num_samples: Any, vocabulary_size: int) -> tf.Tensor:
+    """Token ids [num_samples, length] as an int32 tensor, checked in eager mode and in a graph
+    alike: one row per sample and every id in [0, vocabulary_size), else the failed check's
+    `tf.errors.InvalidArgumentError` (checked as int64 first: int32 would wrap 2**32 + 3 to a
+    valid 3). The text models' `check_conditioning` of their `tokens` input."""
+    tokens = tf.cast(tokens, tf.int64)
+    in_range = f"token ids must be in [0, {vocabulary_size})"
+    checks = [
+        tf.debugging.assert_equal(tf.shape(tokens)[0], tf.cast(num_samples, tf.int32),
+                                  message="need one prompt per sample"),
+        tf.debugging.assert_greater_equal(tokens, tf.constant(0, tf.int64), message=in_range),
+        tf.debugging.assert_less(tokens, tf.constant(vocabulary_size, tf.int64),
+                                 message=in_range)]
+    # The dependency makes the checks run before any user of the tokens (a wrong count would
+    # otherwise fail later with a shape error instead of this message).
+    with tf.control_dependencies(checks):
+        return tf.cast(tokens, tf.int32)
+
+
+def check_text_fields(config: Any) -> None:
+    """`UserError` for bad text fields of a text model's config (`text_vocabulary_size`,
+    `text_max_length`, `held_out_combinations`); 0 sizes mean "not known yet" (the runner
+    fills them in from the tokenizer it builds)."""
+    from aigc_zoo import text  # the models do not import the tokenizer otherwise
+    size, length = config.text_vocabulary_size, config.text_max_length
+    if size and size < 3:
+        raise UserError(f"bad value text_vocabulary_size={size}: expected 0 (the tokenizer's, "
+                        "filled in by the runner) or an integer >= 3")
+    if length < 0:
+        raise UserError(f"bad value text_max_length={length}: expected 0 (the longest "
+                        "training caption's) or an integer >= 1")
+    phrases = getattr(config, "held_out_combinations", ())
+    if phrases and getattr(config, "conditioning", "text") != "text":
+        raise UserError("held_out_combinations is for conditioning=text (it drops training "
+                        "examples by their captions)")
+    for phrase in phrases:
+        if not text.words(phrase):
+            raise UserError(f"bad value held_out_combinations: {phrase!r} has no words")
+
+
+def check_sizes_known(config: Any, takes_text: bool) -> None:
+    """`ValueError` when a text model is built before its tokenizer's sizes are in `config`
+    (the runner fills them in; in-process, set them from a `text.Tokenizer`)."""
+    if takes_text and not (config.text_vocabulary_size and config.text_max_length):
+        raise ValueError("a text-conditional model needs text_vocabulary_size and "
+                         "text_max_length (a text.Tokenizer's size and max_length); the runner "
+                         "fills them in from the training captions")

@@ -30,6 +30,7 @@ import tensorflow as tf
 from aigc_zoo import config as config_lib
 from aigc_zoo import export
 from aigc_zoo.data import paired
+from aigc_zoo.errors import UserError
 from aigc_zoo.models import base
 
 REFERENCES = 64  # reference sources kept for `generate` (one sample picture's worth)
@@ -51,7 +52,10 @@ class TranslationConfig(config_lib.TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        paired.parse_task(self.task)
+        if paired.parse_task(self.task).kind == "unpaired":
+            raise UserError("bad value task='unpaired': unpaired translation is cyclegan's "
+                            "(--model=cyclegan --target_dataset=...); paired tasks: "
+                            f"{', '.join(paired.TASKS)}")
 
 
 class TranslationModel(base.GenerativeModel):
@@ -94,14 +98,22 @@ class TranslationModel(base.GenerativeModel):
 
     def remember_sources(self, sources: tf.Tensor) -> None:
         """Keep the first training batch's sources as the references of `generate`. Called
-        by `compute_losses` when training; assigned on every step (an assignment may not sit
-        inside a cond under `tf.distribute`), changed on the first only."""
-        count = tf.shape(sources)[0]
+        by `compute_losses` when training."""
+        self.remember(self.reference_sources, sources)
+
+    def remember(self, references: keras.Variable, tensors: tf.Tensor) -> None:
+        """Keep the first training batch's `tensors` in `references` (tiled to its size):
+        assigned on every step (an assignment may not sit inside a cond under
+        `tf.distribute`), changed on the first only."""
+        count = tf.shape(tensors)[0]
         repeats = (REFERENCES + count - 1) // count
-        first = tf.tile(tf.stop_gradient(tf.cast(sources, tf.float32)),
+        first = tf.tile(tf.stop_gradient(tf.cast(tensors, tf.float32)),
                         [repeats, 1, 1, 1])[:REFERENCES]
-        self.reference_sources.assign(tf.where(tf.equal(self.global_step, 0), first,
-                                               self.reference_sources))
+        references.assign(tf.where(tf.equal(self.global_step, 0), first, references))
+
+    def references(self) -> tf.Tensor:
+        """What `generate` translates a draw of: the reference sources."""
+        return self.reference_sources
 
     def translate(self, sources: Any, *, seed: int = 0) -> tf.Tensor:
         """`translate_tensors` of `sources` [B, h, w, c] in [-1, 1] (eager, one cached graph)."""
@@ -130,7 +142,7 @@ class TranslationModel(base.GenerativeModel):
             0, REFERENCES, dtype=tf.int32)
         # Through the cached translate function: its one trace (a diffusion sampler's loop
         # costs seconds) serves `generate`, `translate` and both exported signatures.
-        return self._translate_function()(tf.gather(self.reference_sources, picks),
+        return self._translate_function()(tf.gather(self.references(), picks),
                                           tf.cast(seed, tf.int64))
 
     def serving_endpoints(self) -> dict[str, Any]:

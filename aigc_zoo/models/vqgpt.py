@@ -7,15 +7,17 @@ learned positions: GPT, Radford et al. 2019, at miniature scale) models the code
 order, log p(c) = sum_i log p(c_i | c_<i, y), and a sample is decoded by the VQ-VAE.
 
 The sequence starts with a class token, the label's embedding, so the model is class-
-conditional; in training a share `label_dropout` of the labels is replaced by a null class,
+conditional (`dalle`, aigc_zoo/models/dalle.py, is this model with a caption's tokens as the
+prefix instead); in training a share `label_dropout` of the labels is replaced by a null class,
 so the same network also models the codes unconditionally, and sampling can mix the two with
 classifier-free guidance on the logits (Ho & Salimans 2022; `guidance` 0 is unconditional, 1
 conditional, above 1 guided). Each next code is drawn from the guided logits over
 `temperature`, restricted to the `top_k` most likely codes (0: all).
 
 Sampling is one compiled loop over the positions for the whole batch. With `sample_cache` (the
-default) each block keeps the keys and values of the positions already drawn, so a position
-costs one position of work per block; `sample_cache=False` runs the whole sequence per position,
+default) the prefix runs in one pass that fills each block's cache of keys and values, and
+each block keeps those of the positions already drawn, so a position costs one position of
+work per block; `sample_cache=False` runs the whole sequence per position,
 for comparison (the same codes for a seed in float32).
 """
 
@@ -93,6 +95,15 @@ class VQGPTConfig(config_lib.TrainConfig):
         config_lib.check_range("eval_examples", self.eval_examples, 0, float("inf"))
 
 
+def check_autoencoder_shape(image_shape: Sequence[int], stages: dict[str, dict[str, Any]]
+                            ) -> None:
+    """The first stage was trained on this run's image shape (else `UserError`)."""
+    shape = tuple(stages["autoencoder"]["image_shape"])
+    if shape != tuple(image_shape):
+        raise UserError(f"the autoencoder was trained on images of shape {shape}, this run's "
+                        f"are {tuple(image_shape)}; train a vqvae on this data first")
+
+
 def _check_sampling(guidance: float, temperature: float, top_k: int, *,
                     error: type[Exception] = ValueError) -> None:
     """The sampling values' checks: `ValueError` for `generate`, `UserError` for a config."""
@@ -134,71 +145,109 @@ class _WarmUp(keras.optimizers.schedules.LearningRateSchedule):
 
 @keras.saving.register_keras_serializable(package="aigc_zoo")
 class CodeTransformer(keras.layers.Layer):
-    """Class token and codes [batch, n] to the logits [batch, n + 1, K] of each next code.
+    """A conditioning prefix and codes [batch, n] to the logits [batch, n + 1, K] of each next
+    code, in one causal sequence.
 
-    Position 0 holds the class token (the label's embedding; the label `num_classes` is the
-    null class), position i > 0 code i - 1; position i's logits predict code i.
+    The prefix is a class token (`num_classes`: vqgpt; the label's embedding, the label
+    `num_classes` being the null class) or a caption's tokens (`vocabulary_size` and
+    `prefix_length`: dalle; ids from `aigc_zoo.text.Tokenizer`, padding included, each with
+    its own learned position). Positions 0 .. P - 1 hold the prefix, position P - 1 + i code i;
+    the logits of position P - 1 + i predict code i, so only code positions are scored.
     """
 
-    def __init__(self, *, codebook_size: int, length: int, num_classes: int, width: int,
-                 layers: int, heads: int, mlp_ratio: int, **kwargs: Any):
+    def __init__(self, *, codebook_size: int, length: int, width: int, layers: int,
+                 heads: int, mlp_ratio: int, num_classes: int = 0, vocabulary_size: int = 0,
+                 prefix_length: int = 1, **kwargs: Any):
         super().__init__(**kwargs)
+        if bool(num_classes) == bool(vocabulary_size):
+            raise ValueError("the prefix is either a class token (num_classes) or text "
+                             "(vocabulary_size)")
         self.codebook_size, self.length, self.width = codebook_size, length, width
+        self.prefix_length = prefix_length if vocabulary_size else 1
         self.code_embedding = keras.layers.Embedding(codebook_size, width, name="codes")
-        self.class_embedding = keras.layers.Embedding(num_classes + 1, width, name="classes")
+        # Attribute names are the checkpoints' paths: vqgpt's stay what they were.
+        if vocabulary_size:
+            self.token_embedding = keras.layers.Embedding(vocabulary_size, width, name="tokens")
+        else:
+            self.class_embedding = keras.layers.Embedding(num_classes + 1, width,
+                                                          name="classes")
         self.blocks = [networks.TransformerBlock(width, heads, mlp_ratio=mlp_ratio,
                                                  name=f"block_{i}") for i in range(layers)]
         self.norm = keras.layers.LayerNormalization(epsilon=1e-5, name="norm")
         self.head = keras.layers.Dense(codebook_size, name="head")
 
+    @property
+    def text(self) -> bool:
+        return hasattr(self, "token_embedding")
+
     def build(self, input_shape=None):
         self.positions = self.add_weight(
-            shape=(self.length, self.width), name="positions",
+            shape=(self.prefix_length + self.length - 1, self.width), name="positions",
             initializer=keras.initializers.RandomNormal(stddev=0.02))
         self.code_embedding.build((None, None))
-        self.class_embedding.build((None,))
+        if self.text:
+            self.token_embedding.build((None, self.prefix_length))
+        else:
+            self.class_embedding.build((None,))
         for layer in (*self.blocks, self.norm, self.head):
             layer.build((None, None, self.width))
         self.built = True
 
+    def prefix(self, condition: tf.Tensor) -> tf.Tensor:
+        """The prefix's embeddings [batch, P, width] of labels [batch] or tokens [batch, P]."""
+        if self.text:
+            return self.token_embedding(condition)
+        return self.class_embedding(condition)[:, None]
+
     def _logits(self, h: tf.Tensor) -> tf.Tensor:
         return tf.cast(self.head(self.norm(h)), tf.float32)
 
-    def call(self, labels: tf.Tensor, codes: tf.Tensor) -> tf.Tensor:
-        h = tf.concat([self.class_embedding(labels)[:, None], self.code_embedding(codes)], 1)
+    def call(self, condition: tf.Tensor, codes: tf.Tensor) -> tf.Tensor:
+        h = tf.concat([self.prefix(condition), self.code_embedding(codes)], 1)
         h = h + tf.cast(self.positions[:tf.shape(h)[1]], h.dtype)[None]
         for block in self.blocks:
             h = block(h)
-        return self._logits(h)
+        return self._logits(h[:, self.prefix_length - 1:])
 
-    def sample_loop(self, labels: tf.Tensor, pick: Any, *, cache: bool) -> tf.Tensor:
+    def sample_loop(self, condition: tf.Tensor, pick: Any, *, cache: bool) -> tf.Tensor:
         """Codes [batch', length] drawn position by position; `pick(logits, i)` draws code i
-        from its logits [batch, K] (batch' = batch, or 2 * batch for guidance: the labels then
-        hold the classes, then the null class, and pick returns the batch's codes, which both
-        halves continue from)."""
-        rows = tf.shape(labels)[0]
+        from its logits [batch, K] (batch' = batch, or 2 * batch for guidance: the condition
+        then holds the prompts or classes, then the null ones, and pick returns the batch's
+        codes, which both halves continue from)."""
+        rows = tf.shape(condition)[0]
         drawn = tf.zeros(tf.stack([rows, self.length]), tf.int32)
         positions = tf.range(self.length)
         if not cache:
             def body(i, drawn):
-                logits = self.call(labels, drawn[:, :-1])[:, i]
+                logits = self.call(condition, drawn[:, :-1])[:, i]
                 return i + 1, tf.where(positions[None] == i, pick(logits, i)[:, None], drawn)
             return tf.while_loop(lambda i, _: i < self.length, body, [0, drawn])[1]
 
-        caches = [block.empty_cache(rows, self.length) for block in self.blocks]
+        # The prefix in one causal pass fills the caches and gives code 0's logits; then one
+        # position per step, each seeing the cached keys and values of all earlier ones.
+        total = self.prefix_length + self.length - 1
+        h = self.prefix(condition)
+        h = h + tf.cast(self.positions[:self.prefix_length], h.dtype)[None]
+        caches = []
+        for block in self.blocks:
+            h, block_cache = block.prefill(h, block.empty_cache(rows, total))
+            caches.append(block_cache)
+        first = pick(self._logits(h[:, -1]), 0)
+        drawn = tf.where(positions[None] == 0, first[:, None], drawn)
 
         def cached_body(i, drawn, caches):
-            previous = tf.gather(drawn, tf.maximum(i - 1, 0), axis=1)
-            h = tf.where(i == 0, self.class_embedding(labels), self.code_embedding(previous))
-            h = (h + tf.cast(self.positions[i], h.dtype))[:, None]
+            position = self.prefix_length - 1 + i
+            h = self.code_embedding(tf.gather(drawn, i - 1, axis=1))
+            h = (h + tf.cast(tf.gather(self.positions, position), h.dtype))[:, None]
             updated = []
             for block, block_cache in zip(self.blocks, caches):
-                h, block_cache = block.step(h, block_cache, i)
+                h, block_cache = block.step(h, block_cache, position)
                 updated.append(block_cache)
             codes = pick(self._logits(h)[:, 0], i)
             return i + 1, tf.where(positions[None] == i, codes[:, None], drawn), updated
 
-        return tf.while_loop(lambda i, *_: i < self.length, cached_body, [0, drawn, caches])[1]
+        return tf.while_loop(lambda i, *_: i < self.length, cached_body,
+                             [1, drawn, caches])[1]
 
 
 @registry.register_model("vqgpt")
@@ -220,9 +269,13 @@ class VQGPT(base.GenerativeModel):
         height, width = self.autoencoder.grid_shape
         self.transformer = CodeTransformer(
             codebook_size=self.autoencoder.config.codebook_size, length=height * width,
-            num_classes=self.num_classes, width=config.width, layers=config.layers,
-            heads=config.heads, mlp_ratio=config.mlp_ratio, name="transformer")
+            width=config.width, layers=config.layers, heads=config.heads,
+            mlp_ratio=config.mlp_ratio, name="transformer", **self.prefix_arguments())
         self.transformer.build()
+
+    def prefix_arguments(self) -> dict[str, int]:
+        """`CodeTransformer`'s prefix: here the class token."""
+        return {"num_classes": self.num_classes}
 
     @classmethod
     def knobs(cls, config: VQGPTConfig, image_shape: Sequence[int]) -> base.Knobs:
@@ -239,10 +292,7 @@ class VQGPT(base.GenerativeModel):
     @classmethod
     def check_stages(cls, config: VQGPTConfig, image_shape: Sequence[int],
                      num_classes: int | None, stages: dict[str, dict[str, Any]]) -> None:
-        shape = tuple(stages["autoencoder"]["image_shape"])
-        if shape != tuple(image_shape):
-            raise UserError(f"the autoencoder was trained on images of shape {shape}, this run's "
-                            f"are {tuple(image_shape)}; train a vqvae on this data first")
+        check_autoencoder_shape(image_shape, stages)
         if not num_classes:
             raise UserError("vqgpt is class-conditional and this dataset has no labels")
 
@@ -266,21 +316,32 @@ class VQGPT(base.GenerativeModel):
         codes = self.autoencoder.encode(images)
         return tf.reshape(codes, [tf.shape(codes)[0], -1])
 
-    def log_likelihood(self, codes: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-        """log p(codes | label) per sequence, in nats (the label `num_classes`: unconditional)."""
-        logits = self.transformer(labels, codes[:, :-1])
+    def log_likelihood(self, codes: tf.Tensor, condition: tf.Tensor) -> tf.Tensor:
+        """log p(codes | condition) per sequence, in nats: the codes' positions only (the
+        null condition: unconditional)."""
+        logits = self.transformer(condition, codes[:, :-1])
         return -tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(codes, logits), 1)
+
+    def null_condition(self, condition: tf.Tensor) -> tf.Tensor:
+        """The unconditional branch's condition for each row of `condition`: the null class."""
+        return tf.fill(tf.shape(condition), self.num_classes)
+
+    def batch_condition(self, batch: dict[str, tf.Tensor]) -> tf.Tensor:
+        """The condition a training or evaluation batch gives: its labels."""
+        return tf.cast(batch["label"], tf.int32)
 
     def compute_losses(self, batch: dict[str, tf.Tensor], *, training: bool,
                        group: str | None = None) -> dict[str, tf.Tensor]:
         codes = self.codes(batch["image"])
-        labels = tf.cast(batch["label"], tf.int32)
+        condition = self.batch_condition(batch)
         if training and self.config.label_dropout > 0:
             seed = self.random_seed()
             uniform = self.replica_share(lambda n: tf.random.stateless_uniform([n], seed),
-                                         tf.shape(labels)[0])
-            labels = tf.where(uniform < self.config.label_dropout, self.num_classes, labels)
-        nll = -tf.reduce_mean(self.log_likelihood(codes, labels)) / self.transformer.length
+                                         tf.shape(condition)[0])
+            dropped = tf.reshape(uniform < self.config.label_dropout,
+                                 [-1] + [1] * (condition.shape.rank - 1))
+            condition = tf.where(dropped, self.null_condition(condition), condition)
+        nll = -tf.reduce_mean(self.log_likelihood(codes, condition)) / self.transformer.length
         return {"loss": nll, "bits_per_code": nll / math.log(2.0)}
 
     # -- sampling ------------------------------------------------------------------------------
@@ -290,7 +351,7 @@ class VQGPT(base.GenerativeModel):
                        temperature: tf.Tensor, top_k: tf.Tensor, cache: bool = True
                        ) -> tf.Tensor:
         """Codes drawn position by position in one compiled loop, decoded by the autoencoder."""
-        labels = conditioning["labels"]
+        (condition,) = conditioning.values()  # the one conditioning input: labels or tokens
         seed_pair = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
         size = self.transformer.codebook_size
 
@@ -309,14 +370,14 @@ class VQGPT(base.GenerativeModel):
                                                            guidance), i)
             return tf.concat([codes, codes], 0)
 
-        null = tf.fill(tf.shape(labels), self.num_classes)
+        null = self.null_condition(condition)
 
-        def single():  # guidance 0 or 1: one pass, with the null class or the labels
-            chosen = tf.where(tf.equal(guidance, 0.0), null, labels)
+        def single():  # guidance 0 or 1: one pass, with the null condition or the given one
+            chosen = tf.where(tf.equal(guidance, 0.0), null, condition)
             return self.transformer.sample_loop(chosen, draw, cache=cache)
 
         def guided():
-            both = tf.concat([labels, null], 0)
+            both = tf.concat([condition, null], 0)
             return self.transformer.sample_loop(both, guided_pick, cache=cache)[:num_samples]
 
         codes = tf.cond(tf.logical_or(tf.equal(guidance, 0.0), tf.equal(guidance, 1.0)),
@@ -356,9 +417,9 @@ class VQGPT(base.GenerativeModel):
         @tf.function
         def evaluate_batch(images, labels):
             codes = self.codes(images)
-            null = tf.fill(tf.shape(labels), self.num_classes)
-            return (self.log_likelihood(codes, tf.cast(labels, tf.int32)),
-                    self.log_likelihood(codes, null),
+            condition = tf.cast(labels, tf.int32)
+            return (self.log_likelihood(codes, condition),
+                    self.log_likelihood(codes, self.null_condition(condition)),
                     tf.reduce_sum(tf.gather(frequencies, codes), 1))
 
         totals, count = [0.0, 0.0, 0.0], 0
