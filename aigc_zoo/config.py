@@ -186,6 +186,12 @@ def check_range(name: str, value: float, low: float, high: float) -> None:
     _check(low <= value <= high, name, value, f"a number in [{low}, {high}]")
 
 
+def check_widths(name: str, value: typing.Sequence[int], example: str = "32,64") -> None:
+    """One or more positive integers: a network's layer widths."""
+    _check(bool(value) and min(value) >= 1, name, value,
+           f"one or more positive integers, e.g. {example}")
+
+
 def check_positive(name: str, value: float) -> None:
     """`UserError` unless `value > 0`."""
     _check(value > 0, name, value, "a number > 0")

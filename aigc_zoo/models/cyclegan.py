@@ -153,10 +153,7 @@ class CycleGANConfig(translation.TranslationConfig):
         config_lib.check_positive("blocks_per_level", self.blocks_per_level)
         config_lib.check_choice("direction", self.direction, DIRECTIONS)
         for name in ("widths", "discriminator_filters"):
-            value = getattr(self, name)
-            if not value or min(value) < 1:
-                raise UserError(f"bad value {name}={value!r}: expected one or more positive "
-                                "integers, e.g. 32,64")
+            config_lib.check_widths(name, getattr(self, name))
 
 
 @registry.register_model("cyclegan")

@@ -84,9 +84,7 @@ class DiffusionConfig(config_lib.TrainConfig):
         config_lib.check_choice("schedule", self.schedule, schedules.SCHEDULES)
         config_lib.check_choice("prediction", self.prediction, schedules.PREDICTIONS)
         config_lib.check_range("min_snr_gamma", self.min_snr_gamma, 0.0, float("inf"))
-        if not self.widths or min(self.widths) < 1:
-            raise UserError(f"bad value widths={self.widths!r}: expected one or more positive "
-                            "integers, e.g. 16,32,64")
+        config_lib.check_widths("widths", self.widths, "16,32,64")
         config_lib.check_positive("blocks_per_level", self.blocks_per_level)
         if self.embedding_dim < 4 or self.embedding_dim % 2:
             raise UserError(f"bad value embedding_dim={self.embedding_dim}: expected an even "

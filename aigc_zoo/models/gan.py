@@ -131,10 +131,7 @@ class GANConfig(config_lib.TrainConfig):
         config_lib.check_range("lr_decay_steps", self.lr_decay_steps, 0, float("inf"))
         config_lib.check_range("ema_decay", self.ema_decay, 0.0, 0.999999)
         for name in ("generator_filters", "discriminator_filters", "mlp_units"):
-            value = getattr(self, name)
-            if not value or min(value) < 1:
-                raise UserError(f"bad value {name}={value!r}: expected one or more positive "
-                                "integers, e.g. 64,128")
+            config_lib.check_widths(name, getattr(self, name), "64,128")
         self._validate_augment()
         if self.batch_size % self.d_steps:
             raise UserError(f"bad value batch_size={self.batch_size}: expected a multiple of "

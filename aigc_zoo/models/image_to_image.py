@@ -202,10 +202,7 @@ class Pix2PixConfig(translation.TranslationConfig):
         config_lib.check_range("beta_1", self.beta_1, 0.0, 0.999999)
         config_lib.check_positive("blocks_per_level", self.blocks_per_level)
         for name in ("widths", "discriminator_filters"):
-            value = getattr(self, name)
-            if not value or min(value) < 1:
-                raise UserError(f"bad value {name}={value!r}: expected one or more positive "
-                                "integers, e.g. 32,64")
+            config_lib.check_widths(name, getattr(self, name))
 
 
 @registry.register_model("pix2pix")

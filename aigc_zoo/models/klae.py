@@ -28,7 +28,6 @@ from aigc_zoo import config as config_lib
 from aigc_zoo import export
 from aigc_zoo import losses
 from aigc_zoo import registry
-from aigc_zoo.errors import UserError
 from aigc_zoo.metrics import pixels
 from aigc_zoo.models import base
 from aigc_zoo.models import networks
@@ -62,9 +61,7 @@ class KLAEConfig(config_lib.TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not self.filters or min(self.filters) < 1:
-            raise UserError(f"bad value filters={self.filters!r}: expected one or more positive "
-                            "integers, e.g. 32,64")
+        config_lib.check_widths("filters", self.filters)
         config_lib.check_range("residual_blocks", self.residual_blocks, 0, float("inf"))
         config_lib.check_positive("latent_channels", self.latent_channels)
         config_lib.check_range("kl_weight", self.kl_weight, 0.0, float("inf"))

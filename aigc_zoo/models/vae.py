@@ -77,9 +77,7 @@ class VAEConfig(config_lib.TrainConfig):
         config_lib.check_positive("learning_rate", self.learning_rate)
         config_lib.check_positive("eval_importance_samples", self.eval_importance_samples)
         config_lib.check_range("eval_examples", self.eval_examples, 0, float("inf"))
-        if not self.filters or min(self.filters) < 1:
-            raise UserError(f"bad value filters={self.filters!r}: expected "
-                                       "one or more positive integers, e.g. 32,64")
+        config_lib.check_widths("filters", self.filters)
 
 
 @registry.register_model("vae")

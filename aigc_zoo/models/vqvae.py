@@ -37,7 +37,6 @@ import tensorflow as tf
 from aigc_zoo import config as config_lib
 from aigc_zoo import export
 from aigc_zoo import registry
-from aigc_zoo.errors import UserError
 from aigc_zoo.metrics import pixels
 from aigc_zoo.models import base
 from aigc_zoo.models import networks
@@ -86,9 +85,7 @@ class VQVAEConfig(config_lib.TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not self.filters or min(self.filters) < 1:
-            raise UserError(f"bad value filters={self.filters!r}: expected one or more positive "
-                            "integers, e.g. 32,64")
+        config_lib.check_widths("filters", self.filters)
         config_lib.check_range("residual_blocks", self.residual_blocks, 0, float("inf"))
         config_lib.check_positive("code_dim", self.code_dim)
         config_lib.check_range("codebook_size", self.codebook_size, 2, float("inf"))
