@@ -82,14 +82,7 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     domain = domains.for_dataset(run.dataset, task=run.knobs(record.image_shape).task,
                                  target=run.knobs(record.image_shape).target)
     every = domain.evaluate_every(options.eval_every_epochs)
-    # Made before anything is written: a missing extractor fails here, changing nothing.
-    quality = options.quality.sized(run.knobs(record.image_shape).sampling_cost)
-    if every:
-        request_lib.check_held_samples(quality.num_samples, record.image_shape)
-    evaluator = (domain.evaluator(run, quality, data_dir=options.data_dir) if every else None)
-    if evaluator is not None and tokenizer is not None:  # as in --mode=eval, without the probe
-        evaluator.use_prompts(attributes.caption_prompts(run, tokenizer,
-                                                         data_dir=options.data_dir))
+    evaluator = _evaluator(run, record, options, domain, tokenizer) if every else None
     reconstruct = _reconstruction_batch(run, record, options, domain)
     prompts = tokenizer and options.sample_every_epochs and _picture_prompts(
         run, options, tokenizer, domain.grid_size(run.knobs(record.image_shape).sampling_cost))
@@ -126,6 +119,20 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     if stop.diverged:
         raise TrainingDiverged(_diverged_message(stop.diverged, checkpointer))
     return model
+
+
+def _evaluator(run: Run, record: RunRecord, options: TrainOptions, domain: domains.Domain,
+               tokenizer: text.Tokenizer | None) -> domains.Evaluator | None:
+    """The evaluation during training. Made before anything is written: a missing extractor
+    fails here, changing nothing. A text model's samples are drawn for the eval captions, as
+    in --mode=eval (without the attribute probe)."""
+    quality = options.quality.sized(run.knobs(record.image_shape).sampling_cost)
+    request_lib.check_held_samples(quality.num_samples, record.image_shape)
+    evaluator = domain.evaluator(run, quality, data_dir=options.data_dir)
+    if evaluator is not None and tokenizer is not None:
+        evaluator.use_prompts(attributes.caption_prompts(run, tokenizer,
+                                                         data_dir=options.data_dir))
+    return evaluator
 
 
 def _text(run: Run, previous: RunRecord | None, workdir: Workdir, options: TrainOptions

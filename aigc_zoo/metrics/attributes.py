@@ -450,7 +450,7 @@ def prepare(run: Any, model: Any, workdir: str, quality: Any, evaluator: Any, *,
     """
     if quality is None or not takes_text(model):
         return None
-    tokenizer = text.Tokenizer.load(workdir)
+    tokenizer = text.load_for(workdir, run.config)
     agreement = None
     if run.dataset in PROBED and not run.image_size:
         # The probe is the instrument, the same for every run: the dataset's whole splits.
