@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -186,16 +186,20 @@ def sample_quality_evaluator(run: Any, options: sample_quality.Options, *,
 class _SampleQuality:
     def __init__(self, measure: sample_quality.SampleQuality):
         self._measure = measure
+        self._observe = None
 
     def evaluate(self, model: Any, *, seed: int) -> tuple[Results, dict[str, float]]:
-        results = self._measure.evaluate(model, seed=seed)
+        results = self._measure.evaluate(model, seed=seed, observe=self._observe)
         entries = {"num_samples": results["num_samples"], "extractor": results["extractor"],
                    "sample_quality": results}
         return entries, sample_quality.scalars(results)
 
-    def use_prompts(self, tokens: np.ndarray) -> None:
-        """Draw a text-conditional model's samples for these prompts (token rows, cycled)."""
+    def use_prompts(self, tokens: np.ndarray,
+                    observe: Callable[[sample_quality.Batch], None] | None = None) -> None:
+        """Draw a text-conditional model's samples for these prompts (token rows, cycled);
+        `observe` sees each batch of samples (the prompt agreement reads them too)."""
         self._measure.prompts = tokens
+        self._observe = observe
 
     def summary(self, results: Results) -> str:
         quality = results["sample_quality"]

@@ -12,7 +12,6 @@ the data or the workdir.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from typing import Any, Collection, Mapping, Sequence, Union
 
@@ -142,16 +141,23 @@ class Run:
             keras.mixed_precision.set_global_policy(previous)
 
 
+# What sample quality holds per sample: a feature vector and class probabilities, at most
+# Inception's (2,048 pool features and 1,008 logits' probabilities; the domain classifier's
+# are far fewer). The samples themselves are held a batch at a time.
+HELD_FLOATS_PER_SAMPLE = 2048 + 1008
+
+
 def check_held_samples(count: int | None, image_shape: Sequence[int]) -> None:
-    """`UserError` when `count` samples of `image_shape` (`--eval_samples`: sample quality
-    holds them all at once, as float32) would not fit this machine's physical memory."""
-    needed = 4 * (count or 0) * math.prod(int(d) for d in image_shape)
+    """`UserError` when what sample quality holds for `count` samples (`--eval_samples`: a
+    feature vector each, `HELD_FLOATS_PER_SAMPLE` float32 at most) would not fit this machine's
+    physical memory. `image_shape` names the samples in the message."""
+    needed = 4 * (count or 0) * HELD_FLOATS_PER_SAMPLE
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if needed > memory:
         shape = "x".join(str(int(d)) for d in image_shape)
-        raise UserError(f"bad value eval_samples={count}: sample quality holds its samples at "
-                        f"once, {needed / 2**30:,.1f} GiB of {shape} float32 samples, more than "
-                        f"this machine's {memory / 2**30:,.1f} GiB of memory")
+        raise UserError(f"bad value eval_samples={count}: sample quality holds the features of "
+                        f"its {shape} samples, up to {needed / 2**30:,.1f} GiB of float32, "
+                        f"more than this machine's {memory / 2**30:,.1f} GiB of memory")
 
 
 @dataclasses.dataclass(frozen=True)

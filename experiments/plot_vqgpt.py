@@ -55,8 +55,7 @@ def guidance_sweep(run, model, scales, samples: int, data_dir):
         results = evaluator.evaluate(model, seed=0)
         row = {"guidance": scale, **results["model"]}
         if scale == 0.0:  # unconditional: which digits does the classifier see?
-            images, _ = evaluator.generate(model, seed=0)
-            _, probabilities = evaluator.extractor(images)
+            _, probabilities, _ = evaluator.sample_features(model, seed=0)
             counts = np.bincount(np.argmax(probabilities, 1), minlength=10)
             row["digit_counts"] = counts.tolist()
         rows.append(row)

@@ -12,7 +12,7 @@ import pytest
 from aigc_zoo import registry, stages, text
 from aigc_zoo.data import shapes
 from aigc_zoo.errors import UserError
-from aigc_zoo.metrics import attributes, classifier
+from aigc_zoo.metrics import attributes, classifier, sample_quality
 
 SMALL = {"train": 128, "test": 24}  # 128: one training batch of the probe
 
@@ -113,6 +113,7 @@ class _RealImages:
 
     config = types.SimpleNamespace(conditioning="text")
     image_shape = (32, 32, 3)
+    conditional = False
 
     def __init__(self, images, captions, tokenizer):
         self.by_prompt = {tuple(t): image for t, image in
@@ -155,6 +156,30 @@ def test_agreement_of_real_images_is_the_probes_accuracy_and_held_out_is_apart(
     assert "prompt agreement on 'test' captions" in attributes.format_report(results)
 
 
+def test_agreement_reads_the_samples_sample_quality_drew_instead_of_drawing_them_again(
+        probe_cache, shapes_dir):
+    _, probe = probe_cache
+    images, _, captions = attributes.read_split("shapes", "test", data_dir=shapes_dir)
+    tokenizer = text.Tokenizer.build(captions)
+    agreement = attributes.PromptAgreement("shapes", tokenizer=tokenizer, data_dir=shapes_dir,
+                                           num_samples=16, batch_size=6, probe=probe)
+    drawn_alone = agreement.evaluate(_RealImages(images, captions, tokenizer), seed=2)
+    # Sample quality with the same count, batch size and prompts, as `prepare` wires them.
+    quality = sample_quality.SampleQuality(
+        "shapes", data_dir=shapes_dir, options=sample_quality.Options(num_samples=16,
+                                                                      batch_size=6),
+        extractor=lambda batch: (np.zeros([len(batch), 2]), None))
+    quality.prompts = agreement.tokens(agreement.sets["test_captions"])
+    model = _RealImages(images, captions, tokenizer)
+    quality.sample_features(model, seed=2, observe=agreement.observe)
+    assert [n for n, _ in model.calls] == [6, 6, 4]
+    shared = agreement.evaluate(model, seed=2)
+    assert len(model.calls) == 3  # no batch drawn twice
+    assert shared["test_captions"] == drawn_alone["test_captions"]
+    agreement.evaluate(model, seed=2)  # what was observed is used once
+    assert len(model.calls) == 6
+
+
 def test_a_tiny_text_ldm_is_measured_through_prepare(probe_cache, shapes_dir, tmp_path):
     """The eval's wiring (`attributes.prepare`, which `trained.evaluate` calls) on an untrained
     text-conditional ldm built as tests/test_ldm.py builds one."""
@@ -173,8 +198,8 @@ def test_a_tiny_text_ldm_is_measured_through_prepare(probe_cache, shapes_dir, tm
     run = types.SimpleNamespace(dataset="shapes", eval_split="test", train_split="train",
                                 image_size=None, config=config)
     quality = types.SimpleNamespace(num_samples=6, batch_size=6, classifier_dir=None)
-    evaluator = types.SimpleNamespace(use_prompts=lambda tokens: setattr(
-        evaluator, "prompts", tokens))
+    evaluator = types.SimpleNamespace(use_prompts=lambda tokens, observe: evaluator.__dict__.update(
+        prompts=tokens, observe=observe))
     with pytest.MonkeyPatch.context() as patch:  # the tiny probe stands in for the real one
         patch.setattr(attributes, "load_probe", lambda *a, **k: probe)
         agreement = attributes.prepare(run, model, str(tmp_path), quality, evaluator,

@@ -81,7 +81,7 @@ def test_evaluation_sizes_are_bounded_once_the_image_shape_is_known(trained):
                          "--set", "eval_importance_samples=100000")
     assert "eval_importance_samples=100000" in message and "2**31 - 1" in message
     message = user_error(*flags, "--mode=eval", "--eval_samples=1000000000000")
-    assert "sample quality holds its samples" in message and "28x28x1" in message
+    assert "sample quality holds the features" in message and "28x28x1" in message
     assert snapshot(workdir) == before
 
 

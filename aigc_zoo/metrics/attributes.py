@@ -360,26 +360,40 @@ class PromptAgreement:
             if self.held_out else np.zeros(len(self._captions), bool)
         self.sets = {"test_captions": np.arange(min(self.num_samples, len(self._captions))),
                      "held_out": np.flatnonzero(held)[:self.num_samples]}
+        self._observed: dict[tuple[int, bytes], dict[str, np.ndarray]] = {}
 
     def tokens(self, indices: np.ndarray) -> np.ndarray:
         """The prompts' token ids of these eval examples."""
         return self.tokenizer.encode([self._captions[i] for i in indices])
 
-    def generate(self, model: Any, indices: np.ndarray, seed: int) -> np.ndarray:
-        """One sample per eval example in `indices`, `batch_size` at a time, each batch with
-        its own seed derived from `seed` (as sample quality draws)."""
+    def observe(self, batch: Any) -> None:
+        """Keep the probe's reading of a batch of samples drawn elsewhere (a
+        `sample_quality.Batch`: sample quality draws the same prompts with the same seeds);
+        `evaluate` uses it instead of drawing that batch again."""
+        if set(batch.inputs) == {"tokens"}:  # drawn with the prompts alone, as `predictions`
+            key = (batch.seed, np.asarray(batch.inputs["tokens"]).tobytes())
+            self._observed[key] = self.probe.predict(batch.images)
+
+    def predictions(self, model: Any, indices: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+        """The probe's reading of one sample per eval example in `indices`, drawn
+        `batch_size` at a time, each batch with its own seed derived from `seed` (as sample
+        quality draws), or taken from what `observe` kept of the same draw."""
         seeds = np.random.SeedSequence(seed).generate_state(
             max(1, math.ceil(len(indices) / self.batch_size)))
-        images = []
+        parts = []
         for index, start in enumerate(range(0, len(indices), self.batch_size)):
             chosen = indices[start:start + self.batch_size]
-            images.append(np.asarray(model.generate(len(chosen), seed=int(seeds[index] >> 1),
-                                                    tokens=self.tokens(chosen))))
-        return np.concatenate(images) if images else np.zeros([0, *model.image_shape])
+            tokens, batch_seed = self.tokens(chosen), int(seeds[index] >> 1)
+            seen = self._observed.get((batch_seed, np.asarray(tokens).tobytes()))
+            parts.append(seen if seen is not None else self.probe.predict(
+                np.asarray(model.generate(len(chosen), seed=batch_seed, tokens=tokens))))
+        return {name: np.concatenate([part[name] for part in parts])
+                for name in (parts[0] if parts else {})}
 
     def evaluate(self, model: Any, *, seed: int = 0) -> dict[str, Any]:
         """Agreement over the eval captions and over the held-out ones (`held_out` None when
-        no phrase is held out or none is in the eval split)."""
+        no phrase is held out or none is in the eval split). What `observe` kept is used once,
+        then dropped."""
         start = time.perf_counter()
         results: dict[str, Any] = {
             "split": self.split, "seed": seed, "skipped_captions": self.skipped,
@@ -388,9 +402,10 @@ class PromptAgreement:
             if not len(indices):
                 results[name] = None
                 continue
-            samples = self.generate(model, indices, seed + offset)
             targets = {k: v[indices] for k, v in self._targets.items()}
-            results[name] = score(self.dataset, self.probe.predict(samples), targets)
+            results[name] = score(self.dataset, self.predictions(model, indices, seed + offset),
+                                  targets)
+        self._observed.clear()
         results["seconds"] = time.perf_counter() - start
         return results
 
@@ -463,5 +478,7 @@ def prepare(run: Any, model: Any, workdir: str, quality: Any, evaluator: Any, *,
     else:
         prompts = caption_prompts(run, tokenizer, data_dir=data_dir)
     if hasattr(evaluator, "use_prompts"):
-        evaluator.use_prompts(prompts)
+        # The agreement reads the samples sample quality draws for the same prompts and seeds
+        # rather than drawing them again (the costliest part of the evaluation).
+        evaluator.use_prompts(prompts, observe=agreement.observe if agreement else None)
     return agreement

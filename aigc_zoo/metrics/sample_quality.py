@@ -4,8 +4,9 @@ For a model and a seed, `SampleQuality.evaluate`:
 
 1. draws `num_samples` samples with `model.generate` in batches (a conditional model gets
    balanced labels 0, 1, ..., K-1, 0, 1, ...);
-2. extracts features (and class probabilities) with the extractor: the domain classifier
-   (`classifier.py`, offline, native resolution) or Inception-v3 (`inception.py`);
+2. extracts features (and class probabilities) of each batch as it is drawn, with the
+   extractor: the domain classifier (`classifier.py`, offline, native resolution) or
+   Inception-v3 (`inception.py`); only features are held, never all the samples;
 3. compares the samples with a fixed random subset of the eval split (up to `num_samples`
    images; the same for every seed, as precomputed FID statistics are): Fréchet distance
    (FID with Inception), KID (mean and std over subsets), the Inception-style score (mean and
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -42,6 +43,17 @@ REFERENCE_SEED = 0  # picks the real subsets; fixed, so every evaluation sees th
 # The keys of a results row, in the order reports show them.
 ROW_KEYS = ("fd", "kid", "kid_std", "is", "is_std", "precision", "recall", "density",
             "coverage", "label_accuracy")
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Samples as `SampleQuality.batches` draws them: `model.generate(len(images), seed=seed,
+    **inputs)` (a conditional model's `labels`, a text model's `tokens`), in `seconds`."""
+
+    seed: int
+    inputs: dict[str, np.ndarray]
+    images: np.ndarray
+    seconds: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,50 +180,85 @@ class SampleQuality:
             opened = opened.enumerate().filter(lambda i, _: chosen[i]).map(lambda _, ex: ex)
         batches = data.batches(opened, info, split=split,
                                batch_size=min(self.options.batch_size, count), training=False)
-        images, labels = [], []
-        for batch in batches:
-            images.append(batch["image"].numpy())
+        features, probabilities, labels, held = [], [], [], 0
+        for batch in batches:  # features batch by batch: the images are never all held
+            images = batch["image"].numpy()[:count - held]
+            held += len(images)
+            batch_features, batch_probabilities = self.extractor(images)
+            features.append(batch_features)
+            probabilities.append(batch_probabilities)
             if "label" in batch:
-                labels.append(batch["label"].numpy())
-            if sum(len(x) for x in images) >= count:
+                labels.append(batch["label"].numpy()[:len(images)])
+            if held >= count:
                 break
-        images = np.concatenate(images)[:count]
-        features, probabilities = self.extractor(images)
-        return {"features": features, "probabilities": probabilities,
-                "labels": np.concatenate(labels)[:count] if labels else None}
+        return {"features": np.concatenate(features),
+                "probabilities": (None if probabilities[0] is None
+                                  else np.concatenate(probabilities)),
+                "labels": np.concatenate(labels) if labels else None}
 
-    def generate(self, model: Any, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """`num_samples` samples [N, H, W, C] and their requested labels (None: unconditional);
-        with `prompts` set, drawn for them."""
+    def batches(self, model: Any, seed: int) -> Iterator[Batch]:
+        """`num_samples` samples, `batch_size` at a time: each `Batch` with the seed and the
+        conditioning it was drawn with (a conditional model's requested labels, balanced
+        0, 1, ..., K-1, 0, ...; with `prompts` set, their token rows, cycled)."""
         count, batch = self.options.num_samples, self.options.batch_size
         labels = None
         if model.conditional:
             labels = (np.arange(count) % model.num_classes).astype(np.int32)
         # One independent seed per batch, so that batch sizes never overlap two seeds' draws.
         batch_seeds = np.random.SeedSequence(seed).generate_state((count + batch - 1) // batch)
-        images = []
         for index, start in enumerate(range(0, count, batch)):
             size = min(batch, count - start)
-            options = {} if labels is None else {"labels": labels[start:start + size]}
+            inputs = {} if labels is None else {"labels": labels[start:start + size]}
             if self.prompts is not None:
-                options["tokens"] = self.prompts[np.arange(start, start + size)
-                                                 % len(self.prompts)]
-            images.append(np.asarray(model.generate(size, seed=int(batch_seeds[index] >> 1),
-                                                    **options)))
-        return np.concatenate(images), labels
+                inputs["tokens"] = self.prompts[np.arange(start, start + size)
+                                                % len(self.prompts)]
+            batch_seed, start_time = int(batch_seeds[index] >> 1), time.perf_counter()
+            images = np.asarray(model.generate(size, seed=batch_seed, **inputs))
+            yield Batch(batch_seed, inputs, images, time.perf_counter() - start_time)
 
-    def evaluate(self, model: Any, *, seed: int = 0) -> dict[str, Any]:
-        """Sample-quality results of `model` for `seed` (see the module docstring)."""
+    def generate(self, model: Any, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """All `num_samples` samples [N, H, W, C] at once and their requested labels (None:
+        unconditional); `evaluate` holds only their features."""
+        drawn = list(self.batches(model, seed))
+        labels = [batch.inputs["labels"] for batch in drawn if "labels" in batch.inputs]
+        return (np.concatenate([batch.images for batch in drawn]),
+                np.concatenate(labels) if labels else None)
+
+    def sample_features(self, model: Any, seed: int,
+                        observe: Callable[[Batch], None] | None = None,
+                        seconds: dict[str, float] | None = None
+                        ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Features, class probabilities and requested labels (None: unconditional) of the
+        samples of `batches`, extracted batch by batch so that no more than a batch of images
+        is held; `observe` sees each batch first (a second measure of the same samples).
+        `seconds` gets the time spent drawing ("generate") and extracting ("sample_features")."""
+        features, probabilities, labels = [], [], []
+        seconds = {} if seconds is None else seconds
+        seconds.update(generate=0.0, sample_features=0.0)
+        for batch in self.batches(model, seed):
+            seconds["generate"] += batch.seconds
+            if observe is not None:
+                observe(batch)
+            start = time.perf_counter()
+            batch_features, batch_probabilities = self.extractor(batch.images)
+            seconds["sample_features"] += time.perf_counter() - start
+            features.append(batch_features)
+            probabilities.append(batch_probabilities)
+            if "labels" in batch.inputs:
+                labels.append(batch.inputs["labels"])
+        return (np.concatenate(features),
+                None if probabilities[0] is None else np.concatenate(probabilities),
+                np.concatenate(labels) if labels else None)
+
+    def evaluate(self, model: Any, *, seed: int = 0,
+                 observe: Callable[[Batch], None] | None = None) -> dict[str, Any]:
+        """Sample-quality results of `model` for `seed` (see the module docstring); `observe`
+        as for `sample_features`."""
         seconds = {}
         start = time.perf_counter()
         real = self.real_features()
         seconds["real_features"] = time.perf_counter() - start
-        start = time.perf_counter()
-        samples, labels = self.generate(model, seed)
-        seconds["generate"] = time.perf_counter() - start
-        start = time.perf_counter()
-        features, probabilities = self.extractor(samples)
-        seconds["sample_features"] = time.perf_counter() - start
+        features, probabilities, labels = self.sample_features(model, seed, observe, seconds)
         start = time.perf_counter()
         reference = real["eval"]["features"]
         model_row = compare(reference, features, probabilities=probabilities,
@@ -225,7 +272,7 @@ class SampleQuality:
         describe = self.extractor.describe()
         return {
             "extractor": describe["name"], "extractor_info": describe,
-            "num_samples": len(samples), "num_real": len(reference),
+            "num_samples": len(features), "num_real": len(reference),
             **({"num_samples_note": self.options.num_samples_note}
                if self.options.num_samples_note else {}),
             "num_reference": len(real["train"]["features"]),

@@ -238,8 +238,7 @@ def train_one(args: argparse.Namespace) -> dict[str, Any]:
     def evaluate() -> dict[str, float]:
         # FD exactly as `SampleQuality.evaluate` computes it (its sampling, features and real
         # subset); the other metrics (KID, precision/recall...) are not needed here.
-        samples, _ = quality.generate(sampler, seed)
-        features, _ = quality.extractor(samples)
+        features, _, _ = quality.sample_features(sampler, seed)
         return {"fd": distances.frechet_distance_from_features(real["eval"]["features"],
                                                                features),
                 "fd_real_vs_real": floor}
