@@ -159,7 +159,8 @@ def check_keras_file(model, directory):
 
 
 def check_export(model, directory):
-    """The SavedModel's `generate` (and `sample`, with the defaults) give the model's samples."""
+    """The SavedModel's `generate` (and `sample`, with the defaults) give the model's samples;
+    an image-to-image model's `translate` (and cyclegan's other direction) its translations."""
     export_dir = str(directory / "saved")
     signatures = export.save_model(model, export_dir)
     served = tf.saved_model.load(export_dir)
@@ -185,6 +186,13 @@ def check_export(model, directory):
         translated = model.translate(sources, seed=2).numpy()
         assert translated.shape == (3, *IMAGE_SHAPE)
         np.testing.assert_array_equal(images.numpy(), translated)
+    for name in set(signatures) - {"translate"}:  # cyclegan serves the other direction too
+        if name.startswith("translate_"):
+            direction, images = name[len("translate_"):], _sources(model)
+            served_images = served.signatures[name](sources=images, seed=tf.constant(0))
+            own = tf.function(lambda x, d=direction: model.translate_direction(x, d),
+                              jit_compile=model.samples_with_xla())(images)
+            np.testing.assert_array_equal(served_images["images"].numpy(), own.numpy())
 
 
 ALL_CHECKS = ("train_steps", "generate", "checkpoint", "keras_file", "export")
