@@ -32,12 +32,11 @@ import glob
 import os
 import re
 import shutil
-import sys
 import time
 
 import tensorflow as tf
 
-from aigc_zoo.errors import TrainingDiverged, UserError
+from aigc_zoo.errors import TrainingDiverged, UserError, warn
 from aigc_zoo.models.base import GenerativeModel
 
 # TensorFlow reports a failed file write with the C library's text; ENOSPC arrives as a
@@ -271,10 +270,10 @@ def choose(directory: str) -> str | None:
                         f"{directory} reads in full ({len(damaged)} tried); start again "
                         "with --overwrite (it deletes them)")
     if index_problem and chosen:  # without any checkpoint there is nothing to fall back on
-        _warn(f"{os.path.join(directory, INDEX)} is damaged ({index_problem}); using the "
+        warn(f"{os.path.join(directory, INDEX)} is damaged ({index_problem}); using the "
               "newest checkpoint on disk that reads in full")
     for path, reason in damaged:
-        _warn(f"skipping checkpoint {path}: it is damaged ({reason}); using "
+        warn(f"skipping checkpoint {path}: it is damaged ({reason}); using "
               f"{os.path.basename(chosen)}, an older one")
     return chosen
 
@@ -293,10 +292,6 @@ def unreadable(path: str) -> str | None:
 
 def _number(path: str) -> int:
     return int(_NAME.fullmatch(os.path.basename(path)).group(1))
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _all_finite(variables: list) -> bool:

@@ -23,7 +23,7 @@ from aigc_zoo import request as request_lib
 from aigc_zoo.checkpoints import Checkpointer
 from aigc_zoo.data import paired
 from aigc_zoo.metrics import attributes
-from aigc_zoo.errors import TrainingDiverged, UserError
+from aigc_zoo.errors import TrainingDiverged, UserError, warn
 from aigc_zoo.models.base import GenerativeModel
 from aigc_zoo.request import Run, TrainOptions
 from aigc_zoo.workdir import RunRecord, Workdir
@@ -65,6 +65,9 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
                    data.open_split(run.dataset, run.train_split, data_dir=options.data_dir,
                                    image_size=run.image_size))
     run.check_sizes(info.image_shape)
+    if "source" in split.element_spec and not run.knobs(info.image_shape).task:
+        warn(f"{run.dataset} holds sources, which {run.model} does not read (it has no "
+             "image-to-image task): it trains on the target images alone")
     record = RunRecord(run, info.image_shape, info.num_classes,
                        epoch_length(run, info.num_examples, info.image_shape, previous=previous))
     workdir.check_same_run(previous, record.to_json())

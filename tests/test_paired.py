@@ -168,6 +168,26 @@ def test_bad_paired_folders_end_in_one_line_naming_the_problem(tmp_path):
     (tmp_path / "none" / "source").mkdir(parents=True)
     with pytest.raises(UserError, match="no target/ sub-folder"):
         data.load(f"pairs:{tmp_path / 'none'}", "train", batch_size=1, training=False)
+    # A task that makes its own sources would silently replace the folder's.
+    good = _pairs_folder(tmp_path / "good")
+    message = user_error("--model=espcn", f"--dataset=pairs:{good}", "--task=edges",
+                         f"--workdir={tmp_path / 'run'}", "--image_size=8", "--set",
+                         "batch_size=2")
+    assert "holds its own sources, which task edges would replace" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_without_a_task_on_a_paired_folder_says_it_reads_the_targets_alone(
+        tmp_path, capsys):
+    from conftest import run_in_process
+    folder = _pairs_folder(tmp_path / "pairs")
+    run_in_process("--model=vae", f"--dataset=pairs:{folder}", f"--workdir={tmp_path / 'run'}",
+                   "--image_size=28", "--epochs=1", "--steps_per_epoch=1", "--set",
+                   "batch_size=2", "--eval_samples=0", "--sample_every_epochs=0")
+    warnings = [line for line in capsys.readouterr().err.splitlines()
+                if line.startswith("warning:")]
+    assert warnings == [f"warning: pairs:{folder} holds sources, which vae does not read (it "
+                        "has no image-to-image task): it trains on the target images alone"]
 
 
 def _class_folder(root, count, shape):

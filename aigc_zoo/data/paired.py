@@ -227,11 +227,16 @@ def pair_fn(task: Task):
 
 def check_given(task: Task, info, element_spec) -> None:
     """`UserError` unless the data fits the task: `pairs` needs a paired dataset (examples
-    with a `"source"`), and a paired dataset's sources are only read by `pairs`."""
+    with a `"source"`), and a paired dataset's sources are only read by `pairs` (a task that
+    makes its sources from the images would silently put its own in their place)."""
     has_source = "source" in element_spec
     if task.kind == "pairs" and not has_source:
         raise UserError(f"task pairs reads the sources of a paired folder; {info.name} has "
                         "none: use --dataset=pairs:<dir> (source/ and target/ inside)")
+    if has_source and task.kind not in GIVEN:
+        raise UserError(f"{info.name} holds its own sources, which task {task.name} would "
+                        "replace with sources made from the targets: use --task=pairs, or a "
+                        "dataset of the target images alone")
 
 
 def open_target(target: Sequence[str], role: str, like, *, data_dir: str | None = None):
