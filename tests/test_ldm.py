@@ -5,6 +5,7 @@ The shared harness (tests/test_every_model.py) covers training, sampling, checkp
 
 import dataclasses
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -26,7 +27,7 @@ def test_the_scale_factor_is_one_over_the_latents_standard_deviation():
     assert all(abs(float(h) - 1 / 3.0) < 0.01 for h in halves)
 
 
-def test_on_a_vqvae_the_scale_is_set_samples_decode_and_the_prompt_reaches_them():
+def test_on_a_vqvae_the_scale_is_set_samples_decode_and_the_prompt_reaches_them(tmp_path):
     """One tiny text-conditional model on a vqvae's latents (the harness,
     tests/test_every_model.py, runs the label-conditional one on a tiny klae): cheaper than
     a model for each."""
@@ -65,6 +66,14 @@ def test_on_a_vqvae_the_scale_is_set_samples_decode_and_the_prompt_reaches_them(
     np.testing.assert_array_equal(sample(prompt_a, 0.0), sample(null, 1.0))
     np.testing.assert_array_equal(sample(prompt_b, 0.0), sample(null, 1.0))
     assert np.abs(sample(prompt_a, 3.0) - conditional).max() > 0
+    # The `.keras` file of a text model (the harness's is label-conditional): the same config
+    # and every weight, the text encoder's included, and the fitted scale. Its samples are not
+    # drawn again (a second sampler trace); the harness compares samples for the klae one.
+    model.save(str(tmp_path / "text.keras"))
+    loaded = keras.saving.load_model(str(tmp_path / "text.keras"), safe_mode=True)
+    assert loaded.config == model.config and loaded.takes_text(loaded.config)
+    for saved, restored in zip(model.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(saved.numpy(), restored.numpy(), err_msg=saved.path)
     with pytest.raises(ValueError, match="token ids must be in"):
         model.generate(2, tokens=np.array([[6, 0, 0]] * 2))
     with pytest.raises(ValueError, match="needs tokens"):
