@@ -67,11 +67,11 @@ class TrainConfig:
         return {"batch_size": self.batch_size}
 
 
-def sampling_field(default: Any) -> Any:
+def sampling_field(default: Any, *, added: bool = False) -> Any:
     """A config field that only changes sampling or evaluation (diffusion's `sample_steps`, a
     VAE's `eval_importance_samples`): `--set` may change it in `--mode=sample|eval|export`,
-    and a resume that changes it is the same run."""
-    return dataclasses.field(default=default, metadata={"sampling": True})
+    and a resume that changes it is the same run. `added`: also an `added_field`."""
+    return dataclasses.field(default=default, metadata={"sampling": True, "added": added})
 
 
 def sampling_fields(config: TrainConfig | type[TrainConfig]) -> frozenset[str]:

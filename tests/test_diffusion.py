@@ -129,6 +129,18 @@ def test_generate_shape_range_determinism_and_options(trained_cddpm):
     assert ddpm.shape == samples.shape and not np.allclose(ddpm, samples)
     stochastic = model.generate(4, seed=2, eta=1.0).numpy()
     assert not np.allclose(stochastic, samples)
+    # DPM-Solver++(2M) takes DDIM's (eta 0) steps up to two steps, its own after.
+    np.testing.assert_allclose(model.generate(4, seed=2, sampler="dpmpp_2m", steps=2).numpy(),
+                               model.generate(4, seed=2, steps=2).numpy(), atol=1e-5)
+    dpm = model.generate(4, seed=2, sampler="dpmpp_2m").numpy()
+    assert dpm.min() >= -1.0 and dpm.max() <= 1.0 and not np.allclose(dpm, samples)
+    np.testing.assert_array_equal(model.generate(4, seed=2, sampler="dpmpp_2m").numpy(), dpm)
+    # The config's sampler is generate's default, and the runner's sampling cost follows it.
+    config = dataclasses.replace(model.config, sample_sampler="dpmpp_2m")
+    assert type(model)(config, image_shape=IMAGE_SHAPE, num_classes=10).resolved_sampling_options(
+        {})["sampler"] == "dpmpp_2m"
+    ancestral = dataclasses.replace(model.config, sample_sampler="ddpm", guidance=2.0)
+    assert model.knobs(ancestral, IMAGE_SHAPE).sampling_cost == 2 * model.config.timesteps
     with pytest.raises(TypeError):
         model.generate(2, temperature=0.5)
     with pytest.raises(ValueError, match="sampler"):

@@ -26,7 +26,7 @@ from aigc_zoo import registry, samplers, schedules
 from aigc_zoo.errors import UserError
 from aigc_zoo.models import base, ema, networks
 
-SAMPLERS = ("ddim", "ddpm")
+SAMPLERS = ("ddim", "ddpm", "dpmpp_2m")
 
 
 @dataclasses.dataclass
@@ -55,6 +55,8 @@ class DiffusionConfig(config_lib.TrainConfig):
             what the per-epoch grid, `--mode=sample` and `--mode=eval` use.
         sample_eta: DDIM's eta by default (0: deterministic).
         sample_spacing: which timesteps the sampler visits, one of `samplers.SPACINGS`.
+        sample_sampler: `generate`'s sampler by default: "ddim", "ddpm" (ancestral, all
+            `timesteps` unless `steps` is given) or "dpmpp_2m" (DPM-Solver++(2M)).
     """
 
     batch_size: int = 128
@@ -77,6 +79,7 @@ class DiffusionConfig(config_lib.TrainConfig):
     sample_steps: int = config_lib.sampling_field(20)
     sample_eta: float = config_lib.sampling_field(0.0)
     sample_spacing: str = config_lib.sampling_field("trailing")
+    sample_sampler: str = config_lib.sampling_field("ddim", added=True)
 
     def validate(self) -> None:
         super().validate()
@@ -98,10 +101,18 @@ class DiffusionConfig(config_lib.TrainConfig):
         config_lib.check_range("sample_steps", self.sample_steps, 1, self.timesteps)
         config_lib.check_range("sample_eta", self.sample_eta, 0.0, 1.0)
         config_lib.check_choice("sample_spacing", self.sample_spacing, samplers.SPACINGS)
+        config_lib.check_choice("sample_sampler", self.sample_sampler, SAMPLERS)
         try:
             samplers.timesteps(self.timesteps, self.sample_steps, self.sample_spacing)
         except ValueError as error:
             raise UserError(f"bad value sample_steps={self.sample_steps}: {error}") from None
+
+
+def default_steps(config: DiffusionConfig, sampler: str | None = None) -> int:
+    """Network evaluations of `generate` by default with `sampler` (default: the config's):
+    all T for ancestral DDPM, else `sample_steps` (each doubled by guidance)."""
+    sampler = sampler or config.sample_sampler
+    return config.timesteps if sampler == "ddpm" else config.sample_steps
 
 
 @registry.register_model("ddpm")
@@ -147,7 +158,7 @@ class DDPM(base.GenerativeModel):
     def knobs(cls, config: DiffusionConfig, image_shape: Sequence[int]) -> base.Knobs:
         # Guidance other than 0 or 1 runs the network on a doubled batch (`_denoise_fn`).
         guided = cls.conditional and config.guidance not in (0.0, 1.0)
-        return base.Knobs(sampling_cost=config.sample_steps * (2 if guided else 1))
+        return base.Knobs(sampling_cost=default_steps(config) * (2 if guided else 1))
 
     @classmethod
     def tiny_config(cls) -> DiffusionConfig:
@@ -247,9 +258,11 @@ class DDPM(base.GenerativeModel):
         options = {
             "steps": base.SamplingOption(
                 None, tf.int32, f"network evaluations (1..{config.timesteps}; default "
-                "sample_steps for DDIM, all T for DDPM)"),
+                "sample_steps for DDIM and DPM-Solver++, all T for DDPM)"),
             "eta": base.SamplingOption(config.sample_eta, doc="DDIM's eta (0: deterministic)"),
-            "sampler": base.SamplingOption("ddim", doc="ddim, or ddpm (ancestral)"),
+            "sampler": base.SamplingOption(
+                config.sample_sampler, doc="ddim, ddpm (ancestral) or dpmpp_2m "
+                "(DPM-Solver++(2M): second order, deterministic)"),
             "spacing": base.SamplingOption(config.sample_spacing, doc="timestep spacing"),
             "return_trajectory": base.SamplingOption(
                 False, doc="also return x_t after every step, [steps + 1, N, H, W, C]"),
@@ -265,8 +278,7 @@ class DDPM(base.GenerativeModel):
         if options["sampler"] not in SAMPLERS:
             raise ValueError(f"unknown sampler {options['sampler']!r}; choose one of {SAMPLERS}")
         if options["steps"] is None:
-            options["steps"] = (config.sample_steps if options["sampler"] == "ddim"
-                                else config.timesteps)
+            options["steps"] = default_steps(config, options["sampler"])
         samplers.timesteps(config.timesteps, options["steps"], options["spacing"])  # ValueError
         options["eta"] = float(options["eta"])
         if self.conditional:
@@ -286,13 +298,15 @@ class DDPM(base.GenerativeModel):
                                       tf.constant(1.0) if guidance is None else guidance)
         step_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         options = dict(steps=steps, spacing=spacing, prediction=self.config.prediction,
-                       seed=step_seed, return_trajectory=return_trajectory,
-                       clip_denoised=self.pixel_space)
+                       return_trajectory=return_trajectory, clip_denoised=self.pixel_space)
         if sampler == "ddim":
             result = samplers.ddim_sample(denoise_fn, noise, self.alphas_cumprod, eta=eta,
-                                          **options)
+                                          seed=step_seed, **options)
+        elif sampler == "dpmpp_2m":  # deterministic: draws no noise after x_T
+            result = samplers.dpmpp_2m_sample(denoise_fn, noise, self.alphas_cumprod, **options)
         else:
-            result = samplers.ddpm_sample(denoise_fn, noise, self.alphas_cumprod, **options)
+            result = samplers.ddpm_sample(denoise_fn, noise, self.alphas_cumprod,
+                                          seed=step_seed, **options)
         if not self.pixel_space:
             return result
         if return_trajectory:
