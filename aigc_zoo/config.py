@@ -156,10 +156,10 @@ def check_activations(config: TrainConfig, image_shape: typing.Sequence[int], *,
     convolutional ones); it does not count skip concatenations or MLP expansions.
 
     `image_size_flag` names `--image_size` in the message (the shape came from it)."""
-    pixels = math.prod(int(d) for d in image_shape[:-1]) if len(image_shape) > 1 else 1
     width, _ = widest_layer(config, int(image_shape[-1]))
+    per_image = _elements_per_image(config, image_shape)
     for name, batch in config.network_batches().items():
-        elements = batch * pixels * width
+        elements = batch * per_image
         if elements > MAX_TENSOR_ELEMENTS:
             shape = "x".join(str(int(d)) for d in image_shape)
             raise UserError(
@@ -168,6 +168,18 @@ def check_activations(config: TrainConfig, image_shape: typing.Sequence[int], *,
                 f"batches of {batch:,} images of {shape} through layers up to {width} channels "
                 f"make activations of about {elements:.2e} elements, beyond the "
                 f"2**31 - 1 a tensor may hold; use a smaller batch or image size")
+
+
+def _elements_per_image(config: TrainConfig, image_shape: typing.Sequence[int]) -> int:
+    """One image's share of `check_activations`' estimate: (pixels) x (the widest layer)."""
+    pixels = math.prod(int(d) for d in image_shape[:-1]) if len(image_shape) > 1 else 1
+    return pixels * widest_layer(config, int(image_shape[-1]))[0]
+
+
+def largest_batch(config: TrainConfig, image_shape: typing.Sequence[int]) -> int:
+    """The most images one network call may take under `check_activations`' estimate: what
+    an exported model serves per request (`export.endpoints`)."""
+    return max(1, MAX_TENSOR_ELEMENTS // _elements_per_image(config, image_shape))
 
 
 def _check(ok: bool, name: str, value: Any, allowed: str) -> None:

@@ -70,10 +70,14 @@ def endpoints(model: "GenerativeModel", tokenizer: Any = None) -> dict[str, Serv
                         else spec for spec in conditioning]
     counts = [tf.TensorSpec([], tf.int32, name="num_samples"),
               tf.TensorSpec([], tf.int32, name="seed")]
+    # A request's size is bounded by what one network call may hold (the validation layer's
+    # activation estimate), so a huge `num_samples` fails at once instead of exhausting memory.
+    largest = config_lib.largest_batch(model.config, model.image_shape)
     names = ["num_samples", "seed", *runtime, *(spec.name for spec in conditioning)]
     if len(set(names)) != len(names):
         raise ValueError(f"{model.registered_name}'s sampling inputs {names} repeat a name")
-    images = "images [num_samples, H, W, C] in [-1, 1] (points for 2D datasets)"
+    images = (f"images [num_samples, H, W, C] in [-1, 1] (points for 2D datasets); "
+              f"num_samples in [1, {largest}]")
     if model.conditional:
         images += "; labels [num_samples] in [0, num_classes), or [] for 0, 1, 2, ... cycling"
     if tokenizer is not None:
@@ -92,6 +96,11 @@ def endpoints(model: "GenerativeModel", tokenizer: Any = None) -> dict[str, Serv
                  *conditioning]
 
         def serve(num_samples, seed, *rest):  # the archive passes inputs by position
+            message = f"num_samples must be in [1, {largest}]; ask for more in several requests"
+            with tf.control_dependencies([  # before anything is drawn
+                    tf.debugging.assert_greater_equal(num_samples, 1, message=message),
+                    tf.debugging.assert_less_equal(num_samples, largest, message=message)]):
+                num_samples = tf.identity(num_samples)
             given = dict(zip([spec.name for spec in specs[2:]], rest))
             if tokenizer is not None:  # one prompt serves every sample
                 prompts = given.pop("prompts")
