@@ -15,6 +15,7 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from aigc_zoo import callbacks, data, domains, files, plots, registry, shards, text
 from aigc_zoo import config as config_lib
@@ -177,6 +178,33 @@ def _check_disk_space(folder: str, num_samples: int, sample_shape: Sequence[int]
                         "(--num_samples) or free space")
 
 
+def evaluation_data(run: Run, model: GenerativeModel, workdir: str, *,
+                    data_dir: str | None = None) -> tuple[Any, int]:
+    """The eval split as a model's own evaluation (`evaluate_model`) reads it, in batches of
+    100, and how many examples were left out: a text model's examples carry their caption as
+    `tokens` (so a likelihood is given the caption), those whose caption has a word outside
+    the run's tokenizer left out; other models' are `data.load`'s (with the model's task)."""
+    knobs = model.knobs(model.config, model.image_shape)
+    if not model.takes_text(model.config):
+        dataset, _ = data.load(run.dataset, run.eval_split, batch_size=100, training=False,
+                               data_dir=data_dir, image_size=run.image_size, task=knobs.task)
+        return dataset, 0
+    tokenizer = text.load_for(workdir, run.config)
+    split, info = data.open_captioned(run.dataset, run.eval_split, data_dir=data_dir,
+                                      image_size=run.image_size)
+    encodable = np.array([tokenizer.encodes(caption) for caption in
+                          data.captions(run.dataset, run.eval_split, data_dir=data_dir)], bool)
+    if not encodable.any():
+        raise UserError(f"no caption of {run.dataset} split {run.eval_split!r} fits this "
+                        "model's vocabulary")
+    mask = tf.constant(encodable)
+    split = split.enumerate().filter(lambda i, _: mask[i]).map(lambda _, example: example)
+    info = dataclasses.replace(info, num_examples=int(encodable.sum()))
+    dataset = data.batches(data.with_tokens(split, text.GraphTokenizer(tokenizer)), info,
+                           split=run.eval_split, batch_size=100, training=False)
+    return dataset, int((~encodable).sum())
+
+
 def evaluate(request: EvalRequest) -> dict[str, Any]:
     """Evaluate the latest checkpoint; write `metrics.json` and TensorBoard (`tensorboard/eval`).
 
@@ -214,10 +242,10 @@ def evaluate(request: EvalRequest) -> dict[str, Any]:
         "metrics": {},
     }
     if knobs.evaluates:
-        dataset, _ = data.load(run.dataset, run.eval_split, batch_size=100, training=False,
-                               data_dir=request.data_dir, image_size=run.image_size,
-                               task=knobs.task)
+        dataset, skipped = evaluation_data(run, model, request.workdir, data_dir=request.data_dir)
         results["metrics"] = model.evaluate_model(dataset, seed=request.seed)
+        if skipped:
+            results["metrics"]["skipped_captions"] = skipped
     scalars = {name: value for name, value in results["metrics"].items()
                if isinstance(value, (int, float)) and not isinstance(value, bool)}
     if evaluator is not None:

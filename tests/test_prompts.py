@@ -5,6 +5,7 @@ One tiny `klae` and one tiny text-conditional `ldm` on a slice of `digits` (capt
 `ldm` is text-conditional by default), trained in-process through the runner's own `parse` and
 `execute`, serve every test of the module."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -168,6 +169,20 @@ def test_the_export_takes_string_prompts_and_the_prompt_reaches_the_samples(rest
         with pytest.raises(tf.errors.InvalidArgumentError, match=fragment):
             loaded.signatures["generate"](num_samples=tf.constant(1), seed=tf.constant(0),
                                           prompts=tf.constant([prompt]))
+
+
+def test_a_text_models_own_evaluation_reads_each_example_with_its_captions_tokens(workdirs,
+                                                                                  restored):
+    model, tokenizer = restored
+    run = Workdir(str(workdirs["ldm"])).require().run
+    run = dataclasses.replace(run, eval_split="test[:150]")
+    dataset, skipped = trained.evaluation_data(run, model, str(workdirs["ldm"]),
+                                               data_dir=workdirs["data_dir"])
+    captions = data.captions("digits", "test[:150]", data_dir=workdirs["data_dir"])
+    kept = [caption for caption in captions if tokenizer.encodes(caption)]
+    assert skipped == len(captions) - len(kept) and kept  # words the 160 captions never had
+    tokens = np.concatenate([batch["tokens"].numpy() for batch in dataset])
+    np.testing.assert_array_equal(tokens, tokenizer.encode(kept))
 
 
 def test_held_out_phrases_are_dropped_by_whole_words_in_python_and_in_the_graph():
