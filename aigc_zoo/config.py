@@ -79,10 +79,15 @@ def sampling_fields(config: TrainConfig | type[TrainConfig]) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(config) if f.metadata.get("sampling"))
 
 
-def added_field(default: Any) -> Any:
+_AS_DEFAULT = object()
+
+
+def added_field(default: Any, *, before: Any = _AS_DEFAULT) -> Any:
     """A config field added after runs were saved without it: a saved config that lacks it
-    loads with `default`, which must therefore be what those runs did (a GAN's `augment="none"`)."""
-    return dataclasses.field(default=default, metadata={"added": True})
+    loads with `before`, what those runs did (by default `default`: a GAN's `augment="none"`);
+    new runs get `default` (cpixelcnn's `label_map_channels`: 8 now, 0 before it existed)."""
+    return dataclasses.field(default=default, metadata={
+        "added": True, "before": default if before is _AS_DEFAULT else before})
 
 
 def stage_field(models: tuple[str, ...]) -> Any:
@@ -275,7 +280,7 @@ def from_dict(config_class: type[TrainConfig], values: dict[str, Any]) -> TrainC
     hints = typing.get_type_hints(config_class)
     fields = dataclasses.fields(config_class)
     names = {f.name for f in fields}
-    values = {**{f.name: f.default for f in fields
+    values = {**{f.name: f.metadata.get("before", f.default) for f in fields
                  if f.metadata.get("added") and f.name not in values}, **values}
     unknown, missing = set(values) - names, names - set(values)
     if unknown:

@@ -66,6 +66,14 @@ def test_a_config_saved_before_a_field_was_added_loads_with_its_default():
         config_lib.from_dict(GrownConfig, saved)
 
 
+def test_a_field_whose_new_default_differs_from_what_older_runs_did():
+    from aigc_zoo import registry
+    config_class = registry.get_model("cpixelcnn").config_class
+    saved = config_lib.to_dict(config_class())
+    assert saved.pop("label_map_channels") == 8  # new runs have the label maps
+    assert config_lib.from_dict(config_class, saved).label_map_channels == 0  # older: none
+
+
 def test_gan_runs_saved_before_augmentation_load_without_it():
     from aigc_zoo import registry
     config_class = registry.get_model("dcgan").config_class

@@ -122,13 +122,22 @@ def test_a_two_channel_mixture_sums_to_one_over_every_pixel_value():
 def test_the_cache_computes_what_the_whole_network_computes(likelihood, shape, conditional):
     model = _model(shape, conditional, likelihood=likelihood, mixture_components=3, layers=3,
                    first_kernel_size=5)
+    if conditional:  # the label maps start at zero; random ones test their per-row use
+        model.network.label_maps.assign(tf.random.stateless_normal(
+            model.network.label_maps.shape, [7, 8]))
     images = tf.round(tf.random.stateless_uniform([4, *shape], [5, 6], 0, 255)) / 127.5 - 1
-    labels = tf.constant([0, 3, 7, 9]) if conditional else None
-    expected = model.network(images, labels).numpy()
-    replayed, params = model.network.cached_loop(tf.constant(4), labels,
-                                                 lambda _, i, j: images[:, i, j])
-    np.testing.assert_array_equal(replayed.numpy(), images.numpy())
-    np.testing.assert_allclose(params.numpy(), expected, atol=1e-5)
+    outputs = []
+    for labels in ([tf.constant([0, 3, 7, 9]), tf.constant([5, 5, 1, 2])] if conditional
+                   else [None]):
+        expected = model.network(images, labels).numpy()
+        replayed, params = model.network.cached_loop(tf.constant(4), labels,
+                                                     lambda _, i, j: images[:, i, j])
+        np.testing.assert_array_equal(replayed.numpy(), images.numpy())
+        # The sampler's parameters are the likelihood's for the same labels, at every pixel.
+        np.testing.assert_allclose(params.numpy(), expected, atol=1e-5)
+        outputs.append(expected)
+    if conditional:  # and the label changes them at every pixel, the first one included
+        assert (np.abs(outputs[0] - outputs[1]).max(axis=-1) > 1e-4).all()
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "logistic_mixture"])
@@ -197,7 +206,8 @@ def test_mixed_precision_keeps_float32_losses_and_samples_on_the_levels(policy):
 
 
 @pytest.mark.parametrize("field,value", [("first_kernel_size", 4), ("kernel_size", 0),
-                                         ("likelihood", "gaussian"), ("filters", 0)])
+                                         ("likelihood", "gaussian"), ("filters", 0),
+                                         ("label_map_channels", -1)])
 def test_bad_config_values_are_user_errors(field, value):
     with pytest.raises(UserError, match=field):
         pixelcnn.PixelCNNConfig(**{field: value}).validate()

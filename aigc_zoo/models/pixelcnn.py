@@ -7,8 +7,13 @@ convolutions: a vertical stack whose kernel covers the rows above (shifted down 
 the horizontal stack reads it) and a horizontal stack whose kernel covers the pixels to the
 left in the same row. Together they see every earlier pixel within the receptive field, unlike
 the original PixelCNN's masked 3x3 kernels, which leave a blind spot. Each stack is gated,
-tanh(a) * sigmoid(b), and the horizontal stack is residual. `cpixelcnn` adds a learned
-embedding of the label to every gate (the paper's conditional PixelCNN).
+tanh(a) * sigmoid(b), and the horizontal stack is residual. `cpixelcnn` adds the label to
+every gate of both stacks (the paper's conditional PixelCNN): a learned embedding, the same at
+every pixel, plus a learned per-label map of the image's positions through a 1x1 convolution
+(the paper's location-dependent s = m(h), `label_map_channels`). The receptive field is about
+8 pixels, so over the blank rows above a digit the network cannot tell one column from the next,
+and a label that is the same at every pixel can say which digit but not where its strokes go;
+with the map the samples follow their labels far more often (docs/autoregressive.md, measured).
 
 Likelihoods (`likelihood`):
 - `bernoulli`: pixels binarised (a fresh draw each time a batch is seen in training, a fixed
@@ -60,6 +65,8 @@ class PixelCNNConfig(config_lib.TrainConfig):
         first_kernel_size: the first layer's kernel (odd), which sees the image itself.
         kernel_size: the other layers' kernel (odd).
         head_filters: channels of the 1x1 output layers after the last gated layer.
+        label_map_channels: channels of each label's learned map of the positions (`cpixelcnn`;
+            0: the position-independent label embedding only).
         likelihood: one of `LIKELIHOODS`.
         mixture_components: logistics per pixel of `logistic_mixture`.
         learning_rate: Adam's step size.
@@ -74,6 +81,8 @@ class PixelCNNConfig(config_lib.TrainConfig):
     first_kernel_size: int = 7
     kernel_size: int = 3
     head_filters: int = 64
+    # Runs saved before the maps existed had none (and restore so).
+    label_map_channels: int = config_lib.added_field(8, before=0)
     likelihood: str = "bernoulli"
     mixture_components: int = 5
     learning_rate: float = 1e-3
@@ -89,10 +98,19 @@ class PixelCNNConfig(config_lib.TrainConfig):
             if value < 1 or value % 2 == 0:
                 raise UserError(f"bad value {name}={value!r}: expected an odd integer >= 1")
         config_lib.check_positive("head_filters", self.head_filters)
+        config_lib.check_range("label_map_channels", self.label_map_channels, 0, float("inf"))
         config_lib.check_choice("likelihood", self.likelihood, LIKELIHOODS)
         config_lib.check_positive("mixture_components", self.mixture_components)
         config_lib.check_positive("learning_rate", self.learning_rate)
         config_lib.check_range("eval_examples", self.eval_examples, 0, float("inf"))
+
+
+def _column(bias: Any, j: tf.Tensor) -> Any:
+    """Column j [N, 1, 1, D] of a row's label bias [N, 1, W, D]; a bias that is the same at
+    every column (or none, 0.0) as it is."""
+    if isinstance(bias, float) or bias.shape[2] == 1:
+        return bias
+    return bias[:, :, j][:, :, None]
 
 
 def gate(pre: tf.Tensor) -> tf.Tensor:
@@ -112,7 +130,8 @@ class GatedPixelCNN(keras.layers.Layer):
 
     def __init__(self, image_shape: Sequence[int], *, filters: int, layers: int,
                  first_kernel_size: int, kernel_size: int, head_filters: int,
-                 output_channels: int, num_classes: int | None = None, **kwargs: Any):
+                 output_channels: int, num_classes: int | None = None,
+                 label_map_channels: int = 0, **kwargs: Any):
         super().__init__(**kwargs)
         self.image_shape = tuple(image_shape)
         self.filters = filters
@@ -131,6 +150,13 @@ class GatedPixelCNN(keras.layers.Layer):
         self.label_embeddings = ([keras.layers.Embedding(num_classes, 4 * filters,
                                                          name=f"label_{index}")
                                   for index in range(layers)] if num_classes else [])
+        # Each label's map of the positions, projected to every layer's gates; zeros at first,
+        # so an untrained model's gates see only the embedding.
+        self.num_classes = num_classes
+        self.label_map_channels = label_map_channels if num_classes else 0
+        self.label_projections = [conv(4 * filters, 1, use_bias=False,
+                                       name=f"label_map_{index}")
+                                  for index in range(layers)] if self.label_map_channels else []
         self.head = [conv(head_filters, 1, name="head_hidden"),
                      conv(output_channels, 1, name="head_output")]
 
@@ -145,19 +171,36 @@ class GatedPixelCNN(keras.layers.Layer):
             self.residual[index].build((None, 1, width, p))
         for embedding in self.label_embeddings:
             embedding.build((None,))
+        if self.label_map_channels:
+            self.label_maps = self.add_weight(
+                shape=(self.num_classes, height, width, self.label_map_channels),
+                initializer="zeros", name="label_maps")
+            for projection in self.label_projections:
+                projection.build((None, 1, width, self.label_map_channels))
         self.head[0].build((None, 1, width, p))
         self.head[1].build((None, 1, width, self.head[0].filters))
         self.built = True
 
-    def label_biases(self, labels: tf.Tensor | None) -> list[tuple[Any, Any]]:
-        """Per layer, the label's additions to the vertical and horizontal gates, [N, 1, 1, 2p]
-        each (zeros without labels)."""
+    def label_maps_of(self, labels: tf.Tensor | None) -> tf.Tensor | None:
+        """The labels' maps [N, H, W, label_map_channels] (None without them)."""
+        if labels is None or not self.label_map_channels:
+            return None
+        return tf.cast(tf.gather(self.label_maps, labels), self.compute_dtype)
+
+    def label_biases(self, labels: tf.Tensor | None, maps: tf.Tensor | None = None
+                     ) -> list[tuple[Any, Any]]:
+        """Per layer, the label's additions to the vertical and horizontal gates (zeros
+        without labels): [N, 1, 1, 2p] each from the embedding, plus [N, h, W, 2p] from `maps`
+        (the rows of `label_maps_of` these biases are for: all of them, or one in the cached
+        sampler)."""
         if not self.label_embeddings:
             return [(0.0, 0.0)] * len(self.radii)
         biases = []
-        for embedding in self.label_embeddings:
-            vertical, horizontal = tf.split(embedding(labels)[:, None, None, :], 2, axis=-1)
-            biases.append((vertical, horizontal))
+        for index, embedding in enumerate(self.label_embeddings):
+            bias = embedding(labels)[:, None, None, :]
+            if maps is not None:
+                bias = bias + self.label_projections[index](maps)
+            biases.append(tuple(tf.split(bias, 2, axis=-1)))
         return biases
 
     def output_params(self, h: tf.Tensor) -> tf.Tensor:
@@ -168,8 +211,8 @@ class GatedPixelCNN(keras.layers.Layer):
     def call(self, images: tf.Tensor, labels: tf.Tensor | None = None) -> tf.Tensor:
         width = self.image_shape[1]
         v = h = tf.cast(images, self.compute_dtype)
-        for index, (r, (label_v, label_h)) in enumerate(zip(self.radii,
-                                                           self.label_biases(labels))):
+        biases = self.label_biases(labels, self.label_maps_of(labels))
+        for index, (r, (label_v, label_h)) in enumerate(zip(self.radii, biases)):
             v_pre = self.vertical[index](tf.pad(v, [[0, 0], [r, 0], [r, r], [0, 0]])) + label_v
             # Shifted down a row: the horizontal stack at row i sees the rows above i only.
             shifted = tf.pad(v_pre, [[0, 0], [1, 0], [0, 0], [0, 0]])[:, :-1]
@@ -198,7 +241,7 @@ class GatedPixelCNN(keras.layers.Layer):
             else:  # this layer's input at columns j - r .. j
                 window = tf.concat([h_windows[index][:, :, 1:], h], axis=2)
                 pushed.append(window)
-            pre = (self.horizontal[index](window) + label_h
+            pre = (self.horizontal[index](window) + _column(label_h, j)
                    + from_vertical[index][:, :, j][:, :, None])
             out = self.residual[index](gate(pre))
             h = out if index == 0 else h + out
@@ -207,8 +250,8 @@ class GatedPixelCNN(keras.layers.Layer):
     def _cached_row(self, row: tf.Tensor, v_windows: list[tf.Tensor],
                     biases: list[tuple[Any, Any]]) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
         """A finished row [N, W, C] pushed into each layer's vertical window and one new row of
-        every layer computed: the new windows, and the next row's vertical inputs to the
-        horizontal stack."""
+        every layer computed (`biases`: that row's): the new windows, and the next row's
+        vertical inputs to the horizontal stack."""
         v_in = tf.cast(row, self.compute_dtype)[:, None]
         windows, from_vertical = [], []
         for index, (r, (label_v, _)) in enumerate(zip(self.radii, biases)):
@@ -239,7 +282,7 @@ class GatedPixelCNN(keras.layers.Layer):
         """
         height, width, channels = self.image_shape
         p, dtype = self.filters, self.compute_dtype
-        biases = self.label_biases(labels)
+        maps = self.label_maps_of(labels)
         inputs = [channels] + [p] * (len(self.radii) - 1)
         column_mask = tf.one_hot(tf.range(width), width)  # [W, W]
 
@@ -247,6 +290,9 @@ class GatedPixelCNN(keras.layers.Layer):
             return tf.zeros(tf.stack([count, *shape]), dtype)
 
         def row_step(i, images, params, v_windows, from_vertical):
+            # This row's label biases: the position-dependent part is computed a row at a time.
+            biases = self.label_biases(labels, None if maps is None else maps[:, i][:, None])
+
             def pixel_step(j, row, row_params, h_windows):
                 pixel_params, pushed = self._cached_column(h_windows, from_vertical, biases, j)
                 # The pixels stay float32 (the 256 levels are not all exact in float16 or
@@ -319,7 +365,8 @@ class PixelCNN(base.GenerativeModel):
             self.image_shape, filters=config.filters, layers=config.layers,
             first_kernel_size=config.first_kernel_size, kernel_size=config.kernel_size,
             head_filters=config.head_filters, output_channels=output_channels,
-            num_classes=self.num_classes if self.conditional else None, name="network")
+            num_classes=self.num_classes if self.conditional else None,
+            label_map_channels=config.label_map_channels, name="network")
         self.network.build()
 
     @classmethod
@@ -468,7 +515,8 @@ class PixelCNN(base.GenerativeModel):
 
 @registry.register_model("cpixelcnn")
 class CPixelCNN(PixelCNN):
-    """Class-conditional Gated PixelCNN: a learned embedding of the label added to every gate.
+    """Class-conditional Gated PixelCNN: the label added to every gate of both stacks, as a
+    learned embedding and a learned map of the positions (`label_map_channels`).
 
     Run: `python -m aigc_zoo.run --model=cpixelcnn`
     """
