@@ -27,6 +27,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
@@ -72,6 +73,8 @@ def plot(rows: list[dict], floor: dict, title: str) -> None:
     right.set(xscale="log", xlabel="network evaluations per sample", ylim=(0, 1),
               xticks=steps, xticklabels=[str(s) for s in steps])
     right.legend(fontsize=7)
+    for axis in (left, right):  # the step counts alone on a log axis
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     FIGURE.parent.mkdir(parents=True, exist_ok=True)
