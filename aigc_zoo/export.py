@@ -96,11 +96,7 @@ def endpoints(model: "GenerativeModel", tokenizer: Any = None) -> dict[str, Serv
                  *conditioning]
 
         def serve(num_samples, seed, *rest):  # the archive passes inputs by position
-            message = f"num_samples must be in [1, {largest}]; ask for more in several requests"
-            with tf.control_dependencies([  # before anything is drawn
-                    tf.debugging.assert_greater_equal(num_samples, 1, message=message),
-                    tf.debugging.assert_less_equal(num_samples, largest, message=message)]):
-                num_samples = tf.identity(num_samples)
+            num_samples = _checked_count(num_samples, largest)
             given = dict(zip([spec.name for spec in specs[2:]], rest))
             if tokenizer is not None:  # one prompt serves every sample
                 prompts = given.pop("prompts")
@@ -124,6 +120,16 @@ def endpoints(model: "GenerativeModel", tokenizer: Any = None) -> dict[str, Serv
     if runtime:
         found["sample"] = sampler(tuple(runtime))
     return {**found, **model.serving_endpoints()}
+
+
+def _checked_count(num_samples: tf.Tensor, largest: int) -> tf.Tensor:
+    """`num_samples`, failing the request unless it is in [1, largest], before anything that
+    depends on it (the samples) is drawn."""
+    message = f"num_samples must be in [1, {largest}]; ask for more in several requests"
+    with tf.control_dependencies([
+            tf.debugging.assert_greater_equal(num_samples, 1, message=message),
+            tf.debugging.assert_less_equal(num_samples, largest, message=message)]):
+        return tf.identity(num_samples)
 
 
 class KerasFile:
