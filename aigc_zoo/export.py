@@ -76,13 +76,7 @@ def endpoints(model: "GenerativeModel", tokenizer: Any = None) -> dict[str, Serv
     names = ["num_samples", "seed", *runtime, *(spec.name for spec in conditioning)]
     if len(set(names)) != len(names):
         raise ValueError(f"{model.registered_name}'s sampling inputs {names} repeat a name")
-    images = (f"images [num_samples, H, W, C] in [-1, 1] (points for 2D datasets); "
-              f"num_samples in [1, {largest}]")
-    if model.conditional:
-        images += "; labels [num_samples] in [0, num_classes), or [] for 0, 1, 2, ... cycling"
-    if tokenizer is not None:
-        images += ("; prompts [num_samples] (or one for all): strings of the tokenizer's words "
-                   "(an empty prompt, an unknown word or too many fail with its message)")
+    images = _sampling_doc(model, largest, text=tokenizer is not None)
 
     # The model's own cached sampling function for the default static options: its inputs
     # are the export's, so both signatures call one traced graph (tracing a diffusion
@@ -120,6 +114,18 @@ def endpoints(model: "GenerativeModel", tokenizer: Any = None) -> dict[str, Serv
     if runtime:
         found["sample"] = sampler(tuple(runtime))
     return {**found, **model.serving_endpoints()}
+
+
+def _sampling_doc(model: "GenerativeModel", largest: int, *, text: bool) -> str:
+    """What a sampling signature returns and takes, for the export's info file."""
+    doc = (f"images [num_samples, H, W, C] in [-1, 1] (points for 2D datasets); "
+           f"num_samples in [1, {largest}]")
+    if model.conditional:
+        doc += "; labels [num_samples] in [0, num_classes), or [] for 0, 1, 2, ... cycling"
+    if text:
+        doc += ("; prompts [num_samples] (or one for all): strings of the tokenizer's words "
+                "(an empty prompt, an unknown word or too many fail with its message)")
+    return doc
 
 
 def _checked_count(num_samples: tf.Tensor, largest: int) -> tf.Tensor:

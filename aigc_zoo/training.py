@@ -65,9 +65,7 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
                    data.open_split(run.dataset, run.train_split, data_dir=options.data_dir,
                                    image_size=run.image_size))
     run.check_sizes(info.image_shape)
-    if "source" in split.element_spec and not run.knobs(info.image_shape).task:
-        warn(f"{run.dataset} holds sources, which {run.model} does not read (it has no "
-             "image-to-image task): it trains on the target images alone")
+    _warn_unread_sources(run, split, info)
     record = RunRecord(run, info.image_shape, info.num_classes,
                        epoch_length(run, info.num_examples, info.image_shape, previous=previous))
     workdir.check_same_run(previous, record.to_json())
@@ -164,6 +162,14 @@ def _text(run: Run, previous: RunRecord | None, workdir: Workdir, options: Train
                             "leave it unset (the runner fills it in)")
     return dataclasses.replace(run, config=dataclasses.replace(run.config, **sizes)), \
         tokenizer, captions
+
+
+def _warn_unread_sources(run: Run, split: tf.data.Dataset, info: data.DatasetInfo) -> None:
+    """One warning line when the data holds sources (a paired folder) the model has no task
+    to read: it trains on the target images alone."""
+    if "source" in split.element_spec and not run.knobs(info.image_shape).task:
+        warn(f"{run.dataset} holds sources, which {run.model} does not read (it has no "
+             "image-to-image task): it trains on the target images alone")
 
 
 def _tokenized_split(run: Run, options: TrainOptions, tokenizer: text.Tokenizer,
