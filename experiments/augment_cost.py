@@ -50,7 +50,8 @@ def time_rounds(prepared: list[dict], windows: int) -> tuple[list[list[float]], 
         order = list(range(len(prepared)))
         shift = max(round_, 0) % len(prepared)
         for index in order[shift:] + order[:shift]:
-            steps = prepared[index]["calls_per_window"] * 4
+            steps = (prepared[index]["calls_per_window"]
+                     * prepared[index]["row"]["steps_per_execution"])
             wall_start, cpu_start = time.perf_counter(), time.process_time()
             prepared[index]["model"].fit(prepared[index]["data"], epochs=1,
                                          steps_per_epoch=steps, verbose=0, shuffle=False)

@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from aigc_zoo import config as config_lib
+from aigc_zoo import optimizers
 from aigc_zoo import registry, samplers, schedules
 from aigc_zoo.errors import UserError
 from aigc_zoo.models import base, ema, networks
@@ -170,7 +171,7 @@ class DDPM(base.GenerativeModel):
 
     def update_groups(self) -> list[base.UpdateGroup]:
         # The base class clips (`clip_norm`), so the clip is the same on any number of replicas.
-        optimizer = keras.optimizers.Adam(self.config.learning_rate)
+        optimizer = optimizers.Adam(self.config.learning_rate)
         return [base.UpdateGroup("diffusion", self.unet.trainable_variables, optimizer,
                                  loss="loss", clip_norm=self.config.gradient_clip)]
 

@@ -33,6 +33,7 @@ from aigc_zoo import augment as augment_lib
 from aigc_zoo import config as config_lib
 from aigc_zoo import domains
 from aigc_zoo import losses
+from aigc_zoo import optimizers
 from aigc_zoo import registry
 from aigc_zoo.errors import UserError
 from aigc_zoo.models import base
@@ -252,7 +253,7 @@ class GAN(base.GenerativeModel):
                 # The schedule reads the group's own step count: d_steps per generator step.
                 learning_rate = keras.optimizers.schedules.PolynomialDecay(
                     learning_rate, config.lr_decay_steps * steps_per_update, 0.0)
-            return keras.optimizers.Adam(learning_rate, beta_1=config.beta_1,
+            return optimizers.Adam(learning_rate, beta_1=config.beta_1,
                                          beta_2=config.beta_2)
 
         return [

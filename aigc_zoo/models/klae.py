@@ -21,12 +21,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-import keras
 import tensorflow as tf
 
 from aigc_zoo import config as config_lib
 from aigc_zoo import export
 from aigc_zoo import losses
+from aigc_zoo import optimizers
 from aigc_zoo import registry
 from aigc_zoo.metrics import pixels
 from aigc_zoo.models import base
@@ -104,7 +104,7 @@ class KLAE(base.GenerativeModel):
                           residual_blocks=1, latent_channels=2, eval_examples=64)
 
     def update_groups(self) -> list[base.UpdateGroup]:
-        optimizer = keras.optimizers.Adam(self.config.learning_rate)
+        optimizer = optimizers.Adam(self.config.learning_rate)
         return [base.UpdateGroup("klae", self.trainable_variables, optimizer, loss="loss")]
 
     # -- latents -------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ import tensorflow as tf
 
 from aigc_zoo import config as config_lib
 from aigc_zoo import losses
+from aigc_zoo import optimizers
 from aigc_zoo import registry
 from aigc_zoo.errors import UserError
 from aigc_zoo.models import base
@@ -388,7 +389,7 @@ class PixelCNN(base.GenerativeModel):
                               first_kernel_size=3, head_filters=8, eval_examples=32)
 
     def update_groups(self) -> list[base.UpdateGroup]:
-        optimizer = keras.optimizers.Adam(self.config.learning_rate)
+        optimizer = optimizers.Adam(self.config.learning_rate)
         return [base.UpdateGroup("pixelcnn", self.trainable_variables, optimizer, loss="loss")]
 
     # -- likelihood ----------------------------------------------------------------------------

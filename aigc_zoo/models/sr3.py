@@ -18,10 +18,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-import keras
 import tensorflow as tf
 
 from aigc_zoo import config as config_lib
+from aigc_zoo import optimizers
 from aigc_zoo import registry, samplers, schedules
 from aigc_zoo.models import base, ema, networks, translation
 
@@ -99,7 +99,7 @@ class SR3(translation.TranslationModel):
 
     def update_groups(self) -> list[base.UpdateGroup]:
         return [base.UpdateGroup("sr3", self.unet.trainable_variables,
-                                 keras.optimizers.Adam(self.config.learning_rate), loss="loss",
+                                 optimizers.Adam(self.config.learning_rate), loss="loss",
                                  clip_norm=self.config.gradient_clip)]
 
     def after_update(self, group: str) -> None:

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from aigc_zoo import config as config_lib
 from aigc_zoo import export
+from aigc_zoo import optimizers
 from aigc_zoo.data import paired
 from aigc_zoo.errors import UserError
 from aigc_zoo.models import base
@@ -165,4 +166,4 @@ class TranslationModel(base.GenerativeModel):
 
 def optimizer(learning_rate: float, beta_1: float = 0.9) -> keras.optimizers.Optimizer:
     """Adam, as the image-to-image papers train with (pix2pix: 2e-4, beta_1 0.5)."""
-    return keras.optimizers.Adam(learning_rate, beta_1=beta_1)
+    return optimizers.Adam(learning_rate, beta_1=beta_1)

@@ -19,11 +19,11 @@ import dataclasses
 import math
 from typing import Any, Sequence
 
-import keras
 import tensorflow as tf
 
 from aigc_zoo import config as config_lib
 from aigc_zoo import export, losses
+from aigc_zoo import optimizers
 from aigc_zoo import registry
 from aigc_zoo.errors import UserError
 from aigc_zoo.models import base
@@ -115,7 +115,7 @@ class VAE(base.GenerativeModel):
                          filters=(8, 16), eval_importance_samples=4, eval_examples=64)
 
     def update_groups(self) -> list[base.UpdateGroup]:
-        optimizer = keras.optimizers.Adam(self.config.learning_rate)
+        optimizer = optimizers.Adam(self.config.learning_rate)
         return [base.UpdateGroup("vae", self.trainable_variables, optimizer, loss="objective")]
 
     # -- encoder and decoder -------------------------------------------------------------------

@@ -31,6 +31,7 @@ import keras
 import tensorflow as tf
 
 from aigc_zoo import config as config_lib
+from aigc_zoo import optimizers
 from aigc_zoo import registry
 from aigc_zoo import samplers
 from aigc_zoo.errors import UserError
@@ -303,7 +304,7 @@ class VQGPT(base.GenerativeModel):
 
     def update_groups(self) -> list[base.UpdateGroup]:
         schedule = _WarmUp(self.config.learning_rate, self.config.warmup_steps)
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=self.config.weight_decay,
+        optimizer = optimizers.AdamW(schedule, weight_decay=self.config.weight_decay,
                                            beta_2=0.95)
         # Only the transformer trains: the autoencoder is frozen.
         return [base.UpdateGroup("vqgpt", self.transformer.trainable_variables, optimizer,

@@ -36,6 +36,7 @@ import tensorflow as tf
 
 from aigc_zoo import config as config_lib
 from aigc_zoo import export
+from aigc_zoo import optimizers
 from aigc_zoo import registry
 from aigc_zoo.metrics import pixels
 from aigc_zoo.models import base
@@ -229,7 +230,7 @@ class VQVAE(base.GenerativeModel):
                            eval_examples=64)
 
     def update_groups(self) -> list[base.UpdateGroup]:
-        optimizer = keras.optimizers.Adam(self.config.learning_rate)
+        optimizer = optimizers.Adam(self.config.learning_rate)
         # The EMA codebook is not trainable, so it is not among these variables.
         return [base.UpdateGroup("vqvae", self.trainable_variables, optimizer, loss="loss")]
 
