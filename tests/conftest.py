@@ -8,6 +8,13 @@ import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# XLA on a CPU spends most of a compile in LLVM's optimiser; the tests' tiny models run a few
+# steps, so their compiles (samplers, XLA train steps, in this process and in the runner
+# subprocesses, which inherit it) skip it: about a third less time a compile. No level changes
+# a floating-point result (XLA leaves LLVM's fast-math off), so every comparison holds.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_backend_optimization_level=0").strip()
 
 import pytest  # noqa: E402
 

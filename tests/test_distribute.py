@@ -66,9 +66,11 @@ def _python_together(commands, *, timeout=600):
 
 
 def test_mirrored_on_two_cpu_devices_matches_one_device(digits_data_dir):
-    # vqvae: its k-means, EMA codebook and restarts use replica-summed and gathered values.
-    # Two processes of two models each: one per core, each importing TensorFlow once.
-    jobs = [("ddpm", "vae"), ("vqvae", "dcgan")]
+    # vqvae: its k-means, EMA codebook and restarts use replica-summed and gathered values;
+    # dcgan: two update groups and batch norm; ddpm: one group, per-example noise draws and an
+    # EMA (the vae's step has nothing replica-sensitive that ddpm's lacks). One process per
+    # core, each importing TensorFlow once.
+    jobs = [("ddpm",), ("vqvae", "dcgan")]
     finished = _python_together([["-c", _EQUIVALENCE, digits_data_dir, SMALL_SPLIT, *job]
                                  for job in jobs])
     results = {}
@@ -76,7 +78,7 @@ def test_mirrored_on_two_cpu_devices_matches_one_device(digits_data_dir):
         assert returncode == 0, (job, stderr[-3000:])
         line = next(x for x in stdout.splitlines() if x.startswith("RESULTS "))
         results.update(json.loads(line[len("RESULTS "):]))
-    for name in ("vae", "dcgan", "ddpm", "vqvae"):
+    for name in ("dcgan", "ddpm", "vqvae"):
         single, mirrored = results[f"{name}/single"], results[f"{name}/mirrored"]
         assert single["history"].keys() == mirrored["history"].keys()
         for key, values in single["history"].items():
