@@ -378,6 +378,13 @@ def from_flags(values: Mapping[str, Any], *, present: Collection[str] = (),
         raise UserError("--labels is for --mode=sample (a conditional model's labels)")
     if mode == "train":
         return _train_request(values)
+    return _trained_request(values, present)
+
+
+def _trained_request(values: Mapping[str, Any], present: Collection[str]
+                     ) -> SampleRequest | TranslateRequest | ExportRequest | EvalRequest:
+    """The request of a mode that reads a trained workdir (all but --mode=train), checked."""
+    mode = values["mode"]
     stray = [name for name in ("target_dataset", "target_train_split", "target_eval_split")
              if values.get(name) is not None]
     if stray:

@@ -96,17 +96,7 @@ def sample(request: SampleRequest) -> dict[str, str]:
     picture, started = [], time.monotonic()
     for index, start in enumerate(range(0, num_samples, batch)):
         count = min(batch, num_samples - start)
-        labels = request.labels_for(start, start + count, model.num_classes
-                                    if model.conditional else None)
-        # The first batch draws with the seed itself: up to a batch, the samples are
-        # `generate(n, seed=seed)`'s, the export's and those of earlier versions.
-        seed = request.seed if index == 0 else int(
-            np.random.SeedSequence([request.seed, index]).generate_state(1)[0])
-        try:
-            images = model.generate(count, seed=seed, labels=labels, tokens=None if tokens is None
-                                    else tokens[start:start + count]).numpy()
-        except ValueError as error:  # a sampling option's value
-            raise UserError(str(error)) from None
+        images, labels = _draw_batch(request, model, tokens, index, start, count)
         arrays = {} if labels is None else {"labels": np.asarray(labels, np.int32)}
         if prompts is not None:
             arrays.update(prompts=np.asarray(prompts[start:start + count]),
@@ -121,17 +111,38 @@ def sample(request: SampleRequest) -> dict[str, str]:
             print(f"sampled {done:,}/{num_samples:,} in {seconds:.0f} s, about "
                   f"{seconds * (num_samples - done) / done:.0f} s left", flush=True)
     path = writer.close()
+    _save_sample_picture(stem + ".png", np.concatenate(picture), request, run, model, prompts)
+    return {"png": stem + ".png", "npz": path}
+
+
+def _draw_batch(request: SampleRequest, model: GenerativeModel, tokens: np.ndarray | None,
+                index: int, start: int, count: int) -> tuple[np.ndarray, list[int] | None]:
+    """Batch `index` of the samples, `count` from sample `start` on, and its labels (or None)."""
+    labels = request.labels_for(start, start + count, model.num_classes
+                                if model.conditional else None)
+    # The first batch draws with the seed itself: up to a batch, the samples are
+    # `generate(n, seed=seed)`'s, the export's and those of earlier versions.
+    seed = request.seed if index == 0 else int(
+        np.random.SeedSequence([request.seed, index]).generate_state(1)[0])
+    try:
+        images = model.generate(count, seed=seed, labels=labels, tokens=None if tokens is None
+                                else tokens[start:start + count]).numpy()
+    except ValueError as error:  # a sampling option's value
+        raise UserError(str(error)) from None
+    return images, labels
+
+
+def _save_sample_picture(path: str, shown: np.ndarray, request: SampleRequest, run: Run,
+                         model: GenerativeModel, prompts: list[str] | None) -> None:
+    """Save the picture of `--mode=sample`: a text model's prompts above their rows."""
     title = f"{run.model} on {run.dataset}, seed {request.seed}"
     if prompts is None:
-        domains.for_dataset(run.dataset).save_picture(stem + ".png", np.concatenate(picture),
-                                                      title=title)
+        domains.for_dataset(run.dataset).save_picture(path, shown, title=title)
     else:
         per_prompt = request.samples_per_prompt or DEFAULT_SAMPLES_PER_PROMPT
-        shown = np.concatenate(picture)
-        plots.save_prompt_grid(stem + ".png", shown, prompts[:len(shown):per_prompt],
+        plots.save_prompt_grid(path, shown, prompts[:len(shown):per_prompt],
                                title=title + (f", guidance {model.config.guidance:g}"
                                               if hasattr(model.config, "guidance") else ""))
-    return {"png": stem + ".png", "npz": path}
 
 
 def _trained_without(run: Run, what: str) -> str:

@@ -57,19 +57,8 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
         # Seeds: build_model seeds Python, NumPy and TensorFlow; the data order is seeded.
         tf.config.experimental.enable_op_determinism()
     previous = None if options.overwrite else workdir.read()
-    run, tokenizer, captions = _text(run, previous, workdir, options)
-    # The run's own fields are compared before the data is opened; the data's image shape
-    # and classes once it is (a folder dataset may have changed).
-    workdir.check_same_run(previous, run.to_json())
-    split, info = (_tokenized_split(run, options, tokenizer, captions) if tokenizer else
-                   data.open_split(run.dataset, run.train_split, data_dir=options.data_dir,
-                                   image_size=run.image_size))
-    run.check_sizes(info.image_shape)
-    _warn_unread_sources(run, split, info)
-    record = RunRecord(run, info.image_shape, info.num_classes,
-                       epoch_length(run, info.num_examples, info.image_shape, previous=previous))
-    workdir.check_same_run(previous, record.to_json())
-    record, first_stages = _first_stages(record, previous, workdir, options)
+    run, tokenizer, split, info, record, first_stages = _open_run(run, previous, workdir,
+                                                                  options)
     # The first stream is made before the model: building it clears TensorFlow's global seed,
     # which `build_model` then sets; later streams put the seed back themselves (`reseed`).
     # An unpaired model's second dataset, opened once like the first (`Knobs.target`).
@@ -80,13 +69,8 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     model = run.build_model(record.image_shape, record.num_classes, record.stages)
     stages.copy_into(model, first_stages)
     model.compile(jit_compile=options.jit_compile, steps_per_execution=spe)
-    domain = domains.for_dataset(run.dataset, task=run.knobs(record.image_shape).task,
-                                 target=run.knobs(record.image_shape).target)
-    every = domain.evaluate_every(options.eval_every_epochs)
-    evaluator = _evaluator(run, record, options, domain, tokenizer) if every else None
-    reconstruct = _reconstruction_batch(run, record, options, domain)
-    prompts = tokenizer and options.sample_every_epochs and _picture_prompts(
-        run, options, tokenizer, domain.grid_size(run.knobs(record.image_shape).sampling_cost))
+    domain, every, evaluator, reconstruct, prompts = _epoch_end_inputs(run, record, options,
+                                                                      tokenizer)
     checkpointer, restored, start_step = _start(model, workdir, options)
     if restored is None and record.stages and not first_stages:
         # The record said a checkpoint holds the first stages, but none could be restored:
@@ -97,7 +81,7 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     stop = callbacks.StopOnNonFinite()
     every_epoch = _callbacks(record, options, workdir, checkpointer, stop=stop, domain=domain,
                              evaluator=evaluator, every=every, replicas=replicas,
-                             reconstruct=reconstruct, conditioning=prompts or None)
+                             reconstruct=reconstruct, conditioning=prompts)
     if not offset and workdir.chief:
         _redo_missing_picture(model, every_epoch, initial_epoch)
     if initial_epoch >= run.config.epochs:
@@ -120,6 +104,41 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     if stop.diverged:
         raise TrainingDiverged(_diverged_message(stop.diverged, checkpointer))
     return model
+
+
+def _open_run(run: Run, previous: RunRecord | None, workdir: Workdir, options: TrainOptions
+              ) -> tuple[Run, text.Tokenizer | None, tf.data.Dataset, data.DatasetInfo,
+                         RunRecord, dict[str, GenerativeModel]]:
+    """Open the training split and make the record, checked against `previous`; writes nothing."""
+    run, tokenizer, captions = _text(run, previous, workdir, options)
+    # The run's own fields are compared before the data is opened; the data's image shape
+    # and classes once it is (a folder dataset may have changed).
+    workdir.check_same_run(previous, run.to_json())
+    split, info = (_tokenized_split(run, options, tokenizer, captions) if tokenizer else
+                   data.open_split(run.dataset, run.train_split, data_dir=options.data_dir,
+                                   image_size=run.image_size))
+    run.check_sizes(info.image_shape)
+    _warn_unread_sources(run, split, info)
+    record = RunRecord(run, info.image_shape, info.num_classes,
+                       epoch_length(run, info.num_examples, info.image_shape, previous=previous))
+    workdir.check_same_run(previous, record.to_json())
+    record, first_stages = _first_stages(record, previous, workdir, options)
+    return run, tokenizer, split, info, record, first_stages
+
+
+def _epoch_end_inputs(run: Run, record: RunRecord, options: TrainOptions,
+                      tokenizer: text.Tokenizer | None
+                      ) -> tuple[domains.Domain, int, domains.Evaluator | None,
+                                 dict[str, Any] | None, dict[str, Any] | None]:
+    """The evaluator, reconstruction batch and picture prompts of the epoch ends, and the domain."""
+    domain = domains.for_dataset(run.dataset, task=run.knobs(record.image_shape).task,
+                                 target=run.knobs(record.image_shape).target)
+    every = domain.evaluate_every(options.eval_every_epochs)
+    evaluator = _evaluator(run, record, options, domain, tokenizer) if every else None
+    reconstruct = _reconstruction_batch(run, record, options, domain)
+    prompts = tokenizer and options.sample_every_epochs and _picture_prompts(
+        run, options, tokenizer, domain.grid_size(run.knobs(record.image_shape).sampling_cost))
+    return domain, every, evaluator, reconstruct, prompts or None
 
 
 def _evaluator(run: Run, record: RunRecord, options: TrainOptions, domain: domains.Domain,

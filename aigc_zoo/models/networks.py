@@ -282,6 +282,23 @@ def unet(image_shape: Sequence[int], widths: Sequence[int], *, blocks_per_level:
     path crops its upsampled map to the skip's size (a 7x7 latent grid runs at 7, 4, 2). For
     sizes that halve evenly no crop is made, so those networks are unchanged.
     """
+    _check_unet(image_shape, widths, blocks_per_level, attention, attention_heads)
+    x_input, embedding, inputs, context = _unet_inputs(
+        image_shape, widths, attention_heads=attention_heads, embedding_dim=embedding_dim,
+        num_classes=num_classes, timestep=timestep, context_dim=context_dim)
+    h = _unet_body(x_input, embedding, widths, blocks_per_level=blocks_per_level,
+                   attention=attention, attention_heads=attention_heads, dropout=dropout,
+                   context=context)
+    h = keras.layers.GroupNormalization(_groups(widths[0]), name="norm_out")(h)
+    h = keras.layers.Activation("silu")(h)
+    outputs = keras.layers.Conv2D(output_channels or image_shape[-1], 3, padding="same",
+                                  kernel_initializer="zeros", name="conv_out")(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _check_unet(image_shape: Sequence[int], widths: Sequence[int], blocks_per_level: int,
+                attention: bool, attention_heads: int) -> None:
+    """`UserError` for U-Net arguments no network can be built with."""
     if not widths or min(widths) < 1 or blocks_per_level < 1:
         raise UserError(f"bad U-Net widths={tuple(widths)!r} / blocks_per_level="
                         f"{blocks_per_level}: expected positive values, e.g. 32,64,64 and 1")
@@ -290,6 +307,12 @@ def unet(image_shape: Sequence[int], widths: Sequence[int], *, blocks_per_level:
                         f"{attention_heads} attention heads")
     if len(image_shape) != 3:
         check_downsampling(image_shape, 0)  # its error for data that are not images
+
+
+def _unet_inputs(image_shape: Sequence[int], widths: Sequence[int], *, attention_heads: int,
+                 embedding_dim: int, num_classes: int | None, timestep: bool,
+                 context_dim: int | None):
+    """The U-Net's inputs and conditioning: x_t, the embedding, all inputs and the context."""
     x_input = keras.Input(tuple(image_shape), name="x_t")
     if timestep:
         t_input = keras.Input((), name="t")
@@ -307,14 +330,7 @@ def unet(image_shape: Sequence[int], widths: Sequence[int], *, blocks_per_level:
         context = (keras.Input((None, context_dim), name="context"),
                    keras.Input((None,), dtype="bool", name="context_mask"))
         inputs = [*inputs, *context]
-    h = _unet_body(x_input, embedding, widths, blocks_per_level=blocks_per_level,
-                   attention=attention, attention_heads=attention_heads, dropout=dropout,
-                   context=context)
-    h = keras.layers.GroupNormalization(_groups(widths[0]), name="norm_out")(h)
-    h = keras.layers.Activation("silu")(h)
-    outputs = keras.layers.Conv2D(output_channels or image_shape[-1], 3, padding="same",
-                                  kernel_initializer="zeros", name="conv_out")(h)
-    return keras.Model(inputs, outputs, name=name)
+    return x_input, embedding, inputs, context
 
 
 def _conditioning(t_input, embedding_dim: int, num_classes: int | None):
