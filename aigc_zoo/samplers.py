@@ -12,19 +12,22 @@ they know nothing about networks or models. They build a `tf.while_loop`; call t
   deterministic and eta = 1 is ancestral sampling on the respaced chain.
 - `dpmpp_2m_sample`: Lu et al. (2022), DPM-Solver++(2M), a multistep second-order solver of
   the same ODE as deterministic DDIM in the x_0 prediction: fewer steps for the same quality.
+- `sample`: one of the three by name (`SAMPLERS`), what a model's `sampler` option or
+  `sample_sampler` field chooses.
 - `classifier_free_guidance`: Ho & Salimans (2022), combines an unconditional and a
   conditional prediction.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
 
 from aigc_zoo import schedules
 
+SAMPLERS = ("ddim", "ddpm", "dpmpp_2m")
 SPACINGS = ("trailing", "linspace", "leading", "quadratic")
 VARIANCES = ("posterior", "beta")
 
@@ -302,3 +305,22 @@ def dpmpp_2m_sample(denoise_fn: DenoiseFn, noise: tf.Tensor, alphas_cumprod: np.
         return constants["ratio"][i] * x + constants["gain"][i] * corrected, (x_start,)
 
     return _loop(step, noise, steps, return_trajectory, state=(tf.zeros_like(noise),))
+
+
+def sample(sampler: str, denoise_fn: DenoiseFn, noise: tf.Tensor, alphas_cumprod: np.ndarray, *,
+           steps: int | tf.Tensor, eta: float = 0.0, seed: tf.Tensor | tuple[int, int] = (0, 0),
+           **options: Any) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
+    """`ddim_sample`, `ddpm_sample` or `dpmpp_2m_sample`, as `sampler` (one of `SAMPLERS`) says.
+
+    `eta` is DDIM's alone and `seed` (the per-step noise) is unused by the deterministic
+    DPM-Solver++; `options` (`spacing`, `prediction`, `clip_denoised`, `return_trajectory`)
+    go to whichever runs.
+    """
+    if sampler == "ddim":
+        return ddim_sample(denoise_fn, noise, alphas_cumprod, steps=steps, eta=eta, seed=seed,
+                           **options)
+    if sampler == "dpmpp_2m":  # deterministic: draws no noise after x_T
+        return dpmpp_2m_sample(denoise_fn, noise, alphas_cumprod, steps=steps, **options)
+    if sampler == "ddpm":
+        return ddpm_sample(denoise_fn, noise, alphas_cumprod, steps=steps, seed=seed, **options)
+    raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")

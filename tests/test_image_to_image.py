@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from aigc_zoo import config as config_lib
 from aigc_zoo import run as run_lib
+from aigc_zoo import samplers
 from aigc_zoo.data import paired
 from aigc_zoo.errors import UserError
 from aigc_zoo.models import image_to_image, translation
@@ -133,3 +135,32 @@ def test_sr3_conditions_by_channel_concatenation():
     assert model.unet.inputs[0].shape[-1] == 1 + 2
     assert model.unet.outputs[0].shape[-1] == 1
     assert model.knobs(model.config, IMAGE_SHAPE).sampling_cost == model.config.sample_steps
+
+
+def test_sr3_translates_with_each_shared_sampler_chosen_by_its_config():
+    from aigc_zoo.models import sr3
+    sources = _batch("sr:4", count=3)["source"]
+    outputs = {}
+    for sampler in samplers.SAMPLERS:  # 4 steps: DPM-Solver++(2M) is DDIM up to 2
+        model = _make(sr3.SR3, sample_steps=4, sample_sampler=sampler)
+        # The U-Net's last convolution starts at zero: no noise predicted, which every sampler
+        # turns into the same images.
+        kernel = model.ema.averaged.get_layer("conv_out").kernel
+        kernel.assign(np.random.default_rng(0).normal(0, 0.3, kernel.shape).astype(np.float32))
+        outputs[sampler] = model.translate(sources, seed=1).numpy()
+        assert outputs[sampler].shape == (3, *IMAGE_SHAPE)
+        assert outputs[sampler].min() >= -1.0 and outputs[sampler].max() <= 1.0
+        np.testing.assert_array_equal(model.translate(sources, seed=1).numpy(), outputs[sampler])
+    assert not np.allclose(outputs["dpmpp_2m"], outputs["ddim"])
+    assert not np.allclose(outputs["ddpm"], outputs["ddim"])
+    # Ancestral DDPM visits all T steps, as `ddpm`'s does by default.
+    ancestral = dataclasses.replace(model.config, sample_sampler="ddpm")
+    assert sr3.SR3.knobs(ancestral, IMAGE_SHAPE).sampling_cost == ancestral.timesteps
+    # A run saved before the field existed sampled with DDIM, and still does.
+    saved = config_lib.to_dict(sr3.SR3.tiny_config())
+    del saved["sample_sampler"]
+    assert config_lib.from_dict(sr3.SR3Config, saved).sample_sampler == "ddim"
+    request = run_lib.parse(["run", "--model=sr3", "--set", "sample_sampler=dpmpp_2m"])
+    assert request.run.config.sample_sampler == "dpmpp_2m"
+    with pytest.raises(UserError, match="sample_sampler='euler'"):
+        run_lib.parse(["run", "--model=sr3", "--set", "sample_sampler=euler"])

@@ -27,7 +27,7 @@ from aigc_zoo import registry, samplers, schedules
 from aigc_zoo.errors import UserError
 from aigc_zoo.models import base, ema, networks
 
-SAMPLERS = ("ddim", "ddpm", "dpmpp_2m")
+SAMPLERS = samplers.SAMPLERS
 
 
 @dataclasses.dataclass
@@ -111,7 +111,8 @@ class DiffusionConfig(config_lib.TrainConfig):
 
 def default_steps(config: DiffusionConfig, sampler: str | None = None) -> int:
     """Network evaluations of `generate` by default with `sampler` (default: the config's):
-    all T for ancestral DDPM, else `sample_steps` (each doubled by guidance)."""
+    all T for ancestral DDPM, else `sample_steps` (each doubled by guidance). sr3's config has
+    the same three fields and uses it too."""
     sampler = sampler or config.sample_sampler
     return config.timesteps if sampler == "ddpm" else config.sample_steps
 
@@ -300,14 +301,8 @@ class DDPM(base.GenerativeModel):
         step_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         options = dict(steps=steps, spacing=spacing, prediction=self.config.prediction,
                        return_trajectory=return_trajectory, clip_denoised=self.pixel_space)
-        if sampler == "ddim":
-            result = samplers.ddim_sample(denoise_fn, noise, self.alphas_cumprod, eta=eta,
-                                          seed=step_seed, **options)
-        elif sampler == "dpmpp_2m":  # deterministic: draws no noise after x_T
-            result = samplers.dpmpp_2m_sample(denoise_fn, noise, self.alphas_cumprod, **options)
-        else:
-            result = samplers.ddpm_sample(denoise_fn, noise, self.alphas_cumprod,
-                                          seed=step_seed, **options)
+        result = samplers.sample(sampler, denoise_fn, noise, self.alphas_cumprod, eta=eta,
+                                 seed=step_seed, **options)
         if not self.pixel_space:
             return result
         if return_trajectory:

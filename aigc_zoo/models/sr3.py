@@ -5,12 +5,13 @@ The denoiser is the diffusion U-Net (`networks.unet`) whose input is the noisy i
 concatenated along the channels with the task's source at the image's size (for SR the
 bicubic-upsampled low-resolution image, as in the paper; for `inpaint` the masked image and
 its mask; for `edges` the edge map), and whose output is the noise of x_t alone. Training is
-DDPM's epsilon regression (`schedules.q_sample`, a uniform t); `translate` runs the existing
-samplers (`samplers.ddim_sample`, `sample_steps` network evaluations, a sampling field, so
-quality against steps can be measured with `--mode=eval --set sample_steps=N`) from the EMA
-weights. Deviations from the paper: the zoo's discrete cosine schedule and timestep embedding
-instead of the paper's continuous noise-level conditioning, and DDIM rather than ancestral
-steps by default (`sample_eta=1` gives DDPM-like stochastic steps).
+DDPM's epsilon regression (`schedules.q_sample`, a uniform t); `translate` runs `ddpm`'s
+samplers (`samplers.sample`: DDIM by default, `sample_steps` network evaluations, a sampling
+field, so quality against steps can be measured with `--mode=eval --set sample_steps=N`;
+`sample_sampler` chooses DPM-Solver++(2M) or ancestral DDPM instead) from the EMA weights.
+Deviations from the paper: the zoo's discrete cosine schedule and timestep embedding instead
+of the paper's continuous noise-level conditioning, and DDIM rather than ancestral steps by
+default (`sample_eta=1` gives DDPM-like stochastic steps on DDIM's chain).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import tensorflow as tf
 from aigc_zoo import config as config_lib
 from aigc_zoo import optimizers
 from aigc_zoo import registry, samplers, schedules
-from aigc_zoo.models import base, ema, networks, translation
+from aigc_zoo.models import base, diffusion, ema, networks, translation
 
 
 @dataclasses.dataclass
@@ -36,8 +37,10 @@ class SR3Config(translation.TranslationConfig):
         timesteps / schedule: T and the noise schedule (`schedules.SCHEDULES`).
         widths / blocks_per_level / attention / embedding_dim: the U-Net.
         learning_rate / gradient_clip / ema_decay: training, as for `ddpm`.
-        sample_steps: DDIM steps of `translate` (a sampling field).
+        sample_steps: DDIM and DPM-Solver++ steps of `translate` (a sampling field).
         sample_eta: DDIM's eta (0: deterministic given the seed's starting noise).
+        sample_sampler: `translate`'s sampler, as `ddpm`'s: "ddim", "ddpm" (ancestral over
+            all `timesteps`) or "dpmpp_2m" (DPM-Solver++(2M), `sample_steps`).
     """
 
     batch_size: int = 64
@@ -54,6 +57,7 @@ class SR3Config(translation.TranslationConfig):
     ema_decay: float = 0.995
     sample_steps: int = config_lib.sampling_field(20)
     sample_eta: float = config_lib.sampling_field(0.0)
+    sample_sampler: str = config_lib.sampling_field("ddim", added=True)
 
     def validate(self) -> None:
         super().validate()
@@ -64,6 +68,7 @@ class SR3Config(translation.TranslationConfig):
         config_lib.check_range("ema_decay", self.ema_decay, 0.0, 0.999999)
         config_lib.check_range("sample_steps", self.sample_steps, 1, self.timesteps)
         config_lib.check_range("sample_eta", self.sample_eta, 0.0, 1.0)
+        config_lib.check_choice("sample_sampler", self.sample_sampler, samplers.SAMPLERS)
 
 
 @registry.register_model("sr3")
@@ -90,7 +95,7 @@ class SR3(translation.TranslationModel):
 
     @classmethod
     def knobs(cls, config: SR3Config, image_shape: Sequence[int]) -> base.Knobs:
-        return base.Knobs(task=config.task, sampling_cost=config.sample_steps)
+        return base.Knobs(task=config.task, sampling_cost=diffusion.default_steps(config))
 
     @classmethod
     def tiny_config(cls) -> SR3Config:
@@ -124,7 +129,8 @@ class SR3(translation.TranslationModel):
         return {"loss": tf.reduce_mean(tf.square(tf.cast(output, tf.float32) - noise))}
 
     def translate_tensors(self, sources: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """DDIM from the seed's noise, the EMA U-Net seeing the source at every step."""
+        """The config's sampler from the seed's noise, the EMA U-Net seeing the source at
+        every step."""
         condition = self.source_at_image_size(sources)
         network = self.ema.averaged
         seed_pair = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
@@ -135,8 +141,9 @@ class SR3(translation.TranslationModel):
             return tf.cast(network([tf.concat([x, condition], -1), tf.cast(t, tf.float32)],
                                    training=False), tf.float32)
 
-        result = samplers.ddim_sample(
-            denoise, noise, self.alphas_cumprod, steps=self.config.sample_steps,
-            eta=self.config.sample_eta, seed=tf.random.experimental.stateless_fold_in(
-                seed_pair, 1))
+        sampler = self.config.sample_sampler
+        result = samplers.sample(
+            sampler, denoise, noise, self.alphas_cumprod,
+            steps=diffusion.default_steps(self.config, sampler), eta=self.config.sample_eta,
+            seed=tf.random.experimental.stateless_fold_in(seed_pair, 1))
         return tf.clip_by_value(result, -1.0, 1.0)
