@@ -148,12 +148,12 @@ def test_text_by_default_only_on_captioned_data_and_when_not_chosen(workdirs):
     assert run.parse(flags + ["--dataset=mnist"]).run.config.conditioning == "label"
 
 
-def test_the_export_takes_string_prompts_and_the_prompt_reaches_the_samples(restored,
+def test_the_export_takes_string_prompts_and_the_prompt_reaches_the_samples(workdirs,
+                                                                             restored,
                                                                              tmp_path):
-    # `export_run` is `trained.restore` and this (its tokenizer check: the test above); the
-    # restored model's one traced sampling graph serves both the export and `generate`.
+    # What `--mode=export` runs: the workdir's tokenizer and latest checkpoint, exported.
     model, tokenizer = restored
-    export.save_model(model, str(tmp_path / "export"), tokenizer=tokenizer)
+    export.export_run(str(workdirs["ldm"]), export_dir=str(tmp_path / "export"))
     loaded = tf.saved_model.load(str(tmp_path / "export"))
     expected = model.generate(2, seed=3, tokens=tokenizer.encode(["a seven"] * 2)).numpy()
     served = loaded.signatures["generate"](num_samples=tf.constant(2), seed=tf.constant(3),
