@@ -29,6 +29,14 @@ from aigc_zoo import data, device, plots, trained
 from aigc_zoo.metrics import classifier
 
 
+def _log_likelihoods(log_p, images, classes: int, batch: int = 500) -> np.ndarray:
+    """log p(x | y) of every image under every label, [N, K], `batch` images a call."""
+    return np.stack([np.concatenate([log_p(images[s:s + batch],
+                                           tf.fill([len(images[s:s + batch])], y)).numpy()
+                                     for s in range(0, len(images), batch)])
+                     for y in range(classes)], axis=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", required=True)
@@ -59,10 +67,7 @@ def main() -> None:
     classes = model.num_classes
 
     log_p = tf.function(model.log_likelihood)
-    table = np.stack([np.concatenate([log_p(observation[s:s + 500],
-                                            tf.fill([len(observation[s:s + 500])], y)).numpy()
-                                      for s in range(0, len(images), 500)])
-                      for y in range(classes)], axis=1)  # [N, K]
+    table = _log_likelihoods(log_p, observation, classes)
     true = table[np.arange(len(labels)), labels]
     wrong = (table.sum(1) - true) / (classes - 1)
     say(f"test NLL given the true label {-true.mean():.2f} nats, given a wrong one "
@@ -89,10 +94,7 @@ def main() -> None:
           f"{probabilities.max(1).mean():.3f}")
     # The model's own reading of its samples: a sampler that used the label as the likelihood
     # does makes samples the likelihood assigns to the asked label (chance: 1 / K).
-    own = np.stack([np.concatenate([log_p(samples[s:s + 500],
-                                          tf.fill([len(samples[s:s + 500])], y)).numpy()
-                                    for s in range(0, len(samples), 500)])
-                    for y in range(classes)], axis=1)
+    own = _log_likelihoods(log_p, samples, classes)
     say(f"the model's own likelihood assigns its samples to the asked label: "
         f"{np.mean(own.argmax(1) == asked):.4f}")
     per_label = [np.mean(probabilities.argmax(1)[asked == y] == y) for y in range(classes)]

@@ -27,8 +27,6 @@ from aigc_zoo import registry, samplers, schedules
 from aigc_zoo.errors import UserError
 from aigc_zoo.models import base, ema, networks
 
-SAMPLERS = samplers.SAMPLERS
-
 
 @dataclasses.dataclass
 class DiffusionConfig(config_lib.TrainConfig):
@@ -102,7 +100,7 @@ class DiffusionConfig(config_lib.TrainConfig):
         config_lib.check_range("sample_steps", self.sample_steps, 1, self.timesteps)
         config_lib.check_range("sample_eta", self.sample_eta, 0.0, 1.0)
         config_lib.check_choice("sample_spacing", self.sample_spacing, samplers.SPACINGS)
-        config_lib.check_choice("sample_sampler", self.sample_sampler, SAMPLERS)
+        config_lib.check_choice("sample_sampler", self.sample_sampler, samplers.SAMPLERS)
         try:
             samplers.timesteps(self.timesteps, self.sample_steps, self.sample_spacing)
         except ValueError as error:
@@ -277,8 +275,9 @@ class DDPM(base.GenerativeModel):
 
     def resolve_sampling_options(self, options: dict[str, Any]) -> dict[str, Any]:
         config = self.config
-        if options["sampler"] not in SAMPLERS:
-            raise ValueError(f"unknown sampler {options['sampler']!r}; choose one of {SAMPLERS}")
+        if options["sampler"] not in samplers.SAMPLERS:
+            raise ValueError(f"unknown sampler {options['sampler']!r}; "
+                             f"choose one of {samplers.SAMPLERS}")
         if options["steps"] is None:
             options["steps"] = default_steps(config, options["sampler"])
         samplers.timesteps(config.timesteps, options["steps"], options["spacing"])  # ValueError
