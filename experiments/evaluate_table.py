@@ -50,7 +50,9 @@ def table_row(name: str, step: str, seed: int, count: int, row: dict, seconds: s
     cells = [name, step, str(seed), f"{count:,}", _number(row, "fd"),
              _number(row, "kid", "kid_std", 4), _number(row, "is", "is_std"),
              _number(row, "precision"), _number(row, "recall"), _number(row, "density"),
-             _number(row, "coverage"), _number(row, "label_accuracy", digits=4), seconds]
+             _number(row, "coverage"), _number(row, "confidence"),
+             _number(row, "class_balance", digits=2), _number(row, "label_accuracy", digits=4),
+             seconds]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -93,8 +95,9 @@ def write_table(dataset: str, entries: list[dict], args: argparse.Namespace,
         f"with k = {sample_quality.PRECISION_RECALL_K}, density / coverage with k = "
         f"{sample_quality.DENSITY_COVERAGE_K}. See docs/evaluation.md.", "",
         "| model | step | seed | samples | FD ↓ | KID ↓ | IS ↑ | precision ↑ | recall ↑ | "
-        "density | coverage ↑ | label accuracy ↑ | seconds |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "density | coverage ↑ | confidence ↑ | class balance ↓ | label accuracy ↑ | seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+        "| --- |",
     ]
     floors = {}
     for entry in entries:

@@ -14,7 +14,7 @@ from aigc_zoo.metrics import sample_quality
 
 NUM_SAMPLES = 200
 MODEL_KEYS = {"fd", "kid", "kid_std", "is", "is_std", "precision", "recall", "density",
-              "coverage"}
+              "coverage", "confidence", "class_balance"}
 
 
 def _tiny_run(name: str, **changes) -> request.Run:
@@ -81,7 +81,9 @@ def test_returns_every_metric_finite_with_the_real_vs_real_floor(evaluator, tiny
     # Ten confidently classified classes; splits of 20 images are not quite balanced, which
     # keeps the score below its bound of 10.
     assert 7.0 < floor["is"] <= 10.0
-    for key in ("precision", "recall", "coverage"):
+    # Real digits: the classifier is sure of them and finds every class about as often.
+    assert floor["confidence"] > 0.9 and 1.0 <= floor["class_balance"] < 4.0
+    for key in ("precision", "recall", "coverage", "confidence"):
         assert 0.0 <= model[key] <= 1.0
     assert set(results["seconds"]) == {"real_features", "generate", "sample_features",
                                        "metrics", "total"}
@@ -135,6 +137,24 @@ def test_compare_label_accuracy_is_the_share_of_requested_labels():
     assert row["label_accuracy"] == 0.75
     assert row["is"] == pytest.approx(4.0)  # confident and balanced: the upper bound
     assert "label_accuracy" not in sample_quality.compare(real, fake)
+    # Not the domain classifier's classes (Inception's): no confidence or class balance.
+    assert "class_balance" not in row and "confidence" not in row
+
+
+def test_class_statistics_are_the_mean_top_probability_and_the_largest_over_the_rarest():
+    # Classes 0, 1, 2 predicted 6, 3 and 1 times; the top probabilities 0.5 and 0.9.
+    predicted = np.array([0] * 6 + [1] * 3 + [2])
+    probabilities = np.full((10, 3), 0.05)
+    probabilities[np.arange(10), predicted] = np.where(np.arange(10) < 5, 0.5, 0.9)
+    found = sample_quality.class_statistics(probabilities)
+    assert found["confidence"] == pytest.approx(0.7)
+    assert found["class_balance"] == 6.0
+    # A class never predicted counts as one image: finite, a lower bound of the imbalance.
+    assert sample_quality.class_statistics(np.eye(3)[[0, 0, 0, 1]])["class_balance"] == 3.0
+    row = sample_quality.compare(np.ones((12, 2)) + np.arange(12)[:, None], np.ones((12, 2))
+                                 + np.arange(12)[:, None] * 1.5, probabilities=np.eye(3)[
+                                     np.arange(12) % 3], domain_classes=True)
+    assert row["class_balance"] == 1.0 and row["confidence"] == 1.0
 
 
 @pytest.mark.parametrize("changes, fragment", [

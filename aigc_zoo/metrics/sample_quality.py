@@ -12,6 +12,8 @@ For a model and a seed, `SampleQuality.evaluate`:
    (FID with Inception), KID (mean and std over subsets), the Inception-style score (mean and
    std over 10 splits), precision and recall (k = 3), density and coverage (k = 5), and for
    conditional models the share of samples the classifier assigns to their requested label;
+   with the domain classifier also its mean confidence (top class probability) and the class
+   balance (the most frequent predicted class's count over the rarest's);
 4. computes the same numbers for the real-vs-real floor: as many train-split images (again a
    fixed random subset) in place of the samples. A model cannot be expected to beat its
    floor; at equal sample counts the two rows share the estimators' finite-sample bias.
@@ -42,7 +44,7 @@ DENSITY_COVERAGE_K = 5
 REFERENCE_SEED = 0  # picks the real subsets; fixed, so every evaluation sees the same ones
 # The keys of a results row, in the order reports show them.
 ROW_KEYS = ("fd", "kid", "kid_std", "is", "is_std", "precision", "recall", "density",
-            "coverage", "label_accuracy")
+            "coverage", "confidence", "class_balance", "label_accuracy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,12 +263,14 @@ class SampleQuality:
         features, probabilities, labels = self.sample_features(model, seed, observe, seconds)
         start = time.perf_counter()
         reference = real["eval"]["features"]
+        # Inception's classes are ImageNet's: their balance and confidence say nothing here.
+        domain = self.options.extractor == "classifier"
         model_row = compare(reference, features, probabilities=probabilities,
-                            labels=labels, seed=seed)
+                            labels=labels, seed=seed, domain_classes=domain)
         floor = compare(reference, real["train"]["features"],
                         probabilities=real["train"]["probabilities"],
                         labels=real["train"]["labels"] if labels is not None else None,
-                        seed=seed)
+                        seed=seed, domain_classes=domain)
         seconds["metrics"] = time.perf_counter() - start
         seconds["total"] = sum(seconds.values())
         describe = self.extractor.describe()
@@ -283,7 +287,8 @@ class SampleQuality:
 
 
 def compare(real: np.ndarray, fake: np.ndarray, *, probabilities: np.ndarray | None = None,
-            labels: np.ndarray | None = None, seed: int = 0) -> dict[str, float]:
+            labels: np.ndarray | None = None, seed: int = 0,
+            domain_classes: bool = False) -> dict[str, float]:
     """Every metric of `fake` features against `real` ones (keys: a subset of `ROW_KEYS`).
 
     Args:
@@ -291,6 +296,8 @@ def compare(real: np.ndarray, fake: np.ndarray, *, probabilities: np.ndarray | N
         probabilities: [M, K] class probabilities of the fake set (score; label accuracy).
         labels: [M] labels each fake image should show (conditional models).
         seed: seeds KID's subsets.
+        domain_classes: the probabilities are over the dataset's own classes (the domain
+            classifier's): add `confidence` and `class_balance` (`class_statistics`).
     """
     row = {"fd": distances.frechet_distance_from_features(real, fake)}
     subset_size = min(KID_SUBSET_SIZE, len(real), len(fake))
@@ -302,7 +309,19 @@ def compare(real: np.ndarray, fake: np.ndarray, *, probabilities: np.ndarray | N
     row.update(distances.density_coverage(real, fake, k=DENSITY_COVERAGE_K))
     if labels is not None and probabilities is not None:
         row["label_accuracy"] = float(np.mean(np.argmax(probabilities, axis=1) == labels))
+    if domain_classes and probabilities is not None:
+        row.update(class_statistics(probabilities))
     return row
+
+
+def class_statistics(probabilities: np.ndarray) -> dict[str, float]:
+    """`confidence`: the mean top class probability (a malformed digit gets a hesitant one);
+    `class_balance`: the count of the most frequent predicted class over the rarest's, 1 when
+    balanced. A class never predicted counts as one image, so that the ratio stays a finite
+    number (then a lower bound of the imbalance) in JSON and TensorBoard."""
+    counts = np.bincount(np.argmax(probabilities, axis=1), minlength=probabilities.shape[1])
+    return {"confidence": float(np.mean(np.max(probabilities, axis=1))),
+            "class_balance": float(counts.max() / max(counts.min(), 1))}
 
 
 def scalars(results: dict[str, Any]) -> dict[str, float]:

@@ -1,0 +1,204 @@
+"""The default models on real MNIST digits next to the embedded `digits`: one table.
+
+    python experiments/real_mnist.py                                   # every model below
+    python experiments/real_mnist.py --models=dcgan,ddpm --mnist_dir=~/mnist
+
+Each model trains with its default config twice: on `digits` (`train`; measured against
+`test`) and on real MNIST digits, 9,000 / 1,000 of the IDX test files in `--mnist_dir`
+(`idx:<dir>`, `test[:9000]` / `test[9000:]`: the shared copy holds only MNIST's test files).
+Both runs take the same number of train steps, the digits run's (`--steps_per_epoch` of the
+MNIST run set to the digits run's epoch length), so a model gets the training time of its
+default run on either dataset. Each run is then measured with the zoo's sample-quality
+evaluator (the code of `--mode=eval`, its own dataset's domain classifier): `--eval_samples`
+samples (default 1,000, as many as MNIST's held-out images) against the eval split, next to the
+real-vs-real floor at the same count, with FD, KID, precision/recall, the classifier's mean
+confidence on the samples, class balance (the most frequent predicted class over the rarest)
+and, for conditional models, label accuracy.
+
+Results: experiments/results/real_mnist.md (table, machine, date, command) and .json, and
+docs/images/real_mnist_samples.png (samples of every run, digits beside MNIST). Runs live under
+`--workroot`; a run whose training time is recorded in `<workroot>/train_seconds.json` is not
+trained again (delete its entry or its workdir to retrain), so a rerun only measures.
+"""
+
+import time
+
+START = time.perf_counter()
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+import aigc_zoo  # noqa: E402
+from aigc_zoo import device, domains, plots, registry, trained  # noqa: E402
+from aigc_zoo.metrics import sample_quality  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The models that train from images alone (no first stage, no captions, no paired task).
+MODELS = ("vae", "cvae", "dcgan", "cgan", "wgan_gp", "sngan", "ddpm", "cddpm", "pixelcnn",
+          "cpixelcnn")
+DATASETS = ("digits", "mnist")
+COLUMNS = (("fd", "FD ↓", 3), ("kid", "KID ↓", 4), ("precision", "precision ↑", 3),
+           ("recall", "recall ↑", 3), ("confidence", "confidence ↑", 3),
+           ("class_balance", "class balance ↓", 2), ("label_accuracy", "label accuracy ↑", 3))
+SHOWN_SAMPLES = 10
+
+
+def data_flags(dataset: str, args: argparse.Namespace) -> dict:
+    if dataset == "digits":
+        return {"dataset": "digits", "train_split": "train", "eval_split": "test"}
+    return {"dataset": f"idx:{pathlib.Path(args.mnist_dir).expanduser().resolve()}",
+            "train_split": "test[:9000]", "eval_split": "test[9000:]"}
+
+
+def train_once(model: str, dataset: str, args: argparse.Namespace, times: dict,
+               steps_per_epoch: int | None) -> pathlib.Path:
+    """The run's workdir, trained now unless `times` records that it was."""
+    workdir = pathlib.Path(args.workroot) / f"{model}-{dataset}"
+    if str(workdir) not in times:
+        started = time.perf_counter()
+        aigc_zoo.train(model, workdir=str(workdir), steps_per_epoch=steps_per_epoch,
+                       data_dir=args.data_dir, config=args.config, **data_flags(dataset, args))
+        times[str(workdir)] = time.perf_counter() - started
+        _write_json(pathlib.Path(args.workroot) / "train_seconds.json", times)
+    return workdir
+
+
+def digits_epoch_length(model: str, args: argparse.Namespace) -> int:
+    """Train steps per epoch of the model's digits run: its record when it exists, else what
+    the default config gives on digits' 60,000 train images."""
+    record = pathlib.Path(args.workroot) / f"{model}-digits" / "config.json"
+    if record.exists():
+        return json.loads(record.read_text())["epoch_steps"]
+    config = registry.get_model(model).default_config("digits")
+    return config.steps_per_epoch or 60_000 // config.batch_size
+
+
+def measure(workdir: pathlib.Path, args: argparse.Namespace) -> tuple[dict, np.ndarray]:
+    """The sample-quality results of the workdir's last checkpoint, and a few samples."""
+    run, model = trained.restore(str(workdir))
+    options = sample_quality.Options(num_samples=args.eval_samples)
+    results = domains.sample_quality_evaluator(run, options, data_dir=args.data_dir).evaluate(
+        model, seed=args.seed)
+    inputs = ({"labels": np.arange(SHOWN_SAMPLES, dtype=np.int32) % model.num_classes}
+              if model.conditional else {})
+    shown = np.asarray(model.generate(SHOWN_SAMPLES, seed=args.seed, **inputs))
+    results["steps"] = int(model.global_step.numpy())
+    return results, shown
+
+
+def _cell(row: dict, key: str, digits: int) -> str:
+    return f"{row[key]:.{digits}f}" if key in row else "–"
+
+
+def write_results(entries: list[dict], args: argparse.Namespace) -> str:
+    machine, date = device.describe()["name"], datetime.date.today().isoformat()
+    command = "python experiments/real_mnist.py " + shlex.join(sys.argv[1:])
+    header = ("| model | data | steps | train min | " + " | ".join(c[1] for c in COLUMNS)
+              + " | FD / floor |")
+    lines = [f"# The default models on digits and on real MNIST digits ({date})", "",
+             f"Measured on {machine}, commit {device.git_commit() or 'unknown'}, by `{command}` "
+             f"({(time.perf_counter() - START) / 60:.0f} min wall, training included unless "
+             "the runs were trained before).", "",
+             f"{args.eval_samples:,} samples of each run (seed {args.seed}) against the eval "
+             "split, with that dataset's domain classifier; the floor rows put as many train "
+             "images in place of samples. digits: `train` / `test`; MNIST: `test[:9000]` / "
+             "`test[9000:]` of the IDX files. KID is ×1. Class balance: the most frequent "
+             "predicted class's count over the rarest's (a class never predicted counts as "
+             "one). See docs/evaluation.md.", "", header,
+             "| --- | --- | ---: | ---: | " + "---: | " * len(COLUMNS) + "---: |"]
+    floors = {}
+    for entry in entries:
+        floors.setdefault(entry["dataset"], entry["results"]["real_vs_real"])
+    for dataset, floor in floors.items():
+        lines.append(f"| real vs real | {dataset} | – | – | "
+                     + " | ".join(_cell(floor, key, digits) for key, _, digits in COLUMNS)
+                     + " | 1.00 |")
+    for entry in entries:
+        row, floor = entry["results"]["model"], floors[entry["dataset"]]
+        lines.append(f"| {entry['model']} | {entry['dataset']} | {entry['results']['steps']} | "
+                     f"{entry['train_seconds'] / 60:.1f} | "
+                     + " | ".join(_cell(row, key, digits) for key, _, digits in COLUMNS)
+                     + f" | {row['fd'] / floor['fd']:.2f} |")
+    text = "\n".join(lines) + "\n"
+    (ROOT / "experiments" / "results" / "real_mnist.md").write_text(text)
+    _write_json(ROOT / "experiments" / "results" / "real_mnist.json",
+                {"date": date, "machine": machine, "command": command,
+                 "runs": [{key: value for key, value in entry.items() if key != "shown"}
+                          for entry in entries]})
+    return text
+
+
+def draw_samples(entries: list[dict], path: pathlib.Path) -> None:
+    models = list(dict.fromkeys(entry["model"] for entry in entries))
+    datasets = list(dict.fromkeys(entry["dataset"] for entry in entries))
+    figure, axes = plt.subplots(len(models), len(datasets), squeeze=False,
+                                figsize=(4.2 * len(datasets), 0.62 * len(models) + 0.6))
+    for entry in entries:
+        axis = axes[models.index(entry["model"]), datasets.index(entry["dataset"])]
+        axis.imshow(plots.to_grid(entry["shown"], columns=SHOWN_SAMPLES).squeeze(), cmap="gray",
+                    vmin=0, vmax=255, interpolation="nearest")
+        axis.set_xticks([])
+        axis.set_yticks([])
+    for row, model in enumerate(models):
+        axes[row, 0].set_ylabel(model, rotation=0, ha="right", va="center")
+    for column, dataset in enumerate(datasets):
+        axes[0, column].set_title(dataset)
+    figure.suptitle(f"samples of the default runs, seed 0; {device.describe()['name']}, "
+                    f"{datetime.date.today().isoformat()}", fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _write_json(path: pathlib.Path, values: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(values, indent=1, default=float) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--mnist_dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    parser.add_argument("--workroot", default="runs/real_mnist")
+    parser.add_argument("--data_dir", default=None, help="TFDS data_dir of `digits`")
+    parser.add_argument("--eval_samples", type=int, default=1_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", default="default", choices=("default", "tiny"),
+                        help="tiny: a quick check of this script, not a result")
+    args = parser.parse_args()
+    models, datasets = args.models.split(","), args.datasets.split(",")
+    unknown = sorted(set(models) - set(MODELS)) + sorted(set(datasets) - set(DATASETS))
+    if unknown:
+        sys.exit(f"error: unknown {', '.join(unknown)}: expected models among "
+                 f"{', '.join(MODELS)} and datasets among {', '.join(DATASETS)}")
+    times_path = pathlib.Path(args.workroot) / "train_seconds.json"
+    times = json.loads(times_path.read_text()) if times_path.exists() else {}
+    entries = []
+    for model in models:
+        # digits first: its epoch length is the MNIST run's, so both take as many steps.
+        for dataset in sorted(datasets, key=DATASETS.index):
+            steps_per_epoch = None if dataset == "digits" else digits_epoch_length(model, args)
+            workdir = train_once(model, dataset, args, times, steps_per_epoch)
+            results, shown = measure(workdir, args)
+            entries.append({"model": model, "dataset": dataset, "workdir": str(workdir),
+                            "train_seconds": times[str(workdir)], "results": results,
+                            "shown": shown})
+            print(f"{workdir}:\n{sample_quality.format_report(results)}", flush=True)
+    print(write_results(entries, args))
+    draw_samples(entries, ROOT / "docs" / "images" / "real_mnist_samples.png")
+
+
+if __name__ == "__main__":
+    main()
