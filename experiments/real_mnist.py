@@ -15,8 +15,13 @@ real-vs-real floor at the same count, with FD, KID, precision/recall, the classi
 confidence on the samples, class balance (the most frequent predicted class over the rarest)
 and, for conditional models, label accuracy.
 
-Results: experiments/results/real_mnist.md (table, machine, date, command) and .json, and
-docs/images/real_mnist_samples.png (samples of every run, digits beside MNIST). Runs live under
+    python experiments/real_mnist.py --models=ddpm --set sample_sampler=ddpm --set sample_steps=15
+
+Results: experiments/results/real_mnist.md (the table) and .json (every number, and the date,
+machine, commit and command of each row). A rerun replaces the rows it measures again and keeps
+the others, so variants measured with `--set` (sampling fields changed at evaluation, as
+`--mode=eval --set` does) stand beside the defaults. docs/images/real_mnist_samples.png shows
+samples of every run of an invocation without `--set`, digits beside MNIST. Runs live under
 `--workroot`; a run whose training time is recorded in `<workroot>/train_seconds.json` is not
 trained again (delete its entry or its workdir to retrain), so a rerun only measures.
 """
@@ -51,6 +56,7 @@ COLUMNS = (("fd", "FD ↓", 3), ("kid", "KID ↓", 4), ("precision", "precision 
            ("recall", "recall ↑", 3), ("confidence", "confidence ↑", 3),
            ("class_balance", "class balance ↓", 2), ("label_accuracy", "label accuracy ↑", 3))
 SHOWN_SAMPLES = 10
+RESULTS_JSON = ROOT / "experiments" / "results" / "real_mnist.json"
 
 
 def data_flags(dataset: str, args: argparse.Namespace) -> dict:
@@ -85,7 +91,7 @@ def digits_epoch_length(model: str, args: argparse.Namespace) -> int:
 
 def measure(workdir: pathlib.Path, args: argparse.Namespace) -> tuple[dict, np.ndarray]:
     """The sample-quality results of the workdir's last checkpoint, and a few samples."""
-    run, model = trained.restore(str(workdir))
+    run, model = trained.restore(str(workdir), overrides=args.set)
     options = sample_quality.Options(num_samples=args.eval_samples)
     results = domains.sample_quality_evaluator(run, options, data_dir=args.data_dir).evaluate(
         model, seed=args.seed)
@@ -100,41 +106,57 @@ def _cell(row: dict, key: str, digits: int) -> str:
     return f"{row[key]:.{digits}f}" if key in row else "–"
 
 
+def merged_runs(entries: list[dict], provenance: dict) -> list[dict]:
+    """The runs of `RESULTS_JSON` with this invocation's rows in place of those they measure
+    again (same name and dataset), each row with the invocation that measured it."""
+    old = json.loads(RESULTS_JSON.read_text())["runs"] if RESULTS_JSON.exists() else []
+    new = [{**{key: value for key, value in entry.items() if key != "shown"}, **provenance}
+           for entry in entries]
+    measured = {(run["name"], run["dataset"]) for run in new}
+    runs = [run for run in old if (run["name"], run["dataset"]) not in measured] + new
+    return sorted(runs, key=lambda run: (MODELS.index(run["model"]), run["name"] != run["model"],
+                                         run["name"], DATASETS.index(run["dataset"])))
+
+
 def write_results(entries: list[dict], args: argparse.Namespace) -> str:
-    machine, date = device.describe()["name"], datetime.date.today().isoformat()
-    command = "python experiments/real_mnist.py " + shlex.join(sys.argv[1:])
-    header = ("| model | data | steps | train min | " + " | ".join(c[1] for c in COLUMNS)
+    provenance = {"date": datetime.date.today().isoformat(),
+                  "machine": device.describe()["name"],
+                  "commit": device.git_commit() or "unknown",
+                  "command": "python experiments/real_mnist.py " + shlex.join(sys.argv[1:])}
+    runs = merged_runs(entries, provenance)
+    header = ("| model | data | steps | train min | samples | " + " | ".join(c[1] for c in COLUMNS)
               + " | FD / floor |")
-    lines = [f"# The default models on digits and on real MNIST digits ({date})", "",
-             f"Measured on {machine}, commit {device.git_commit() or 'unknown'}, by `{command}` "
-             f"({(time.perf_counter() - START) / 60:.0f} min wall, training included unless "
-             "the runs were trained before).", "",
-             f"{args.eval_samples:,} samples of each run (seed {args.seed}) against the eval "
-             "split, with that dataset's domain classifier; the floor rows put as many train "
-             "images in place of samples. digits: `train` / `test`; MNIST: `test[:9000]` / "
-             "`test[9000:]` of the IDX files. KID is ×1. Class balance: the most frequent "
-             "predicted class's count over the rarest's (a class never predicted counts as "
-             "one). See docs/evaluation.md.", "", header,
-             "| --- | --- | ---: | ---: | " + "---: | " * len(COLUMNS) + "---: |"]
+    lines = ["# The default models on digits and on real MNIST digits", "",
+             "Samples of each run (seed 0, as many as the `samples` column says) against the "
+             "eval split, with that dataset's domain classifier; the floor rows put as many "
+             "train images in place of samples, and FD / floor divides by the run's own floor. "
+             "digits: `train` / `test`; MNIST: `test[:9000]` / `test[9000:]` of the IDX files, "
+             "trained for as many steps as the digits run. KID is ×1. Class balance: the most "
+             "frequent predicted class's count over the rarest's (a class never predicted "
+             "counts as one). A name with `name=value` was evaluated with those sampling "
+             "fields changed. See docs/evaluation.md; every row's numbers and command are in "
+             "real_mnist.json.", "", header,
+             "| --- | --- | ---: | ---: | ---: | " + "---: | " * len(COLUMNS) + "---: |"]
     floors = {}
-    for entry in entries:
-        floors.setdefault(entry["dataset"], entry["results"]["real_vs_real"])
-    for dataset, floor in floors.items():
-        lines.append(f"| real vs real | {dataset} | – | – | "
+    for run in runs:
+        floors.setdefault(run["dataset"], run["results"]["real_vs_real"])
+    for dataset, floor in sorted(floors.items(), key=lambda item: DATASETS.index(item[0])):
+        lines.append(f"| real vs real | {dataset} | – | – | – | "
                      + " | ".join(_cell(floor, key, digits) for key, _, digits in COLUMNS)
                      + " | 1.00 |")
-    for entry in entries:
-        row, floor = entry["results"]["model"], floors[entry["dataset"]]
-        lines.append(f"| {entry['model']} | {entry['dataset']} | {entry['results']['steps']} | "
-                     f"{entry['train_seconds'] / 60:.1f} | "
+    for run in runs:
+        row, floor = run["results"]["model"], run["results"]["real_vs_real"]
+        lines.append(f"| {run['name']} | {run['dataset']} | {run['results']['steps']} | "
+                     f"{run['train_seconds'] / 60:.1f} | {run['results']['num_samples']:,} | "
                      + " | ".join(_cell(row, key, digits) for key, _, digits in COLUMNS)
                      + f" | {row['fd'] / floor['fd']:.2f} |")
+    invocations = sorted({(run["date"], run["machine"], run["commit"], run["command"])
+                          for run in runs})
+    lines += ["", "Measured by:", "", *(f"- {date}, {machine}, commit {commit}: `{command}`"
+                                       for date, machine, commit, command in invocations)]
     text = "\n".join(lines) + "\n"
-    (ROOT / "experiments" / "results" / "real_mnist.md").write_text(text)
-    _write_json(ROOT / "experiments" / "results" / "real_mnist.json",
-                {"date": date, "machine": machine, "command": command,
-                 "runs": [{key: value for key, value in entry.items() if key != "shown"}
-                          for entry in entries]})
+    RESULTS_JSON.with_suffix(".md").write_text(text)
+    _write_json(RESULTS_JSON, {"runs": runs})
     return text
 
 
@@ -175,6 +197,9 @@ def main() -> None:
     parser.add_argument("--data_dir", default=None, help="TFDS data_dir of `digits`")
     parser.add_argument("--eval_samples", type=int, default=1_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="change a sampling field when measuring (repeatable), e.g. "
+                        "sample_steps=50; the row's name says so")
     parser.add_argument("--config", default="default", choices=("default", "tiny"),
                         help="tiny: a quick check of this script, not a result")
     args = parser.parse_args()
@@ -192,12 +217,15 @@ def main() -> None:
             steps_per_epoch = None if dataset == "digits" else digits_epoch_length(model, args)
             workdir = train_once(model, dataset, args, times, steps_per_epoch)
             results, shown = measure(workdir, args)
-            entries.append({"model": model, "dataset": dataset, "workdir": str(workdir),
+            name = " ".join([model, *args.set])
+            entries.append({"name": name, "model": model, "dataset": dataset,
+                            "workdir": str(workdir), "eval_samples": args.eval_samples,
                             "train_seconds": times[str(workdir)], "results": results,
                             "shown": shown})
             print(f"{workdir}:\n{sample_quality.format_report(results)}", flush=True)
     print(write_results(entries, args))
-    draw_samples(entries, ROOT / "docs" / "images" / "real_mnist_samples.png")
+    if not args.set:  # the picture shows the defaults
+        draw_samples(entries, ROOT / "docs" / "images" / "real_mnist_samples.png")
 
 
 if __name__ == "__main__":
