@@ -20,22 +20,49 @@ import tensorflow as tf
 
 
 class _FusedUpdate:
-    """`update_step` through `ResourceApplyAdam` (AMSGrad keeps Keras's update)."""
+    """`update_step` through `ResourceApplyAdam` (AMSGrad keeps Keras's update).
+
+    The kernel's scalar inputs (the bias-correction powers of the step, the cast constants and
+    learning rate) are the same for every variable of one `apply`, so they are made once per
+    `apply` and dtype, not once per variable: about ten fewer graph ops a variable, which a
+    train step's trace and first run pay for (docs/performance.md). A GAN's discriminator
+    steps call `apply` several times in one graph, each after the last moved `iterations`, so
+    the scalars never outlive their `apply`.
+    """
+
+    def apply(self, grads, trainable_variables=None):
+        # Under MirroredStrategy every replica thread enters `apply` and the updates run once,
+        # in a merge call that waits for all of them: each thread's reset happens before it,
+        # and no thread leaves (clearing) during it.
+        self._step_scalars = {}
+        try:
+            return super().apply(grads, trainable_variables)
+        finally:
+            self._step_scalars = {}
+
+    def _scalars(self, dtype, learning_rate) -> dict:
+        cache = getattr(self, "_step_scalars", None)
+        if cache is not None and dtype in cache:
+            return cache[dtype]
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        scalars = {"beta1_power": tf.pow(beta_1, step), "beta2_power": tf.pow(beta_2, step),
+                   "lr": tf.cast(learning_rate, dtype), "beta1": beta_1, "beta2": beta_2,
+                   "epsilon": tf.cast(self.epsilon, dtype)}
+        if cache is not None:  # None: called outside `apply`, nothing to share with
+            cache[dtype] = scalars
+        return scalars
 
     def update_step(self, gradient, variable, learning_rate):
         if self.amsgrad:
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         index = self._get_variable_index(variable)
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         # `.handle` of a replica's component inside `Strategy.extended.update`, as Keras's own
         # `assign_add` reaches it.
         tf.raw_ops.ResourceApplyAdam(
             var=variable.handle, m=self._momentums[index].handle,
-            v=self._velocities[index].handle, beta1_power=tf.pow(beta_1, step),
-            beta2_power=tf.pow(beta_2, step), lr=tf.cast(learning_rate, dtype), beta1=beta_1,
-            beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype),
+            v=self._velocities[index].handle, **self._scalars(dtype, learning_rate),
             grad=tf.cast(tf.convert_to_tensor(gradient), dtype))
 
 

@@ -2,6 +2,11 @@
 and train-step speed at the runner's default setting, timed in the same interleaved rounds.
 
     python experiments/fused_adam.py [--models=vae,dcgan,ddpm,pixelcnn,vqgpt] [--windows=7]
+    python experiments/fused_adam.py --variants=per_variable,fused --models=ddpm,vqgpt
+
+`--variants` names the two compared, the first as the baseline: `keras` (Keras's Adam),
+`fused` (the zoo's) and `per_variable` (the zoo's kernel with its scalar inputs, the step's
+bias-correction powers and casts, made again for every variable, as before 2026-12-07).
 
 Each model is built twice from its default config, once while the models' `optimizers.Adam`
 and `optimizers.AdamW` are Keras's own classes and once with the zoo's; everything else (the
@@ -20,8 +25,16 @@ from augment_cost import time_rounds
 
 from aigc_zoo import benchmark, data, optimizers
 
+def _per_variable(cls):
+    def apply(self, grads, trainable_variables=None):
+        self._step_scalars = None  # no sharing: `_scalars` makes them for each variable
+        return super(optimizers._FusedUpdate, self).apply(grads, trainable_variables)
+    return type(f"PerVariable{cls.__name__}", (cls,), {"apply": apply})
+
+
 VARIANTS = {"keras": (keras.optimizers.Adam, keras.optimizers.AdamW),
-            "fused": (optimizers.Adam, optimizers.AdamW)}
+            "fused": (optimizers.Adam, optimizers.AdamW),
+            "per_variable": (_per_variable(optimizers.Adam), _per_variable(optimizers.AdamW))}
 
 
 def _prepared(entry: str, variant: str, *, window_seconds: float, data_dir) -> dict:
@@ -49,16 +62,18 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=7)
     parser.add_argument("--window_seconds", type=float, default=2.0)
     parser.add_argument("--data_dir", default=None)
+    parser.add_argument("--variants", default="keras,fused")
     args = parser.parse_args()
-    print("| model | trace s, Keras | trace s, fused | images/s, Keras | images/s, fused | "
-          "speed-up (wall) | CPU ms per image, Keras | fused |")
+    base, new = args.variants.split(",")
+    print(f"| model | trace s, {base} | trace s, {new} | images/s, {base} | images/s, {new} | "
+          f"speed-up (wall) | CPU ms per image, {base} | {new} |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for index, entry in enumerate(args.models.split(",")):
         # Alternate which variant traces first: the first trace of a model pays some warm-up.
-        order = ("keras", "fused") if index % 2 == 0 else ("fused", "keras")
+        order = (base, new) if index % 2 == 0 else (new, base)
         prepared = {variant: _prepared(entry, variant, window_seconds=args.window_seconds,
                                        data_dir=args.data_dir) for variant in order}
-        settings = [prepared["keras"], prepared["fused"]]
+        settings = [prepared[base], prepared[new]]
         wall, cpu = time_rounds(settings, args.windows)
         size = settings[0]["batch_size"]
         speeds = [size / np.median(w) for w in wall]

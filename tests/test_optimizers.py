@@ -66,6 +66,30 @@ def test_one_kernel_per_variable_in_a_traced_step():
     assert "AssignSubVariableOp" not in ops
 
 
+def test_the_step_scalars_are_made_once_an_apply_and_each_apply_sees_its_own_step():
+    """Four variables, two applies in one graph (a GAN's discriminator steps): one pair of
+    bias-correction powers per apply, and the same values as two eager applies."""
+    def make():
+        weights = [keras.Variable(np.full((3, 3), float(i), np.float32)) for i in range(4)]
+        optimizer = optimizers.Adam(1e-2, beta_1=0.5)
+        optimizer.build(weights)
+        return weights, optimizer
+
+    def two_applies(weights, optimizer):
+        for scale in (1.0, -3.0):
+            optimizer.apply([tf.fill(w.shape, scale) * (1 + w) for w in weights], weights)
+
+    traced_weights, traced_optimizer = make()
+    step = tf.function(lambda: two_applies(traced_weights, traced_optimizer))
+    ops = [op.type for op in step.get_concrete_function().graph.get_operations()]
+    assert ops.count("ResourceApplyAdam") == 8 and ops.count("Pow") == 2 * 2
+    step()
+    eager_weights, eager_optimizer = make()
+    two_applies(eager_weights, eager_optimizer)
+    for traced, eager in zip(traced_weights, eager_weights, strict=True):
+        np.testing.assert_array_equal(traced.numpy(), eager.numpy())
+
+
 def test_config_round_trip():
     optimizer = optimizers.AdamW(3e-4, weight_decay=0.05, beta_2=0.95)
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
