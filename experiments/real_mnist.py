@@ -23,7 +23,8 @@ the others, so variants measured with `--set` (sampling fields changed at evalua
 `--mode=eval --set` does) stand beside the defaults. docs/images/real_mnist_samples.png shows
 samples of every run of an invocation without `--set`, digits beside MNIST. Runs live under
 `--workroot`; a run whose training time is recorded in `<workroot>/train_seconds.json` is not
-trained again (delete its entry or its workdir to retrain), so a rerun only measures.
+trained again (delete its entry or its workdir to retrain), so a rerun only measures. A run
+trained elsewhere can be copied in with its entry set to null (its time shows as "–").
 """
 
 import time
@@ -102,6 +103,11 @@ def measure(workdir: pathlib.Path, args: argparse.Namespace) -> tuple[dict, np.n
     return results, shown
 
 
+def _minutes(seconds: float | None) -> str:
+    # None: a run trained elsewhere and put under --workroot by hand, its time not recorded.
+    return "–" if seconds is None else f"{seconds / 60:.1f}"
+
+
 def _cell(row: dict, key: str, digits: int) -> str:
     return f"{row[key]:.{digits}f}" if key in row else "–"
 
@@ -147,7 +153,7 @@ def write_results(entries: list[dict], args: argparse.Namespace) -> str:
     for run in runs:
         row, floor = run["results"]["model"], run["results"]["real_vs_real"]
         lines.append(f"| {run['name']} | {run['dataset']} | {run['results']['steps']} | "
-                     f"{run['train_seconds'] / 60:.1f} | {run['results']['num_samples']:,} | "
+                     f"{_minutes(run['train_seconds'])} | {run['results']['num_samples']:,} | "
                      + " | ".join(_cell(row, key, digits) for key, _, digits in COLUMNS)
                      + f" | {row['fd'] / floor['fd']:.2f} |")
     invocations = sorted({(run["date"], run["machine"], run["commit"], run["command"])
