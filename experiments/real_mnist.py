@@ -15,13 +15,16 @@ real-vs-real floor at the same count, with FD, KID, precision/recall, the classi
 confidence on the samples, class balance (the most frequent predicted class over the rarest)
 and, for conditional models, label accuracy.
 
-    python experiments/real_mnist.py --models=ddpm --set sample_sampler=ddpm --set sample_steps=15
+    python experiments/real_mnist.py --models=ddpm --set sample_eta=1.0
+    python experiments/real_mnist.py --models=dcgan --train_set r1_gamma=1.0
 
 Results: experiments/results/real_mnist.md (the table) and .json (every number, and the date,
 machine, commit and command of each row). A rerun replaces the rows it measures again and keeps
-the others, so variants measured with `--set` (sampling fields changed at evaluation, as
-`--mode=eval --set` does) stand beside the defaults. docs/images/real_mnist_samples.png shows
-samples of every run of an invocation without `--set`, digits beside MNIST. Runs live under
+the others, so variants stand beside the defaults: measured with `--set` (sampling fields
+changed at evaluation, as `--mode=eval --set` does) or trained with `--train_set` (config
+fields, each variant in its own workdir, for the same steps as the default digits run).
+docs/images/real_mnist_samples.png shows samples of every run of an invocation without `--set`
+or `--train_set`, digits beside MNIST. Runs live under
 `--workroot`; a run whose training time is recorded in `<workroot>/train_seconds.json` is not
 trained again (delete its entry or its workdir to retrain), so a rerun only measures. A run
 trained elsewhere can be copied in with its entry set to null (its time shows as "–").
@@ -70,11 +73,14 @@ def data_flags(dataset: str, args: argparse.Namespace) -> dict:
 def train_once(model: str, dataset: str, args: argparse.Namespace, times: dict,
                steps_per_epoch: int | None) -> pathlib.Path:
     """The run's workdir, trained now unless `times` records that it was."""
-    workdir = pathlib.Path(args.workroot) / f"{model}-{dataset}"
+    changes = dict(change.split("=", 1) for change in args.train_set)
+    suffix = "".join(f"-{name}={value}" for name, value in changes.items())
+    workdir = pathlib.Path(args.workroot) / f"{model}-{dataset}{suffix}"
     if str(workdir) not in times:
         started = time.perf_counter()
         aigc_zoo.train(model, workdir=str(workdir), steps_per_epoch=steps_per_epoch,
-                       data_dir=args.data_dir, config=args.config, **data_flags(dataset, args))
+                       data_dir=args.data_dir, config=args.config, **data_flags(dataset, args),
+                       **changes)
         times[str(workdir)] = time.perf_counter() - started
         _write_json(pathlib.Path(args.workroot) / "train_seconds.json", times)
     return workdir
@@ -206,6 +212,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="change a sampling field when measuring (repeatable), e.g. "
                         "sample_steps=50; the row's name says so")
+    parser.add_argument("--train_set", action="append", default=[], metavar="NAME=VALUE",
+                        help="change a config field for training (repeatable): a variant "
+                        "trained in its own workdir, its row named by the changes")
     parser.add_argument("--config", default="default", choices=("default", "tiny"),
                         help="tiny: a quick check of this script, not a result")
     args = parser.parse_args()
@@ -223,14 +232,14 @@ def main() -> None:
             steps_per_epoch = None if dataset == "digits" else digits_epoch_length(model, args)
             workdir = train_once(model, dataset, args, times, steps_per_epoch)
             results, shown = measure(workdir, args)
-            name = " ".join([model, *args.set])
+            name = " ".join([model, *args.train_set, *args.set])
             entries.append({"name": name, "model": model, "dataset": dataset,
                             "workdir": str(workdir), "eval_samples": args.eval_samples,
                             "train_seconds": times[str(workdir)], "results": results,
                             "shown": shown})
             print(f"{workdir}:\n{sample_quality.format_report(results)}", flush=True)
     print(write_results(entries, args))
-    if not args.set:  # the picture shows the defaults
+    if not args.set and not args.train_set:  # the picture shows the defaults
         draw_samples(entries, ROOT / "docs" / "images" / "real_mnist_samples.png")
 
 
