@@ -260,7 +260,7 @@ def test_benchmark_entries_carry_config_changes():
     from aigc_zoo import benchmark  # in-process: it defines its flags only as a program
     run = benchmark.entry_run("dcgan+augment=ada")
     assert (run.model, run.dataset, run.config.augment) == ("dcgan", "digits", "ada")
-    assert benchmark.entry_run("dcgan").config == gan.GANConfig()
+    assert benchmark.entry_run("dcgan").config == gan.DCGANConfig()
     assert set(benchmark.VARIANTS) == {"dcgan+augment=diffaugment", "dcgan+augment=ada"}
     with pytest.raises(UserError, match="augment"):
         benchmark.entry_run("dcgan+augment=mixup")
