@@ -145,9 +145,10 @@ def write_results(entries: list[dict], args: argparse.Namespace) -> str:
              "digits: `train` / `test`; MNIST: `test[:9000]` / `test[9000:]` of the IDX files, "
              "trained for as many steps as the digits run. KID is ×1. Class balance: the most "
              "frequent predicted class's count over the rarest's (a class never predicted "
-             "counts as one). A name with `name=value` was evaluated with those sampling "
-             "fields changed. See docs/evaluation.md; every row's numbers and command are in "
-             "real_mnist.json.", "", header,
+             "counts as one). A name with `name=value` was trained (`--train_set`) or measured "
+             "(`--set`, sampling fields) with that field changed; its command below says which. "
+             "\"–\" train min: a run trained before and copied in. See docs/evaluation.md; "
+             "every row's numbers and command are in real_mnist.json.", "", header,
              "| --- | --- | ---: | ---: | ---: | " + "---: | " * len(COLUMNS) + "---: |"]
     floors = {}
     for run in runs:
