@@ -48,7 +48,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import aigc_zoo  # noqa: E402
-from aigc_zoo import device, domains, plots, registry, trained  # noqa: E402
+from aigc_zoo import device, domains, files, plots, registry, trained  # noqa: E402
 from aigc_zoo.metrics import sample_quality  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def train_once(model: str, dataset: str, args: argparse.Namespace, times: dict,
                        data_dir=args.data_dir, config=args.config, **data_flags(dataset, args),
                        **changes)
         times[str(workdir)] = time.perf_counter() - started
-        _write_json(pathlib.Path(args.workroot) / "train_seconds.json", times)
+        files.write_json(str(pathlib.Path(args.workroot) / "train_seconds.json"), times)
     return workdir
 
 
@@ -169,7 +169,7 @@ def write_results(entries: list[dict], args: argparse.Namespace) -> str:
                                        for date, machine, commit, command in invocations)]
     text = "\n".join(lines) + "\n"
     RESULTS_JSON.with_suffix(".md").write_text(text)
-    _write_json(RESULTS_JSON, {"runs": runs})
+    files.write_json(str(RESULTS_JSON), {"runs": runs})
     return text
 
 
@@ -194,11 +194,6 @@ def draw_samples(entries: list[dict], path: pathlib.Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
-
-
-def _write_json(path: pathlib.Path, values: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(values, indent=1, default=float) + "\n")
 
 
 def main() -> None:
