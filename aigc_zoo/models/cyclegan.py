@@ -248,7 +248,7 @@ class CycleGAN(translation.TranslationModel):
         endpoints = super().serving_endpoints()
         other = "forward" if self.config.direction == "backward" else "backward"
         function = tf.function(lambda images: self.translate_direction(images, other),
-                               jit_compile=self.samples_with_xla())
+                               jit_compile=self.samples_with_xla(), autograph=False)
 
         def serve(sources, seed):  # the seed is unused (deterministic), kept for symmetry
             return {"images": function(sources)}

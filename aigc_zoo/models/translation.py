@@ -129,7 +129,7 @@ class TranslationModel(base.GenerativeModel):
         key = ("translate", self.sampling_jit_compile)
         if key not in functions:
             functions[key] = tf.function(
-                self.translate_tensors, jit_compile=self.samples_with_xla(),
+                self.translate_tensors, jit_compile=self.samples_with_xla(), autograph=False,
                 input_signature=[tf.TensorSpec([None, *self.source_shape], tf.float32),
                                  tf.TensorSpec([], tf.int64)])
         return functions[key]
