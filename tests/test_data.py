@@ -87,6 +87,11 @@ def test_bad_names_and_splits_are_user_errors(idx_dir, name, split, message):
         data.load(idx_dir if name == "IDX" else name, split, batch_size=4, training=True)
 
 
+def test_features_are_read_from_tfds_datasets_only(idx_dir):
+    with pytest.raises(UserError, match="not a TFDS dataset"):
+        data.open_with_features(f"idx:{idx_dir}", "train", ["caption"])
+
+
 def test_batch_larger_than_split_is_a_user_error(idx_dir):
     with pytest.raises(UserError, match="fewer than the batch size"):
         data.load(idx_dir, "train", batch_size=64, training=True)

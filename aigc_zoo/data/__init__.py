@@ -93,10 +93,7 @@ def open_split(name: str, split: str, *, data_dir: str | None = None,
     if image_size and len(info.image_shape) != 3:
         raise UserError(f"{info.name} holds points, not images; drop --image_size")
     if image_size and info.image_shape[:2] != (image_size, image_size):
-        channels = info.image_shape[-1]
-        dataset = dataset.map(lambda ex: {**ex, "image": _resize(ex["image"], image_size)},
-                              num_parallel_calls=tf.data.AUTOTUNE)
-        info = dataclasses.replace(info, image_shape=(image_size, image_size, channels))
+        dataset, info = _resize_dataset(dataset, info, image_size)
     return dataset, info
 
 
@@ -292,6 +289,15 @@ def open_captioned(name: str, split: str, *, data_dir: str | None = None,
     if image_size and info.image_shape[:2] != (image_size, image_size):
         dataset, info = _resize_dataset(dataset, info, image_size)
     return dataset, info
+
+
+def open_with_features(name: str, split: str, features: Sequence[str], *,
+                       data_dir: str | None = None) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """`open_split` of a TFDS dataset (`digits`, `shapes`, ...) at native size, with each
+    example's named `features` kept (the attributes it was rendered with, its caption)."""
+    if _DATASETS.get(name, (None,))[0] is not _open_tfds:
+        raise UserError(f"dataset {name!r} is not a TFDS dataset; its features cannot be read")
+    return _open_tfds(name, split, data_dir, None, keep=tuple(features))
 
 
 def has_captions(name: str, split: str = "train") -> bool:

@@ -123,8 +123,9 @@ def open_examples(dataset: str, split: str, *, data_dir: str | None = None,
     """The unbatched split with its attribute features (and `"caption"`), at native size."""
     features = {a.feature for a in dataset_attributes(dataset)} - {"label"}
     # `open_captioned` keeps only the caption; the attribute features come the same way.
-    return data._open_tfds(dataset, split, data_dir, None,
-                           keep=tuple(sorted(features)) + (("caption",) if caption else ()))
+    return data.open_with_features(
+        dataset, split, tuple(sorted(features)) + (("caption",) if caption else ()),
+        data_dir=data_dir)
 
 
 def score(dataset: str, predicted: dict[str, np.ndarray], targets: dict[str, np.ndarray]
