@@ -64,7 +64,7 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     # An unpaired model's second dataset, opened once like the first (`Knobs.target`).
     target = run.knobs(info.image_shape).target
     target = target and paired.open_target(target, "train", info, data_dir=options.data_dir)
-    stream = _batch_stream(run, split, info, target=target)
+    stream = batch_stream(run, split, info, target=target)
     spe = _steps_per_execution(options, record, multi_worker=multi_worker)
     model = run.build_model(record.image_shape, record.num_classes, record.stages)
     stages.copy_into(model, first_stages)
@@ -99,7 +99,7 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
         print(f"resuming from {restored} at step {start_step} (epoch "
               f"{initial_epoch + 1}, step {offset} of {record.epoch_steps})", flush=True)
     _fit(model, record, options, every_epoch, first_stream=stream, stop=stop,
-         restream=lambda: _batch_stream(run, split, info, reseed=True, target=target),
+         restream=lambda: batch_stream(run, split, info, reseed=True, target=target),
          initial_epoch=initial_epoch, offset=offset)
     if stop.diverged:
         raise TrainingDiverged(_diverged_message(stop.diverged, checkpointer))
@@ -249,7 +249,7 @@ def _first_stages(record: RunRecord, previous: RunRecord | None, workdir: Workdi
     return record, loaded
 
 
-def _batch_stream(run: Run, split: tf.data.Dataset, info: data.DatasetInfo, *,
+def batch_stream(run: Run, split: tf.data.Dataset, info: data.DatasetInfo, *,
                   reseed: bool = False, target: Any = None) -> tf.data.Dataset:
     """The seeded, repeated training batches of the opened split.
 

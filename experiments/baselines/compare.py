@@ -225,11 +225,8 @@ def train_one(args: argparse.Namespace) -> dict[str, Any]:
         run = request.Run(model=zoo_name, dataset="digits", config=config, seed=seed)
         steps = training.epoch_length(run, info.num_examples, info.image_shape)
         spe = training.default_steps_per_execution(run, info.image_shape, steps)
-        # The stream before the model, as training.train makes them (see its _batch_stream).
-        import tensorflow as tf
-        tf.random.set_seed(None)
-        inputs = data.batches(split, info, split="train", batch_size=config.batch_size,
-                              training=True, seed=seed)
+        # The stream before the model, as training.train makes them.
+        inputs = training.batch_stream(run, split, info)
         model = run.build_model(info.image_shape, info.num_classes)
         model.compile(jit_compile="auto", steps_per_execution=spe)
         sampler, batch_size, name = model, config.batch_size, f"aigc_zoo {zoo_name}"
