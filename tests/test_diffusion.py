@@ -60,7 +60,7 @@ def test_needs_labels_and_images():
 # --- objective: an untrained network outputs exactly 0 (zero-initialised last conv) ----------
 
 def test_untrained_epsilon_loss_is_the_noise_variance():
-    model = _make()
+    model = _make(min_snr_gamma=0.0)  # L_simple (ddpm's default weighs it by min-SNR-5)
     loss = float(model.compute_losses(_batch(IMAGES, 128), training=False)["loss"])
     # mean of eps^2 over 128 x 784 draws: 1 +- 0.005.
     assert loss == pytest.approx(1.0, abs=0.03)
@@ -70,7 +70,7 @@ def test_untrained_v_loss_and_min_snr_weights_match_the_schedule():
     zeros = np.zeros((1,) + IMAGE_SHAPE, np.float32)
     alpha_bar = schedules.make_alphas_cumprod("cosine", 50)
     # x_0 = 0: v = sqrt(a) eps, so E[v^2] = E_t[a_t] over uniform t.
-    model = _make(prediction="v")
+    model = _make(prediction="v", min_snr_gamma=0.0)
     losses = [float(model.compute_losses(_batch(zeros, 256), training=False)["loss"])
               for _ in range(4)]
     assert np.mean(losses) == pytest.approx(alpha_bar.mean(), abs=0.04)
