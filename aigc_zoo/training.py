@@ -250,7 +250,7 @@ def _first_stages(record: RunRecord, previous: RunRecord | None, workdir: Workdi
 
 
 def batch_stream(run: Run, split: tf.data.Dataset, info: data.DatasetInfo, *,
-                  reseed: bool = False, target: Any = None) -> tf.data.Dataset:
+                 reseed: bool = False, target: Any = None) -> tf.data.Dataset:
     """The seeded, repeated training batches of the opened split.
 
     The shuffle order depends on TensorFlow's global seed as well as on its own, so the global

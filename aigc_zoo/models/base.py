@@ -463,8 +463,8 @@ class GenerativeModel(export.KerasFile, keras.Model):
                 values = dict(zip(runtime, inputs[len(conditioning):]))
                 return self.sample_tensors(num_samples, seed, given, **static, **values)
 
-            # No autograph: the samplers loop with `tf.while_loop` themselves, and converting
-            # every function they call costs about a tenth of a trace.
+            # No autograph: the samplers loop with `tf.while_loop` themselves, so rewriting
+            # the source of every function they call (once per process) only costs time.
             functions[key] = tf.function(sample, input_signature=signature, autograph=False,
                                          jit_compile=self.samples_with_xla())
         return functions[key]
