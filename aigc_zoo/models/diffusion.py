@@ -118,11 +118,9 @@ def default_steps(config: DiffusionConfig, sampler: str | None = None) -> int:
 @dataclasses.dataclass
 class DDPMConfig(DiffusionConfig):
     """`ddpm` defaults: DDIM sampling with eta = 1 (its ancestral form on the 20-step chain)
-    and the min-SNR-5 loss weight. Measured with experiments/real_mnist.py (docs/evaluation.md,
-    one seed each): eta 1 on the same checkpoints, FD 9.26 -> 5.14 on real MNIST digits and
-    5.41 -> 2.96 on `digits`; min-SNR-5 for the same 3,000 steps and the same step time, then
-    5.14 -> 5.00 and 2.96 -> 2.39, the classifier surer of the samples on both. cddpm (guided)
-    and ldm keep eta 0 and the plain loss until measured."""
+    and the min-SNR-5 loss weight, each of which lowered FD on real MNIST digits and on
+    `digits` (experiments/real_mnist.py; the numbers are in docs/evaluation.md). cddpm
+    (guided) and ldm keep eta 0 and the plain loss until measured."""
 
     min_snr_gamma: float = 5.0
     sample_eta: float = config_lib.sampling_field(1.0)
