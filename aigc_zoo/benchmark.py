@@ -13,7 +13,9 @@ and prints the table. What is measured (numbers in the JSON; see docs/performanc
    (so the input pipeline is not timed; item 4 times it): images/s of `model.fit` per setting
    of `jit_compile`, `steps_per_execution` and the dtype policy; the first call's extra time
    (tracing and compiling); peak host memory (RSS); FLOPs per train step (`aigc_zoo.flops`)
-   and model FLOPs utilisation: achieved FLOP/s over the float32 matmul peak.
+   and model FLOPs utilisation: achieved FLOP/s over the float32 matmul peak, and over the
+   layer ceiling: what the model's convolutions and dense layers reach alone at their shapes
+   (`layer_ceiling`), the part of the peak its step could use at best.
 3. images/s of `generate()` per model (diffusion at 10, 50 and 250 sampling steps).
 4. images/s of each offline dataset's training pipeline (`data.load`) on its own.
 
@@ -123,6 +125,81 @@ def _matmul_peaks(*, quick: bool) -> list[dict[str, Any]]:
 
 
 # -- train steps -------------------------------------------------------------------------------
+
+# -- what the model's own layers reach alone ---------------------------------------------------
+
+# Almost all of a convolutional model's FLOPs are in these; the rest of its step (norms,
+# activations, losses, the optimizer) adds time but few counted FLOPs.
+CEILING_LAYERS = (keras.layers.Conv2D, keras.layers.Conv2DTranspose, keras.layers.Dense)
+
+
+def trained_networks(model: Any) -> list[keras.Model]:
+    """The model's functional sub-networks that its update groups train (not a frozen first
+    stage, whose layers a train step runs forward only)."""
+    trained = {id(variable) for group in model.groups for variable in group.variables}
+    return [value for value in vars(model).values()
+            if isinstance(value, keras.Model) and value is not model
+            and any(id(weight) in trained for weight in value.trainable_weights)]
+
+
+def layer_speed(layer: keras.layers.Layer, input_shape: tuple[int, ...], *,
+                budget_seconds: float) -> tuple[int, float]:
+    """(FLOPs, median seconds) of the layer's forward pass with its input and weight gradients,
+    as a train step runs it, in a graph-mode function on random inputs of `input_shape`."""
+    x = tf.random.normal(input_shape)
+    upstream = tf.random.normal(layer.compute_output_shape(input_shape))
+
+    def step(x, upstream):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        return tape.gradient(y, [x, *layer.trainable_weights], output_gradients=upstream)
+
+    compiled = tf.function(step, autograph=False)
+    count = flops.count(compiled, tf.TensorSpec(x.shape), tf.TensorSpec(upstream.shape))
+    for _ in range(2):
+        compiled(x, upstream)[0].numpy()
+    seconds, start = [], time.perf_counter()
+    while len(seconds) < 5 or (time.perf_counter() - start < budget_seconds
+                               and len(seconds) < 200):
+        tick = time.perf_counter()
+        compiled(x, upstream)[0].numpy()
+        seconds.append(time.perf_counter() - tick)
+    return count, float(np.median(seconds))
+
+
+def layer_ceiling(model: Any, batch_size: int, *, budget_seconds: float) -> dict[str, Any]:
+    """What the convolutions and dense layers of the model's trained networks reach alone, at
+    their own input shapes and the step's batch size: all their FLOPs over all their times,
+    each layer counted once (layers of equal configuration and input time once). A step's MFU
+    cannot pass this share of the peak unless the rest of it takes no time, so the step's
+    GFLOP/s over this says how much of the time the step loses outside these layers. It is
+    approximate: a GAN step runs its discriminator twice and its generator twice."""
+    timed: dict[str, tuple[int, float]] = {}
+    total_flops = total_seconds = 0.0
+    layers = skipped = 0
+    for network in trained_networks(model):
+        for layer in network.layers:
+            if not isinstance(layer, CEILING_LAYERS):
+                continue
+            try:
+                shape = tuple(layer.input.shape)
+            except (AttributeError, ValueError):  # a layer called more than once
+                skipped += 1
+                continue
+            shape = (batch_size, *shape[1:])
+            config = {k: v for k, v in layer.get_config().items() if k != "name"}
+            key = json.dumps([type(layer).__name__, config, shape], sort_keys=True, default=str)
+            if key not in timed:
+                timed[key] = layer_speed(layer, shape, budget_seconds=budget_seconds)
+            count, seconds = timed[key]
+            total_flops += count
+            total_seconds += seconds
+            layers += 1
+    return {"layers": layers, "distinct_layers": len(timed), "skipped_layers": skipped,
+            "flops": total_flops, "seconds": total_seconds,
+            "gflops_per_second": total_flops / total_seconds / 1e9 if total_seconds else 0.0}
+
 
 class _CallClock(keras.callbacks.Callback):
     """Time stamps of `fit`'s start and of the end of each compiled call."""
@@ -351,6 +428,9 @@ def benchmark_model(name: str, *, precisions: list[str], peak_gflops: float, dat
     batch = next(iter(pipeline))
     model = _build(run, info, jit=False, spe=1, precision="float32")
     step_flops = flops.train_step_flops(model, batch)
+    ceiling = layer_ceiling(model, run.config.batch_size, budget_seconds=0.05 if quick else 0.3)
+    print(f"  {name}: its {ceiling['layers']} convolution and dense layers alone: "
+          f"{ceiling['gflops_per_second']:.0f} GFLOP/s", flush=True)
     sampling = sampling_throughput(model, quick=quick)
     del model
     keras.backend.clear_session()
@@ -363,11 +443,14 @@ def benchmark_model(name: str, *, precisions: list[str], peak_gflops: float, dat
             achieved = step_flops * row["images_per_second"] / run.config.batch_size
             row["gflops_per_second"] = achieved / 1e9
             row["mfu"] = achieved / 1e9 / peak_gflops
+            if ceiling["gflops_per_second"]:
+                row["share_of_ceiling"] = achieved / 1e9 / ceiling["gflops_per_second"]
     return {"model": name, "dataset": dataset, "image_shape": list(info.image_shape),
             "default_setting": default_setting(run, info,
                                                accelerator=base.accelerator_present()),
             "batch_size": run.config.batch_size, "flops_per_step": step_flops,
-            "flops_per_image": step_flops / run.config.batch_size, "train": rows,
+            "flops_per_image": step_flops / run.config.batch_size,
+            "layer_ceiling": ceiling, "train": rows,
             "sampling": sampling}
 
 

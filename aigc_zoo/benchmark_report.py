@@ -51,17 +51,29 @@ def _memory(row: dict[str, Any]) -> str:
     return text
 
 
+def _of_ceiling(row: dict[str, Any]) -> str:
+    """The step's GFLOP/s over its layers' own (absent from runs before 2026-12-07)."""
+    return f"{row['share_of_ceiling']:.0%}" if "share_of_ceiling" in row else "–"
+
+
+def _ceiling(model: dict[str, Any]) -> str:
+    ceiling = model.get("layer_ceiling")
+    if not ceiling or not ceiling["gflops_per_second"]:
+        return "–"
+    return f"{ceiling['gflops_per_second']:.0f}"
+
+
 def _train_table(results: dict[str, Any]) -> list[str]:
     lines = ["| model | batch | GFLOP / image | setting | images/s | first call extra (s) | "
-             "peak RSS, MiB (+ over the RSS before) | GFLOP/s | MFU |",
-             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+             "peak RSS, MiB (+ over the RSS before) | GFLOP/s | MFU | of the layer ceiling |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for model in results["models"]:
         best = fastest(model)
         for row in model["train"]:
             cells = [model["model"], str(model["batch_size"]),
                      f"{model['flops_per_image'] / 1e9:.3f}", _setting(row)]
             if "error" in row:
-                cells += [f"failed: {row['error'][:80]}", "", "", "", ""]
+                cells += [f"failed: {row['error'][:80]}", "", "", "", "", ""]
             else:
                 marks = [name for name, chosen in (("fastest", best), ("default",
                                                                         default_row(model)))
@@ -69,15 +81,16 @@ def _train_table(results: dict[str, Any]) -> list[str]:
                 mark = f" **({', '.join(marks)})**" if marks else ""
                 cells += [f"{row['images_per_second']:,.0f}{mark}", f"{row['trace_seconds']:.1f}",
                           _memory(row), f"{row['gflops_per_second']:.1f}",
-                          f"{row['mfu']:.0%}"]
+                          f"{row['mfu']:.0%}", _of_ceiling(row)]
             lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 def _summary_table(results: dict[str, Any]) -> list[str]:
     lines = ["| model | fastest setting | images/s | MFU | fastest float32 setting | float32 "
-             "MFU | target | default setting | default's share of the fastest |",
-             "| --- | --- | ---: | ---: | --- | ---: | --- | --- | ---: |"]
+             "MFU | target | layer ceiling, GFLOP/s | float32 share of it | default setting | "
+             "default's share of the fastest |",
+             "| --- | --- | ---: | ---: | --- | ---: | --- | ---: | ---: | --- | ---: |"]
     for model in results["models"]:
         best, best32 = fastest(model), fastest(model, "float32")
         if best is None or best32 is None:
@@ -95,7 +108,8 @@ def _summary_table(results: dict[str, Any]) -> list[str]:
                              f"{'' if share32 >= 1 - NOISE else ' **slower**'}")
         lines.append(f"| {model['model']} | {_setting(best)} | {best['images_per_second']:,.0f} "
                      f"| {best['mfu']:.0%} | {_setting(best32)} | {best32['mfu']:.0%} | "
-                     f"{verdict} | {default_cells} |")
+                     f"{verdict} | {_ceiling(model)} | {_of_ceiling(best32)} | "
+                     f"{default_cells} |")
     return lines
 
 
@@ -156,7 +170,11 @@ def markdown(results: dict[str, Any]) -> str:
         "`model.fit` on one real batch held in memory; a model's settings are built and traced "
         "first, then timed in interleaved rounds of one window each, and images/s is the median "
         "of a setting's windows. Peak RSS is the process's peak while the setting was built and "
-        "traced.", "", "## Summary", "", *_summary_table(results), "",
+        "traced. The layer ceiling is what the model's trained convolutions and dense layers "
+        "reach alone (forward and both gradients, at the step's shapes, each layer once); a "
+        "step's share of it is the part of the layers' own speed it keeps with everything else "
+        "it does (an approximate bound: a GAN step runs some networks twice).", "",
+        "## Summary", "", *_summary_table(results), "",
         "## Train step", "", *_train_table(results), "",
         "## Sampling (`generate()`, float32)", "", *_sampling_table(results), "",
         "## Input pipelines (`data.load`, training pipeline, alone)", "",

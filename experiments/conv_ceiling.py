@@ -4,10 +4,12 @@
     python experiments/conv_ceiling.py --models=sngan
 
 A train step cannot use the machine better than its convolutions and matmuls do, since they are
-almost all of its FLOPs. For every Conv2D, Conv2DTranspose and Dense layer of a model's default
-networks (at the default config's batch size and the layer's own input shape), this times the
-layer's forward pass with both gradients (input and kernel), as a train step runs it, in a
-graph-mode loop, and counts its FLOPs with `aigc_zoo.flops`. It prints each layer's GFLOP/s as
+almost all of its FLOPs. `make benchmark` reports the combined figure per model
+(`benchmark.layer_ceiling`); this prints it layer by layer. For every Conv2D, Conv2DTranspose
+and Dense layer of a model's trained networks (at the default config's batch size and the
+layer's own input shape), this times the layer's forward pass with both gradients (input and
+kernel), as a train step runs it, in a graph-mode loop (`benchmark.layer_speed`), and counts
+its FLOPs with `aigc_zoo.flops`. It prints each layer's GFLOP/s as
 a share of the float32 matmul peak measured first, and the combined share: all the layers'
 FLOPs over all their times, with each layer counted once. That combined share is an upper bound
 on the train step's MFU, reached only if everything else in the step (normalisation,
@@ -20,54 +22,19 @@ import argparse
 import datetime
 import os
 import pathlib
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from aigc_zoo import benchmark, data, device, flops, registry, request  # noqa: E402
-
-_TIMED = (keras.layers.Conv2D, keras.layers.Conv2DTranspose, keras.layers.Dense)
-
-
-def networks(model) -> list[keras.Model]:
-    """The model's functional sub-networks (generator, discriminator, U-Net, ...)."""
-    return [value for value in vars(model).values()
-            if isinstance(value, keras.Model) and value is not model]
+from aigc_zoo import benchmark, data, device, registry, request  # noqa: E402
 
 
 def timed_layers(network: keras.Model):
     for layer in network.layers:
-        if isinstance(layer, _TIMED):
+        if isinstance(layer, benchmark.CEILING_LAYERS):
             yield layer, tuple(layer.input.shape)
-
-
-def layer_speed(layer, input_shape, batch: int, budget_seconds: float) -> tuple[float, float]:
-    """(FLOPs, seconds) of the layer's forward pass and its input and kernel gradients."""
-    shape = [batch, *input_shape[1:]]
-    x = tf.random.normal(shape)
-    upstream = tf.random.normal([batch, *layer.compute_output_shape(tuple(shape))[1:]])
-
-    def step(x, upstream):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x)
-        return tape.gradient(y, [x, *layer.trainable_weights], output_gradients=upstream)
-
-    compiled = tf.function(step)
-    count = flops.count(compiled, tf.TensorSpec(shape), tf.TensorSpec(upstream.shape))
-    for _ in range(3):
-        compiled(x, upstream)[0].numpy()
-    seconds, start = [], time.perf_counter()
-    while len(seconds) < 5 or (time.perf_counter() - start < budget_seconds
-                               and len(seconds) < 200):
-        tick = time.perf_counter()
-        compiled(x, upstream)[0].numpy()
-        seconds.append(time.perf_counter() - tick)
-    return count, float(np.median(seconds))
 
 
 def main() -> None:
@@ -90,10 +57,11 @@ def main() -> None:
         _, info = data.open_split("digits", run.train_split)
         model = run.build_model(info.image_shape, info.num_classes)
         total_flops = total_seconds = 0.0
-        for network in networks(model):
+        model.compile(jit_compile=False)  # its update groups name the trained networks
+        for network in benchmark.trained_networks(model):
             for layer, input_shape in timed_layers(network):
-                count, seconds = layer_speed(layer, input_shape, config.batch_size,
-                                             args.seconds)
+                count, seconds = benchmark.layer_speed(
+                    layer, (config.batch_size, *input_shape[1:]), budget_seconds=args.seconds)
                 total_flops += count
                 total_seconds += seconds
                 lines.append(f"| {name} | {network.name} | {layer.name} | "

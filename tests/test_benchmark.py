@@ -128,3 +128,38 @@ def test_each_setting_is_built_in_its_own_precision():
         model = benchmark._build(run, info, jit=False, spe=1, precision=precision)
         assert model.dtype_policy.name == precision, (model.dtype_policy.name, precision)
     assert keras.mixed_precision.global_policy().name == "float32"  # nothing leaks
+
+
+def test_the_layer_ceiling_times_each_trained_convolution_and_dense_layer_once():
+    from conftest import tiny_model
+    from aigc_zoo import benchmark
+    model = tiny_model("dcgan")
+    layers = [layer for network in (model.generator, model.discriminator)
+              for layer in network.layers if isinstance(layer, benchmark.CEILING_LAYERS)]
+    ceiling = benchmark.layer_ceiling(model, 8, budget_seconds=0.0)
+    assert ceiling["layers"] == len(layers) > 0 and ceiling["skipped_layers"] == 0
+    assert 0 < ceiling["distinct_layers"] <= ceiling["layers"]
+    # Forward and both gradients: about three times the forward FLOPs, at the given batch.
+    forward = sum(flops.count(lambda x, layer=layer: layer(x),
+                              tf.TensorSpec((8, *layer.input.shape[1:]))) for layer in layers)
+    assert 2.5 * forward < ceiling["flops"] < 3.5 * forward
+    assert ceiling["gflops_per_second"] == ceiling["flops"] / ceiling["seconds"] / 1e9 > 0
+    # A frozen first stage runs forward only in a step: ldm's ceiling is its U-Net's.
+    assert [n.name for n in benchmark.trained_networks(tiny_model("ldm"))] == ["unet"]
+
+
+def test_the_report_shows_the_share_of_the_layer_ceiling_and_a_dash_for_older_runs():
+    from aigc_zoo import benchmark_report
+    path = REPO / "experiments" / "benchmarks" / "cpu-amd-epyc-2-cores_2026-11-29.json"
+    results = json.loads(path.read_text())
+    older = benchmark_report.markdown(results)
+    model = results["models"][0]
+    model["layer_ceiling"] = {"gflops_per_second": 400.0}
+    for row in model["train"]:
+        if "mfu" in row:
+            row["share_of_ceiling"] = row["gflops_per_second"] / 400.0
+    best32 = benchmark_report.fastest(model, "float32")
+    summary = next(line for line in benchmark_report.markdown(results).splitlines()
+                   if line.startswith(f"| {model['model']} | "))
+    assert f"| 400 | {best32['gflops_per_second'] / 400:.0%} |" in summary
+    assert f"| {model['model']} | " in older and "| – | – |" in older
