@@ -75,6 +75,7 @@ def _define_flags() -> None:
                         "marking the default settings of the code as it is now (measures nothing).")
 
 
+UNPAIRED_TARGET = "shapes"  # the offline dataset an unpaired model (cyclegan) translates into
 PIPELINE_DATASETS = ("digits", "ring8", "grid25")  # the offline ones; TFDS needs a download
 DIFFUSION_STEPS = (10, 50, 250)
 # Measured after the registered models in a full run: what the GANs' augmentations cost a train
@@ -92,7 +93,15 @@ def entry_run(entry: str, dataset: str | None = None) -> request.Run:
     name, *assignments = entry.split("+")
     model_class = registry.get_model(name)
     dataset = dataset or model_class.default_dataset
-    config = config_lib.override(model_class.default_config(dataset), assignments)
+    base_config = model_class.default_config(dataset)
+    # As the runner decides: text conditioning by default on a captioned dataset; cyclegan's
+    # second dataset, which it needs named, `shapes` unless the entry names one.
+    if request.text_by_default(base_config, assignments) and data.has_captions(dataset):
+        assignments = ["conditioning=text", *assignments]
+    if "target_dataset" in {field.name for field in dataclasses.fields(base_config)} and not \
+            any(item.startswith("target_dataset=") for item in assignments):
+        assignments = [f"target_dataset={UNPAIRED_TARGET}", *assignments]
+    config = config_lib.override(base_config, assignments)
     return request.Run(model=name, dataset=dataset, config=config)
 
 
@@ -142,6 +151,16 @@ def trained_networks(model: Any) -> list[keras.Model]:
             and any(id(weight) in trained for weight in value.trainable_weights)]
 
 
+def _nested_layers(network: keras.Model):
+    """The network's layers, and those of the functional networks it holds as layers (a text
+    ldm's denoiser holds its U-Net)."""
+    for layer in network.layers:
+        if isinstance(layer, keras.Model) and hasattr(layer, "layers"):
+            yield from _nested_layers(layer)
+        else:
+            yield layer
+
+
 def layer_speed(layer: keras.layers.Layer, input_shape: tuple[int, ...], *,
                 budget_seconds: float) -> tuple[int, float]:
     """(FLOPs, median seconds) of the layer's forward pass with its input and weight gradients,
@@ -179,7 +198,7 @@ def layer_ceiling(model: Any, batch_size: int, *, budget_seconds: float) -> dict
     total_flops = total_seconds = 0.0
     layers = skipped = 0
     for network in trained_networks(model):
-        for layer in network.layers:
+        for layer in _nested_layers(network):
             if not isinstance(layer, CEILING_LAYERS):
                 continue
             try:
@@ -387,7 +406,7 @@ def rerender(path: str, output_dir: str, *, data_dir: str | None = None) -> list
     """
     with open(path) as handle:
         results = json.load(handle)
-    for model in results["models"]:
+    for model in benchmark_report.measured(results):
         run = entry_run(model["model"], model["dataset"])
         if run.config.batch_size != model["batch_size"]:
             raise UserError(f"{path}: {model['model']}'s default batch size is now "
@@ -418,20 +437,18 @@ def benchmark_model(name: str, *, precisions: list[str], peak_gflops: float, dat
                     grid: str, large_spe: int, quick: bool, window_seconds: float,
                     windows: int) -> dict[str, Any]:
     """Every train-step setting, the FLOP count and sampling speed of one `--models` entry."""
-    run = entry_run(name)
+    # The runner's own batches: an image-to-image model's hold its task's sources, an
+    # unpaired one's its second dataset's images, a text model's its captions' tokens.
+    run, split, info, target = training.training_data(entry_run(name), data_dir=data_dir)
     dataset = run.dataset
-    split, info = data.open_split(dataset, run.train_split, data_dir=data_dir)
-    # An image-to-image model's batches hold its task's sources (`Knobs.task`).
-    pipeline = data.batches(split, info, split=run.train_split,
-                            batch_size=run.config.batch_size, training=True,
-                            task=run.knobs(info.image_shape).task)
-    batch = next(iter(pipeline))
+    batch = next(iter(training.batch_stream(run, split, info, target=target)))
     model = _build(run, info, jit=False, spe=1, precision="float32")
     step_flops = flops.train_step_flops(model, batch)
     ceiling = layer_ceiling(model, run.config.batch_size, budget_seconds=0.05 if quick else 0.3)
     print(f"  {name}: its {ceiling['layers']} convolution and dense layers alone: "
           f"{ceiling['gflops_per_second']:.0f} GFLOP/s", flush=True)
-    sampling = sampling_throughput(model, quick=quick)
+    tokens = batch["tokens"].numpy() if "tokens" in model.conditioning_specs() else None
+    sampling = sampling_throughput(model, quick=quick, tokens=tokens)
     del model
     keras.backend.clear_session()
     settings = _settings(precisions, grid=grid, large_spe=large_spe, quick=quick,
@@ -456,14 +473,22 @@ def benchmark_model(name: str, *, precisions: list[str], peak_gflops: float, dat
 
 # -- sampling and input pipelines --------------------------------------------------------------
 
-def _time_generate(model: Any, num_samples: int, calls: int, **options: Any) -> dict[str, Any]:
+def _time_generate(model: Any, num_samples: int, calls: int, *, tokens: Any = None,
+                   **options: Any) -> dict[str, Any]:
+    """images/s of `generate` with `options`; a text model draws for the first `num_samples`
+    of `tokens` (a batch's prompts, repeated as needed)."""
+    if tokens is not None:
+        options_and_prompts = {**options, "tokens": np.resize(tokens, (num_samples,
+                                                                      tokens.shape[1]))}
+    else:
+        options_and_prompts = options
     start = time.perf_counter()
-    model.generate(num_samples, seed=0, **options).numpy()  # traces; GANs' BN statistics
+    model.generate(num_samples, seed=0, **options_and_prompts).numpy()  # traces; BN statistics
     first = time.perf_counter() - start
     seconds = []
     for _ in range(calls):
         start = time.perf_counter()
-        model.generate(num_samples, seed=0, **options).numpy()
+        model.generate(num_samples, seed=0, **options_and_prompts).numpy()
         seconds.append(time.perf_counter() - start)
     median = float(np.median(seconds))
     return {**options, "num_samples": num_samples, "images_per_second": num_samples / median,
@@ -471,13 +496,14 @@ def _time_generate(model: Any, num_samples: int, calls: int, **options: Any) -> 
             "jit_compile": model.samples_with_xla()}
 
 
-def _other_xla_setting(model: Any, row: dict[str, Any], calls: int) -> dict[str, Any]:
+def _other_xla_setting(model: Any, row: dict[str, Any], calls: int, tokens: Any
+                       ) -> dict[str, Any]:
     """`row` timed again with XLA for sampling flipped (`jit_compile="auto"` picks per model:
     `Knobs.sampling_xla_on_cpu`), so the table shows what the default rests on."""
     options = {key: row[key] for key in ("steps", "cache") if key in row}
     model.sampling_jit_compile = not row["jit_compile"]
     try:
-        return _time_generate(model, row["num_samples"], calls, **options)
+        return _time_generate(model, row["num_samples"], calls, tokens=tokens, **options)
     except tf.errors.InvalidArgumentError as error:  # an op XLA cannot compile (vqvae's draw)
         return {**options, "num_samples": row["num_samples"],
                 "jit_compile": not row["jit_compile"], "error": str(error).splitlines()[0][:200]}
@@ -485,27 +511,28 @@ def _other_xla_setting(model: Any, row: dict[str, Any], calls: int) -> dict[str,
         model.sampling_jit_compile = "auto"
 
 
-def sampling_throughput(model: Any, *, quick: bool) -> list[dict[str, Any]]:
+def sampling_throughput(model: Any, *, quick: bool, tokens: Any = None
+                        ) -> list[dict[str, Any]]:
     """images/s of `generate()` (models with a `steps` option: per number of steps), after a
-    warm-up."""
+    warm-up; a text model's for `tokens` (a training batch's prompts)."""
     options = model.sampling_options()
     if "steps" not in options:  # a fixed cost per image
         # Fewer samples for a costlier sampler (its declared network evaluations per sample).
         cost = model.knobs(model.config, model.image_shape).sampling_cost
         count = max(8, int((64 if quick else 512) / max(cost, 1)))
         if "cache" not in options:
-            rows = [_time_generate(model, count, 1 if quick else 3)]
+            rows = [_time_generate(model, count, 1 if quick else 3, tokens=tokens)]
         else:
             # An autoregressive sampler, with its caches and without (a whole pass per position).
-            rows = [_time_generate(model, count, 1 if quick else 3, cache=True)]
+            rows = [_time_generate(model, count, 1 if quick else 3, tokens=tokens, cache=True)]
             if not quick:
-                rows.append(_time_generate(model, 8, 1, cache=False))
+                rows.append(_time_generate(model, 8, 1, tokens=tokens, cache=False))
     else:
         steps = DIFFUSION_STEPS[:1] if quick else DIFFUSION_STEPS
         # 8 samples at every step count: 250 steps of a bigger batch would dominate the run.
-        rows = [_time_generate(model, 8, 1, steps=count) for count in steps]
+        rows = [_time_generate(model, 8, 1, tokens=tokens, steps=count) for count in steps]
     if not quick:
-        rows.append(_other_xla_setting(model, rows[0], 1 if "steps" in options else 3))
+        rows.append(_other_xla_setting(model, rows[0], 1 if "steps" in options else 3, tokens))
     return rows
 
 
@@ -541,11 +568,18 @@ def run_benchmark(models: list[str], *, quick: bool, grid: str, large_spe: int,
     results = []
     for name in models:
         print(f"{name}:", flush=True)
-        results.append(benchmark_model(
-            name, precisions=precisions, peak_gflops=peaks[0]["gflops"], data_dir=data_dir,
-            grid=grid, large_spe=large_spe, quick=quick, window_seconds=window_seconds,
-            windows=windows))
-    datasets = sorted({r["dataset"] for r in results}) if quick else PIPELINE_DATASETS
+        try:
+            results.append(benchmark_model(
+                name, precisions=precisions, peak_gflops=peaks[0]["gflops"], data_dir=data_dir,
+                grid=grid, large_spe=large_spe, quick=quick, window_seconds=window_seconds,
+                windows=windows))
+        except Exception as error:  # noqa: BLE001 - one model's failure is a result, and
+            # the others' measurements (minutes each) are kept
+            print(f"  {name}: failed ({_error_text(error)})", flush=True)
+            results.append({"model": name, "error": _error_text(error)})
+            keras.backend.clear_session()
+    datasets = (sorted({r["dataset"] for r in results if "dataset" in r}) if quick
+                else PIPELINE_DATASETS)
     pipelines = [pipeline_throughput(name, batch_size=128, data_dir=data_dir,
                                      seconds=0.5 if quick else 2.0) for name in datasets]
     # Measured again at the end: a peak that moved means something else used the CPU.

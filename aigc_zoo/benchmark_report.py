@@ -51,6 +51,18 @@ def _memory(row: dict[str, Any]) -> str:
     return text
 
 
+def measured(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's models that were measured (a model whose benchmark failed holds its error)."""
+    return [model for model in results["models"] if "error" not in model]
+
+
+def _failures(results: dict[str, Any]) -> list[str]:
+    failed = [model for model in results["models"] if "error" in model]
+    return (["**Not measured** (the benchmark failed on them): "
+             + "; ".join(f"{model['model']}: {model['error']}" for model in failed), ""]
+            if failed else [])
+
+
 def _of_ceiling(row: dict[str, Any]) -> str:
     """The step's GFLOP/s over its layers' own (absent from runs before 2026-12-07)."""
     return f"{row['share_of_ceiling']:.0%}" if "share_of_ceiling" in row else "–"
@@ -67,7 +79,7 @@ def _train_table(results: dict[str, Any]) -> list[str]:
     lines = ["| model | batch | GFLOP / image | setting | images/s | first call extra (s) | "
              "peak RSS, MiB (+ over the RSS before) | GFLOP/s | MFU | of the layer ceiling |",
              "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for model in results["models"]:
+    for model in measured(results):
         best = fastest(model)
         for row in model["train"]:
             cells = [model["model"], str(model["batch_size"]),
@@ -91,7 +103,7 @@ def _summary_table(results: dict[str, Any]) -> list[str]:
              "MFU | target | layer ceiling, GFLOP/s | float32 share of it | default setting | "
              "default's share of the fastest |",
              "| --- | --- | ---: | ---: | --- | ---: | --- | ---: | ---: | --- | ---: |"]
-    for model in results["models"]:
+    for model in measured(results):
         best, best32 = fastest(model), fastest(model, "float32")
         if best is None or best32 is None:
             continue
@@ -116,7 +128,7 @@ def _summary_table(results: dict[str, Any]) -> list[str]:
 def _sampling_table(results: dict[str, Any]) -> list[str]:
     lines = ["| model | sampling steps | XLA | samples | images/s | seconds | first call (s) |",
              "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
-    for model in results["models"]:
+    for model in measured(results):
         default_xla = model["sampling"][0].get("jit_compile")  # the first row is the default's
         for row in model["sampling"]:
             steps = row.get("steps", 1)
@@ -137,7 +149,7 @@ def _pipeline_table(results: dict[str, Any]) -> list[str]:
     lines = ["| dataset | batch | pipeline images/s | fastest train step on it (images/s) | "
              "ratio |", "| --- | ---: | ---: | ---: | ---: |"]
     for row in results["input_pipelines"]:
-        steps = [fastest(m) for m in results["models"] if m["dataset"] == row["dataset"]]
+        steps = [fastest(m) for m in measured(results) if m["dataset"] == row["dataset"]]
         steps = [s["images_per_second"] for s in steps if s]
         consumed = f"{max(steps):,.0f}" if steps else "– (no default model trains on it)"
         ratio = f"{row['images_per_second'] / max(steps):.0f}x" if steps else "–"
@@ -174,7 +186,7 @@ def markdown(results: dict[str, Any]) -> str:
         "reach alone (forward and both gradients, at the step's shapes, each layer once); a "
         "step's share of it is the part of the layers' own speed it keeps with everything else "
         "it does (an approximate bound: a GAN step runs some networks twice).", "",
-        "## Summary", "", *_summary_table(results), "",
+        *_failures(results), "## Summary", "", *_summary_table(results), "",
         "## Train step", "", *_train_table(results), "",
         "## Sampling (`generate()`, float32)", "", *_sampling_table(results), "",
         "## Input pipelines (`data.load`, training pipeline, alone)", "",
@@ -187,7 +199,7 @@ def chart(results: dict[str, Any], path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    models = results["models"]
+    models = measured(results)
     settings = sorted({_setting(r) for m in models for r in m["train"] if "error" not in r})
     figure, (speed, mfu) = plt.subplots(1, 2, figsize=(14, 5),
                                         gridspec_kw={"width_ratios": [3, 1.4]})

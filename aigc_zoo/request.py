@@ -457,7 +457,7 @@ def _train_request(values: Mapping[str, Any]) -> TrainRequest:
                 raise UserError(f"--{name} is for unpaired translation (cyclegan); "
                                 f"{values['model']} translates no second dataset")
             assignments.append(f"{name}={values[name]}")
-    if _text_by_default(base, values["set"]) and data.has_captions(dataset,
+    if text_by_default(base, values["set"]) and data.has_captions(dataset,
                                                                    values["train_split"]):
         assignments.append("conditioning=text")  # "text by default on a captioned dataset"
     run = Run(model=values["model"], dataset=dataset,
@@ -484,7 +484,7 @@ def _train_request(values: Mapping[str, Any]) -> TrainRequest:
                         num_cpu_devices=values["num_cpu_devices"], tpu=values["tpu"])
 
 
-def _text_by_default(config: config_lib.TrainConfig, assignments: Sequence[str]) -> bool:
+def text_by_default(config: config_lib.TrainConfig, assignments: Sequence[str]) -> bool:
     """Whether a model of `config` can take text (its config has `conditioning` and the text
     fields) and the user did not choose its `conditioning` with --set."""
     names = {field.name for field in dataclasses.fields(config)}

@@ -110,11 +110,12 @@ def _open_run(run: Run, previous: RunRecord | None, workdir: Workdir, options: T
               ) -> tuple[Run, text.Tokenizer | None, tf.data.Dataset, data.DatasetInfo,
                          RunRecord, dict[str, GenerativeModel]]:
     """Open the training split and make the record, checked against `previous`; writes nothing."""
-    run, tokenizer, captions = _text(run, previous, workdir, options)
+    run, tokenizer, captions = _text(run, previous, workdir, data_dir=options.data_dir)
     # The run's own fields are compared before the data is opened; the data's image shape
     # and classes once it is (a folder dataset may have changed).
     workdir.check_same_run(previous, run.to_json())
-    split, info = (_tokenized_split(run, options, tokenizer, captions) if tokenizer else
+    split, info = (_tokenized_split(run, tokenizer, captions, data_dir=options.data_dir)
+                   if tokenizer else
                    data.open_split(run.dataset, run.train_split, data_dir=options.data_dir,
                                    image_size=run.image_size))
     run.check_sizes(info.image_shape)
@@ -124,6 +125,21 @@ def _open_run(run: Run, previous: RunRecord | None, workdir: Workdir, options: T
     workdir.check_same_run(previous, record.to_json())
     record, first_stages = _first_stages(record, previous, workdir, options)
     return run, tokenizer, split, info, record, first_stages
+
+
+def training_data(run: Run, *, data_dir: str | None = None
+                  ) -> tuple[Run, tf.data.Dataset, data.DatasetInfo, Any]:
+    """A fresh run's training data as `train` opens it, for tools that train outside a
+    workdir (the benchmark): (the run with a text model's tokenizer sizes filled in, the split
+    with its captions as tokens, its info, and an unpaired model's target split, opened, or
+    None); pass the last to `batch_stream`."""
+    run, tokenizer, captions = _text(run, None, None, data_dir=data_dir)
+    split, info = (_tokenized_split(run, tokenizer, captions, data_dir=data_dir) if tokenizer else
+                   data.open_split(run.dataset, run.train_split, data_dir=data_dir,
+                                   image_size=run.image_size))
+    target = run.knobs(info.image_shape).target
+    target = target and paired.open_target(target, "train", info, data_dir=data_dir)
+    return run, split, info, target or None
 
 
 def _epoch_end_inputs(run: Run, record: RunRecord, options: TrainOptions,
@@ -155,8 +171,8 @@ def _evaluator(run: Run, record: RunRecord, options: TrainOptions, domain: domai
     return evaluator
 
 
-def _text(run: Run, previous: RunRecord | None, workdir: Workdir, options: TrainOptions
-          ) -> tuple[Run, text.Tokenizer | None, list[str] | None]:
+def _text(run: Run, previous: RunRecord | None, workdir: Workdir | None, *,
+          data_dir: str | None) -> tuple[Run, text.Tokenizer | None, list[str] | None]:
     """For a text model (`takes_text`): the run with its tokenizer's sizes in the config, the
     tokenizer, and the training captions when they were read. A fresh run builds the tokenizer
     from the training split's captions (a dataset without captions is a `UserError`, before
@@ -171,7 +187,7 @@ def _text(run: Run, previous: RunRecord | None, workdir: Workdir, options: Train
     elif previous is not None:
         return run, None, None  # another kind of run: `check_same_run` refuses it
     else:
-        captions = data.captions(run.dataset, run.train_split, data_dir=options.data_dir)
+        captions = data.captions(run.dataset, run.train_split, data_dir=data_dir)
         tokenizer = text.Tokenizer.build(captions, max_length=run.config.text_max_length or None)
     sizes = {"text_vocabulary_size": tokenizer.size, "text_max_length": tokenizer.max_length}
     for name, value in sizes.items():
@@ -191,16 +207,16 @@ def _warn_unread_sources(run: Run, split: tf.data.Dataset, info: data.DatasetInf
              "image-to-image task): it trains on the target images alone")
 
 
-def _tokenized_split(run: Run, options: TrainOptions, tokenizer: text.Tokenizer,
-                     captions: list[str] | None) -> tuple[tf.data.Dataset, data.DatasetInfo]:
+def _tokenized_split(run: Run, tokenizer: text.Tokenizer, captions: list[str] | None, *,
+                     data_dir: str | None) -> tuple[tf.data.Dataset, data.DatasetInfo]:
     """A text model's training split: its examples' captions as `tokens`, without those
     holding a `held_out_combinations` phrase (`data.without_phrases`)."""
-    split, info = data.open_captioned(run.dataset, run.train_split, data_dir=options.data_dir,
+    split, info = data.open_captioned(run.dataset, run.train_split, data_dir=data_dir,
                                       image_size=run.image_size)
     phrases = tuple(getattr(run.config, "held_out_combinations", ()))
     if phrases:
         if captions is None:
-            captions = data.captions(run.dataset, run.train_split, data_dir=options.data_dir)
+            captions = data.captions(run.dataset, run.train_split, data_dir=data_dir)
         split, info = data.without_phrases(split, info, captions, phrases)
     return data.with_tokens(split, text.GraphTokenizer(tokenizer)), info
 

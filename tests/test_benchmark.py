@@ -163,3 +163,35 @@ def test_the_report_shows_the_share_of_the_layer_ceiling_and_a_dash_for_older_ru
                    if line.startswith(f"| {model['model']} | "))
     assert f"| 400 | {best32['gflops_per_second'] / 400:.0%} |" in summary
     assert f"| {model['model']} | " in older and "| – | – |" in older
+
+
+def test_entries_are_the_runners_runs_text_and_a_second_dataset_included(digits_data_dir):
+    from aigc_zoo import benchmark, training
+    # As the runner decides: text on captioned digits; cyclegan translates into `shapes`.
+    assert benchmark.entry_run("ldm").config.conditioning == "text"
+    assert benchmark.entry_run("ldm+conditioning=label").config.conditioning == "label"
+    run = benchmark.entry_run("dalle")
+    run, split, info, target = training.training_data(run, data_dir=digits_data_dir)
+    assert run.config.text_vocabulary_size > 2 and "tokens" in split.element_spec
+    assert target is None
+    cyclegan = benchmark.entry_run("cyclegan")
+    assert cyclegan.config.target_dataset == benchmark.UNPAIRED_TARGET
+
+
+def test_a_model_that_fails_is_a_row_and_the_others_are_still_measured(monkeypatch):
+    from aigc_zoo import benchmark, benchmark_report
+
+    def fake(name, **kwargs):
+        if name == "broken":
+            raise RuntimeError("out of memory\nmore")
+        return {"model": name, "dataset": "digits"}
+
+    monkeypatch.setattr(benchmark, "benchmark_model", fake)
+    monkeypatch.setattr(benchmark, "_matmul_peaks", lambda quick: [{"gflops": 1.0}])
+    monkeypatch.setattr(benchmark, "pipeline_throughput", lambda *a, **k: {})
+    results = benchmark.run_benchmark(["dcgan", "broken", "vae"], quick=True, grid="auto",
+                                      large_spe=4, window_seconds=0.1, windows=1, data_dir=None)
+    assert [m["model"] for m in results["models"]] == ["dcgan", "broken", "vae"]
+    assert results["models"][1] == {"model": "broken", "error": "RuntimeError: out of memory"}
+    assert [m["model"] for m in benchmark_report.measured(results)] == ["dcgan", "vae"]
+    assert "broken: RuntimeError: out of memory" in benchmark_report._failures(results)[0]

@@ -61,7 +61,8 @@ def test_the_run_builds_saves_and_resumes_its_tokenizer(workdirs):
     assert again.run.config.text_vocabulary_size == 0  # not known before the run starts
     folder = Workdir(str(ldm))
     previous = folder.read()
-    resumed, loaded, captions = training._text(again.run, previous, folder, again.options)
+    resumed, loaded, captions = training._text(again.run, previous, folder,
+                                               data_dir=again.options.data_dir)
     assert loaded.vocabulary == tokenizer.vocabulary and captions is None
     folder.check_same_run(previous, resumed.to_json())  # no "holds a different run"
 
