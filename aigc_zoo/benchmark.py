@@ -133,8 +133,6 @@ def _matmul_peaks(*, quick: bool) -> list[dict[str, Any]]:
     return peaks
 
 
-# -- train steps -------------------------------------------------------------------------------
-
 # -- what the model's own layers reach alone ---------------------------------------------------
 
 # Almost all of a convolutional model's FLOPs are in these; the rest of its step (norms,
@@ -155,7 +153,7 @@ def _nested_layers(network: keras.Model):
     """The network's layers, and those of the functional networks it holds as layers (a text
     ldm's denoiser holds its U-Net)."""
     for layer in network.layers:
-        if isinstance(layer, keras.Model) and hasattr(layer, "layers"):
+        if isinstance(layer, keras.Model):
             yield from _nested_layers(layer)
         else:
             yield layer
@@ -219,6 +217,8 @@ def layer_ceiling(model: Any, batch_size: int, *, budget_seconds: float) -> dict
             "flops": total_flops, "seconds": total_seconds,
             "gflops_per_second": total_flops / total_seconds / 1e9 if total_seconds else 0.0}
 
+
+# -- train steps -------------------------------------------------------------------------------
 
 class _CallClock(keras.callbacks.Callback):
     """Time stamps of `fit`'s start and of the end of each compiled call."""
@@ -477,18 +477,15 @@ def _time_generate(model: Any, num_samples: int, calls: int, *, tokens: Any = No
                    **options: Any) -> dict[str, Any]:
     """images/s of `generate` with `options`; a text model draws for the first `num_samples`
     of `tokens` (a batch's prompts, repeated as needed)."""
-    if tokens is not None:
-        options_and_prompts = {**options, "tokens": np.resize(tokens, (num_samples,
-                                                                      tokens.shape[1]))}
-    else:
-        options_and_prompts = options
+    given = options if tokens is None else {
+        **options, "tokens": np.resize(tokens, (num_samples, tokens.shape[1]))}
     start = time.perf_counter()
-    model.generate(num_samples, seed=0, **options_and_prompts).numpy()  # traces; BN statistics
+    model.generate(num_samples, seed=0, **given).numpy()  # traces; GANs' BN statistics
     first = time.perf_counter() - start
     seconds = []
     for _ in range(calls):
         start = time.perf_counter()
-        model.generate(num_samples, seed=0, **options_and_prompts).numpy()
+        model.generate(num_samples, seed=0, **given).numpy()
         seconds.append(time.perf_counter() - start)
     median = float(np.median(seconds))
     return {**options, "num_samples": num_samples, "images_per_second": num_samples / median,
