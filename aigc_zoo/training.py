@@ -62,8 +62,7 @@ def _train(run: Run, options: TrainOptions, workdir: Workdir, *, multi_worker: b
     # The first stream is made before the model: building it clears TensorFlow's global seed,
     # which `build_model` then sets; later streams put the seed back themselves (`reseed`).
     # An unpaired model's second dataset, opened once like the first (`Knobs.target`).
-    target = run.knobs(info.image_shape).target
-    target = target and paired.open_target(target, "train", info, data_dir=options.data_dir)
+    target = _target_split(run, info, data_dir=options.data_dir)
     stream = batch_stream(run, split, info, target=target)
     spe = _steps_per_execution(options, record, multi_worker=multi_worker)
     model = run.build_model(record.image_shape, record.num_classes, record.stages)
@@ -114,10 +113,7 @@ def _open_run(run: Run, previous: RunRecord | None, workdir: Workdir, options: T
     # The run's own fields are compared before the data is opened; the data's image shape
     # and classes once it is (a folder dataset may have changed).
     workdir.check_same_run(previous, run.to_json())
-    split, info = (_tokenized_split(run, tokenizer, captions, data_dir=options.data_dir)
-                   if tokenizer else
-                   data.open_split(run.dataset, run.train_split, data_dir=options.data_dir,
-                                   image_size=run.image_size))
+    split, info = _training_split(run, tokenizer, captions, data_dir=options.data_dir)
     run.check_sizes(info.image_shape)
     _warn_unread_sources(run, split, info)
     record = RunRecord(run, info.image_shape, info.num_classes,
@@ -134,12 +130,23 @@ def training_data(run: Run, *, data_dir: str | None = None
     with its captions as tokens, its info, and an unpaired model's target split, opened, or
     None); pass the last to `batch_stream`."""
     run, tokenizer, captions = _text(run, None, None, data_dir=data_dir)
-    split, info = (_tokenized_split(run, tokenizer, captions, data_dir=data_dir) if tokenizer else
-                   data.open_split(run.dataset, run.train_split, data_dir=data_dir,
-                                   image_size=run.image_size))
+    split, info = _training_split(run, tokenizer, captions, data_dir=data_dir)
+    return run, split, info, _target_split(run, info, data_dir=data_dir)
+
+
+def _training_split(run: Run, tokenizer: text.Tokenizer | None, captions: list[str] | None, *,
+                    data_dir: str | None) -> tuple[tf.data.Dataset, data.DatasetInfo]:
+    """The run's training split: a text model's with its captions as tokens."""
+    if tokenizer is not None:
+        return _tokenized_split(run, tokenizer, captions, data_dir=data_dir)
+    return data.open_split(run.dataset, run.train_split, data_dir=data_dir,
+                           image_size=run.image_size)
+
+
+def _target_split(run: Run, info: data.DatasetInfo, *, data_dir: str | None) -> Any:
+    """An unpaired model's second dataset, opened (`Knobs.target`), else None."""
     target = run.knobs(info.image_shape).target
-    target = target and paired.open_target(target, "train", info, data_dir=data_dir)
-    return run, split, info, target or None
+    return paired.open_target(target, "train", info, data_dir=data_dir) if target else None
 
 
 def _epoch_end_inputs(run: Run, record: RunRecord, options: TrainOptions,
