@@ -1,6 +1,6 @@
 """Train-step speed, model FLOPs utilisation and sampling throughput on the machine at hand.
 
-    make benchmark                                    # the full table (about 12 min, 2 cores)
+    make benchmark                                    # the full table (26 min, 2 cores)
     python -m aigc_zoo.benchmark --models=dcgan,ddpm  # some models
     python -m aigc_zoo.benchmark --quick              # one model, short windows (a smoke test)
     python -m aigc_zoo.benchmark --models=dcgan,dcgan+augment=ada   # a model with config changes
@@ -16,12 +16,14 @@ and prints the table. What is measured (numbers in the JSON; see docs/performanc
    and model FLOPs utilisation: achieved FLOP/s over the float32 matmul peak, and over the
    layer ceiling: what the model's convolutions and dense layers reach alone at their shapes
    (`layer_ceiling`), the part of the peak its step could use at best.
-3. images/s of `generate()` per model (diffusion at 10, 50 and 250 sampling steps).
+3. images/s of `generate()` per model (diffusion at 10 and 50 sampling steps).
 4. images/s of each offline dataset's training pipeline (`data.load`) on its own.
 
 The settings grid (`--grid`): `auto` measures every model in float32 with jit_compile off and
-on and steps_per_execution 1 and `--large_spe`, and in each other supported precision the same
-without XLA on a CPU (with XLA too on a GPU or TPU); `full` measures every combination. All the
+on and steps_per_execution 1 and `--large_spe` (only the runner's default for a model whose
+step cannot take less than 20 ms, where a call's overhead is below the noise), and in
+each other supported precision the same without XLA on a CPU (with XLA too on a GPU or TPU);
+`full` measures every combination. All the
 settings of a model are built and traced first, then timed in interleaved rounds, so that they
 are compared under the same conditions.
 """
@@ -77,7 +79,9 @@ def _define_flags() -> None:
 
 UNPAIRED_TARGET = "shapes"  # the offline dataset an unpaired model (cyclegan) translates into
 PIPELINE_DATASETS = ("digits", "ring8", "grid25")  # the offline ones; TFDS needs a download
-DIFFUSION_STEPS = (10, 50, 250)
+# A step's cost does not depend on how many there are, so two counts show it; a third at 250
+# steps took a diffusion model's sampling 5x longer and told nothing more.
+DIFFUSION_STEPS = (10, 50)
 # Measured after the registered models in a full run: what the GANs' augmentations cost a train
 # step, next to plain dcgan (docs/gans.md).
 VARIANTS = ("dcgan+augment=diffaugment", "dcgan+augment=ada")
@@ -419,12 +423,24 @@ def rerender(path: str, output_dir: str, *, data_dir: str | None = None) -> list
     return benchmark_report.write(results, output_dir)
 
 
+# A step that cannot take less than this is measured at the runner's default steps per call
+# only: a call's own overhead (about a millisecond) is then below the noise (spe 1 and 4 were
+# within 8% of each other, either way round, for every such model), and each more setting
+# costs the benchmark a trace (75 s for cyclegan with XLA on a CPU) and its windows.
+LONG_STEP_SECONDS = 0.02
+
+
 def _settings(precisions: list[str], *, grid: str, large_spe: int, quick: bool,
-              accelerator: bool) -> list[tuple[bool, int, str]]:
-    """`(jit_compile, steps_per_execution, precision)` of each setting to measure."""
+              accelerator: bool, default_spe: int = 1, min_step_seconds: float = 0.0
+              ) -> list[tuple[bool, int, str]]:
+    """`(jit_compile, steps_per_execution, precision)` of each setting to measure: 1 and
+    `large_spe` steps per call, or in the `auto` grid only the model's default (`default_spe`)
+    when its step takes `LONG_STEP_SECONDS` or more at least (`min_step_seconds`)."""
     spes = [1, large_spe]
     if quick:
         return [(False, spe, "float32") for spe in spes]
+    if grid == "auto" and min_step_seconds >= LONG_STEP_SECONDS:
+        spes = [default_spe]
     if grid == "full" or accelerator:
         return [(jit, spe, p) for p in precisions for jit in (False, True) for spe in spes]
     # On a CPU, XLA with bfloat16 was never a model's fastest setting (docs/performance.md),
@@ -433,28 +449,55 @@ def _settings(precisions: list[str], *, grid: str, large_spe: int, quick: bool,
                                                           else (False,)) for spe in spes]
 
 
+def _min_step_seconds(step_flops: float, peak_gflops: float, ceiling: dict[str, Any]
+                      ) -> float:
+    """A lower bound of a train step's time: its layers' own (the layer ceiling; 0 when they
+    are not found, as in pixelcnn's custom network), or its FLOPs at half the matmul peak
+    (XLA's steps reached 1.8x the measured peak's MFU on an AVX2 CPU)."""
+    return max(ceiling["seconds"], step_flops / (2 * peak_gflops * 1e9))
+
+
 def benchmark_model(name: str, *, precisions: list[str], peak_gflops: float, data_dir: str | None,
                     grid: str, large_spe: int, quick: bool, window_seconds: float,
                     windows: int) -> dict[str, Any]:
     """Every train-step setting, the FLOP count and sampling speed of one `--models` entry."""
     # The runner's own batches: an image-to-image model's hold its task's sources, an
     # unpaired one's its second dataset's images, a text model's its captions' tokens.
+    clock = time.perf_counter()
+    seconds = {}  # where the benchmark's own time goes, by phase (its 30-minute budget)
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[phase] = now - clock
+        clock = now
+
     run, split, info, target = training.training_data(entry_run(name), data_dir=data_dir)
     dataset = run.dataset
     batch = next(iter(training.batch_stream(run, split, info, target=target)))
     model = _build(run, info, jit=False, spe=1, precision="float32")
     step_flops = flops.train_step_flops(model, batch)
+    lap("setup")
     ceiling = layer_ceiling(model, run.config.batch_size, budget_seconds=0.05 if quick else 0.3)
     print(f"  {name}: its {ceiling['layers']} convolution and dense layers alone: "
           f"{ceiling['gflops_per_second']:.0f} GFLOP/s", flush=True)
     tokens = batch["tokens"].numpy() if "tokens" in model.conditioning_specs() else None
+    lap("layer_ceiling")
     sampling = sampling_throughput(model, quick=quick, tokens=tokens)
+    lap("sampling")
     del model
     keras.backend.clear_session()
+    default = default_setting(run, info, accelerator=base.accelerator_present())
     settings = _settings(precisions, grid=grid, large_spe=large_spe, quick=quick,
-                         accelerator=base.accelerator_present())
+                         accelerator=base.accelerator_present(),
+                         default_spe=default["steps_per_execution"],
+                         min_step_seconds=_min_step_seconds(step_flops, peak_gflops, ceiling))
     rows = train_throughputs(run, info, batch, settings, window_seconds=window_seconds,
                              windows=windows)
+    lap("train")
+    print(f"  {name}: measured in {sum(seconds.values()):.0f} s ("
+          + ", ".join(f"{phase} {value:.0f}" for phase, value in seconds.items()) + ")",
+          flush=True)
     for row in rows:
         if "images_per_second" in row:
             achieved = step_flops * row["images_per_second"] / run.config.batch_size
@@ -463,12 +506,11 @@ def benchmark_model(name: str, *, precisions: list[str], peak_gflops: float, dat
             if ceiling["gflops_per_second"]:
                 row["share_of_ceiling"] = achieved / 1e9 / ceiling["gflops_per_second"]
     return {"model": name, "dataset": dataset, "image_shape": list(info.image_shape),
-            "default_setting": default_setting(run, info,
-                                               accelerator=base.accelerator_present()),
+            "default_setting": default,
             "batch_size": run.config.batch_size, "flops_per_step": step_flops,
             "flops_per_image": step_flops / run.config.batch_size,
             "layer_ceiling": ceiling, "train": rows,
-            "sampling": sampling}
+            "sampling": sampling, "seconds": seconds}
 
 
 # -- sampling and input pipelines --------------------------------------------------------------
@@ -526,7 +568,7 @@ def sampling_throughput(model: Any, *, quick: bool, tokens: Any = None
                 rows.append(_time_generate(model, 8, 1, tokens=tokens, cache=False))
     else:
         steps = DIFFUSION_STEPS[:1] if quick else DIFFUSION_STEPS
-        # 8 samples at every step count: 250 steps of a bigger batch would dominate the run.
+        # 8 samples at every step count: 50 steps of a bigger batch would dominate the run.
         rows = [_time_generate(model, 8, 1, tokens=tokens, steps=count) for count in steps]
     if not quick:
         rows.append(_other_xla_setting(model, rows[0], 1 if "steps" in options else 3, tokens))

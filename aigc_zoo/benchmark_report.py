@@ -158,6 +158,25 @@ def _pipeline_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+PHASES = ("setup", "layer_ceiling", "sampling", "train")
+
+
+def _time_table(results: dict[str, Any]) -> list[str]:
+    """Seconds each model's measurement took, by phase (absent from runs before 2026-12-07
+    12:30 UTC): what the benchmark's 30-minute budget is spent on."""
+    models = [model for model in measured(results) if "seconds" in model]
+    if not models:
+        return []
+    lines = ["## Where the run's time went (seconds)", "",
+             "| model | setup (build, FLOP count) | layer ceiling | sampling | train settings | "
+             "total |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for model in models:
+        cells = [f"{model['seconds'].get(phase, 0):.0f}" for phase in PHASES]
+        lines.append(f"| {model['model']} | {' | '.join(cells)} | "
+                     f"{sum(model['seconds'].values()):.0f} |")
+    return lines + [""]
+
+
 def markdown(results: dict[str, Any]) -> str:
     """Every table of the run, under a header naming the machine, date and command."""
     machine = results["device"]
@@ -190,7 +209,7 @@ def markdown(results: dict[str, Any]) -> str:
         "## Train step", "", *_train_table(results), "",
         "## Sampling (`generate()`, float32)", "", *_sampling_table(results), "",
         "## Input pipelines (`data.load`, training pipeline, alone)", "",
-        *_pipeline_table(results), ""]
+        *_pipeline_table(results), "", *_time_table(results)]
     return "\n".join(lines)
 
 

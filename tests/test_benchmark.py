@@ -75,6 +75,9 @@ def test_quick_benchmark_writes_every_field(tmp_path, digits_data_dir):
     assert all(p["gflops"] > 0 for p in results["matmul_peaks"])
     (model,) = results["models"]
     assert model["model"] == "gan" and model["flops_per_step"] > 0
+    # Where the run's time went, by phase, adds up to no more than the whole run.
+    assert set(model["seconds"]) == {"setup", "layer_ceiling", "sampling", "train"}
+    assert 0 < sum(model["seconds"].values()) < results["total_seconds"]
     # What the runner would use: gan is the one model with XLA on a CPU, 4 steps per call.
     assert model["default_setting"] == {"jit_compile": True, "steps_per_execution": 4,
                                         "precision": "float32"}
@@ -92,6 +95,7 @@ def test_quick_benchmark_writes_every_field(tmp_path, digits_data_dir):
     assert [p["dataset"] for p in results["input_pipelines"]] == ["digits"]
     assert results["input_pipelines"][0]["images_per_second"] > 0
     assert "| gan |" in result.stdout  # the table is printed
+    assert "## Where the run's time went" in result.stdout
 
     # Re-rendering a saved run marks today's defaults and measures nothing.
     expected = dict(model["default_setting"])
@@ -114,6 +118,26 @@ def test_unknown_model_is_one_error_line(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: unknown model 'nope'")
+
+
+def test_a_long_step_is_measured_at_its_default_steps_per_call_only():
+    from aigc_zoo import benchmark
+    grid = dict(precisions=["float32"], large_spe=4, quick=False, accelerator=False)
+    every = [(False, 1, "float32"), (False, 4, "float32"), (True, 1, "float32"),
+             (True, 4, "float32")]
+    def measured(grid_name, default_spe, min_step_seconds):
+        return benchmark._settings(**grid, grid=grid_name, default_spe=default_spe,
+                                   min_step_seconds=min_step_seconds)
+    assert measured("auto", 1, 0.5) == [(False, 1, "float32"), (True, 1, "float32")]
+    assert measured("auto", 4, 0.5) == [(False, 4, "float32"), (True, 4, "float32")]
+    # A short step, or the full grid: both.
+    assert measured("auto", 1, 0.005) == every
+    assert measured("auto", 4, 0.005) == every
+    assert measured("full", 1, 0.5) == every
+    # The bound: the layers' own time, or the FLOPs at half the peak when no layer was found.
+    ceiling = {"seconds": 0.0}
+    assert benchmark._min_step_seconds(4e9, 100.0, ceiling) == 0.02
+    assert benchmark._min_step_seconds(4e9, 100.0, {"seconds": 0.5}) == 0.5
 
 
 def test_each_setting_is_built_in_its_own_precision():
