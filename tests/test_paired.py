@@ -42,6 +42,16 @@ def test_downsampling_matches_closed_forms():
     np.testing.assert_allclose(paired.downsample(two, 4).numpy(), 0.1, atol=1e-6)
 
 
+@pytest.mark.parametrize("factor", [4, 2])
+def test_upsampling_is_tf_bicubic_and_compiles_with_xla(factor):
+    sources = tf.random.stateless_uniform((3, 28 // factor, 28 // factor, 2), (1, factor), -1, 1)
+    bicubic = tf.clip_by_value(tf.image.resize(sources, (28, 28), method="bicubic"), -1, 1)
+    np.testing.assert_allclose(paired.upsample(sources, (28, 28, 2)), bicubic, atol=1e-6)
+    # XLA has no bicubic resize; sr3 upsamples its sources inside its compiled steps.
+    compiled = tf.function(lambda x: paired.upsample(x, (28, 28, 2)), jit_compile=True)
+    np.testing.assert_allclose(compiled(sources), bicubic, atol=1e-6)
+
+
 def test_masks_cover_a_quarter_to_a_half_and_repeat_per_example():
     coverages = []
     for index in range(24):

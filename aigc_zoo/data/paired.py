@@ -28,6 +28,7 @@ pipeline that makes them; a model trained on a task says so in its `Knobs.task`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Sequence
 
@@ -99,10 +100,28 @@ def downsample(images: tf.Tensor, factor: int) -> tf.Tensor:
     return tf.nn.avg_pool2d(images, factor, factor, "VALID")
 
 
+@functools.lru_cache(maxsize=None)
+def _bicubic_weights(size_in: int, size_out: int) -> np.ndarray:
+    """[size_out, size_in]: `tf.image.resize`'s bicubic interpolation along one axis, as a
+    matrix (the resize of each unit impulse; the resize is linear and separable)."""
+    impulses = np.eye(size_in, dtype=np.float32)[:, :, None, None]  # size_in images, size_in x 1
+    with tf.init_scope():  # eager, also when called while a function is traced
+        resized = tf.image.resize(impulses, (size_out, 1), method="bicubic").numpy()
+    return resized[:, :, 0, 0].T
+
+
 def upsample(sources: tf.Tensor, image_shape: Sequence[int]) -> tf.Tensor:
     """Bicubic upsampling of SR sources [B, h, w, C] to the image size, clipped to [-1, 1]:
-    the SR baseline, and the input of networks that work at the target's size."""
-    resized = tf.image.resize(sources, image_shape[:2], method="bicubic")
+    the SR baseline, and the input of networks that work at the target's size.
+
+    `tf.image.resize(..., "bicubic")` up to float rounding, written as two products with its
+    interpolation matrices because XLA has no bicubic resize: with it, sr3 could not train or
+    sample with `jit_compile` (the default on a GPU)."""
+    sources = tf.convert_to_tensor(sources)
+    rows = _bicubic_weights(int(sources.shape[1]), int(image_shape[0]))
+    columns = _bicubic_weights(int(sources.shape[2]), int(image_shape[1]))
+    resized = tf.einsum("ip,bpqc,jq->bijc", tf.constant(rows, sources.dtype), sources,
+                        tf.constant(columns, sources.dtype))
     return tf.clip_by_value(resized, -1.0, 1.0)
 
 
