@@ -116,12 +116,12 @@ def upsample(sources: tf.Tensor, image_shape: Sequence[int]) -> tf.Tensor:
 
     `tf.image.resize(..., "bicubic")` up to float rounding, written as two products with its
     interpolation matrices because XLA has no bicubic resize: with it, sr3 could not train or
-    sample with `jit_compile` (the default on a GPU)."""
-    sources = tf.convert_to_tensor(sources)
+    sample with `jit_compile` (the default on a GPU). float32 whatever the sources' dtype, as
+    `tf.image.resize` returns."""
+    sources = tf.cast(sources, tf.float32)
     rows = _bicubic_weights(int(sources.shape[1]), int(image_shape[0]))
     columns = _bicubic_weights(int(sources.shape[2]), int(image_shape[1]))
-    resized = tf.einsum("ip,bpqc,jq->bijc", tf.constant(rows, sources.dtype), sources,
-                        tf.constant(columns, sources.dtype))
+    resized = tf.einsum("ip,bpqc,jq->bijc", rows, sources, columns)
     return tf.clip_by_value(resized, -1.0, 1.0)
 
 
