@@ -32,8 +32,9 @@ run: install
 # One pytest worker per core; a test file stays on one worker, so its module fixtures (trained
 # tiny models) are made once; files go out longest first (tests/conftest.py). TEST_WORKERS=0
 # runs everything in this process.
-# Tests marked `slow` (long learning checks, the quick benchmark) are left out of `make test`,
-# whose budget is 8 minutes on a 2-core machine; `make test-slow` runs them.
+# Tests marked `slow` (learning checks, runs of several processes, the quick benchmark, the
+# harness for models whose family runs in it through a sibling) are left out of `make test`,
+# whose budget is 8 minutes on a 2-core machine; `make test-slow` runs them; CI runs both.
 TEST_WORKERS ?= auto
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" \

@@ -32,15 +32,16 @@ SMALL_SPLIT = "train[:1024]"
 # in this order with `--no-loadscope-reorder`) to idle workers, so a long file left for last
 # would run alone at the end. Files that need no digits are interleaved, so the second worker
 # has work while the first prepares the dataset.
-_LONGEST_FIRST = ("test_distribute.py", "test_diffusion.py", "test_export.py",
-                  "test_every_model.py", "test_run.py", "test_resume.py", "test_benchmark.py",
-                  "test_sample_quality.py", "test_gan.py", "test_inception.py")
+_LONGEST_FIRST = ("test_every_model.py", "test_run.py", "test_distribute.py",
+                  "test_sample_quality.py", "test_diffusion.py", "test_export.py",
+                  "test_resume.py", "test_ldm.py", "test_vae.py", "test_state_files.py",
+                  "test_vqgpt.py", "test_pixelcnn.py", "test_gan.py", "test_prompts.py")
 
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: left out of `make test` (its 8-minute budget on a 2-core machine); "
-        "`make test-slow` runs them")
+        "`make test-slow` runs them, and CI runs both (.ci/run)")
 
 
 def pytest_collection_modifyitems(items):

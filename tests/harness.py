@@ -93,10 +93,10 @@ def check_generate(model):
 
 @contextlib.contextmanager
 def _sampling_without_xla(*models):
-    """Sampling without XLA for these models inside the block. The checkpoint and `.keras`
-    checks compare what restored weights sample, which XLA does not change; compiling a
-    sampler with XLA (vqgpt's and dalle's, on a CPU) costs seconds a model, and the generate
-    and export checks compile it already."""
+    """Sampling without XLA for these models inside the block. The `.keras` check compares
+    what restored weights sample, which XLA does not change; compiling a sampler with XLA
+    (vqgpt's and dalle's, on a CPU) costs seconds a model, and the generate and export checks
+    compile it already."""
     previous = [model.sampling_jit_compile for model in models]
     for model in models:
         model.sampling_jit_compile = False
@@ -118,9 +118,9 @@ def check_checkpoint(model, directory):
         for saved, restored in zip(group.optimizer.variables,
                                    fresh.optimizers[group.name].variables, strict=True):
             np.testing.assert_array_equal(saved.numpy(), restored.numpy())
-    with _sampling_without_xla(model, fresh):
-        np.testing.assert_array_equal(generate(model, 4, 0).numpy(),
-                                      generate(fresh, 4, 0).numpy())
+    # Equal variables sample equally (sampling is a function of them, the seed and the config,
+    # which the checkpoint does not hold): samples of a restored model are compared by
+    # `check_keras_file`, whose file restores the config too.
 
 
 def _codes(model, method, inputs, labels):

@@ -135,6 +135,9 @@ def _run_workers(workdir, data_dir, scratch, *, epochs):
     return digests
 
 
+# A cluster of two runner processes, twice (37 s beside another test); the mirrored
+# equivalence above stays in `make test`, and CI runs `make test-slow` too.
+@pytest.mark.slow
 def test_two_workers_agree_only_the_chief_writes_and_both_resume(digits_data_dir, tmp_path):
     workdir = tmp_path / "run"
     scratch = [tmp_path / "tmp0", tmp_path / "tmp1"]

@@ -55,6 +55,9 @@ def test_features_and_probabilities_with_random_weights():
     assert extractor.describe()["probabilities"] is True
 
 
+# A full InceptionV3 saved and loaded again (14 s beside another test); `make test` keeps the
+# network with random weights and the bad-file errors; CI runs `make test-slow` too.
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Skipping nested container")
 def test_a_local_file_without_the_top_gives_features_only(tmp_path):
     network = keras.applications.InceptionV3(include_top=False, weights=None, pooling="avg")

@@ -127,6 +127,10 @@ def test_a_first_stage_of_the_wrong_kind_is_refused(registered, tmp_path, digits
         f"--workdir={tmp_path / 'w'}", "--set", f"autoencoder={cvae}")
 
 
+# Every mode of the runner on a two-stage model from one file (30 s beside another test);
+# `make test` keeps the page's model through the harness (tests/test_adding_a_model.py) and
+# this file's error checks; CI runs `make test-slow` too.
+@pytest.mark.slow
 def test_train_resume_sample_eval_export_with_the_first_stage_gone(
         registered, vae_workdir, tmp_path, digits_data_dir, digits_classifier_dir):
     first = tmp_path / "vae"

@@ -149,6 +149,10 @@ def test_text_by_default_only_on_captioned_data_and_when_not_chosen(workdirs):
     assert run.parse(flags + ["--dataset=mnist"]).run.config.conditioning == "label"
 
 
+# A text model's export end to end (28 s beside another test); `make test` keeps the graph
+# tokenizer against the Python one (tests/test_text.py) and the harness's exports; CI runs
+# `make test-slow` too.
+@pytest.mark.slow
 def test_the_export_takes_string_prompts_and_the_prompt_reaches_the_samples(workdirs,
                                                                              restored,
                                                                              tmp_path):

@@ -26,6 +26,9 @@ STEPS_PER_EPOCH = 200
 EVERY = 25
 
 
+# Three runner processes (30 s beside another test); `make test` keeps the resume at an epoch
+# boundary (tests/test_run.py) and the kill during a save below; CI runs `make test-slow` too.
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_rerun_ends_bitwise_equal(tmp_path, digits_data_dir):
     flags = ("--config=tiny", f"--data_dir={digits_data_dir}", "--deterministic",
              f"--train_split={SMALL_SPLIT}", f"--steps_per_epoch={STEPS_PER_EPOCH}",
