@@ -487,9 +487,10 @@ def benchmark_model(name: str, *, precisions: list[str], peak_gflops: float, dat
     lap("sampling")
     del model
     keras.backend.clear_session()
-    default = default_setting(run, info, accelerator=base.accelerator_present())
+    accelerator = base.accelerator_present()
+    default = default_setting(run, info, accelerator=accelerator)
     settings = _settings(precisions, grid=grid, large_spe=large_spe, quick=quick,
-                         accelerator=base.accelerator_present(),
+                         accelerator=accelerator,
                          default_spe=default["steps_per_execution"],
                          min_step_seconds=_min_step_seconds(step_flops, peak_gflops, ceiling))
     rows = train_throughputs(run, info, batch, settings, window_seconds=window_seconds,

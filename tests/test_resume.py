@@ -1,6 +1,7 @@
-"""Reliability through the runner: SIGKILL mid-epoch and resume exactly, a kill or a full disk
-during a checkpoint write, a diverging run, and bad inputs (one line, nothing lost: in-process
-through the runner's `parse` and `execute`, and a rejected run's exit status 2 in a subprocess)."""
+"""Reliability through the runner: SIGKILL mid-epoch and resume exactly (`slow`), a kill or a
+full disk during a checkpoint write, a diverging run, and bad inputs (one line, nothing lost:
+in-process through the runner's `parse` and `execute`; tests/test_run.py checks the exit
+status 2 of a subprocess)."""
 
 import os
 import pathlib
