@@ -147,14 +147,19 @@ def write_results(entries: list[dict], args: argparse.Namespace) -> str:
              "frequent predicted class's count over the rarest's (a class never predicted "
              "counts as one). A name with `name=value` was trained (`--train_set`) or measured "
              "(`--set`, sampling fields) with that field changed; its command below says which. "
-             "\"–\" train min: a run trained before and copied in. See docs/evaluation.md; "
+             "\"–\" train min: a run trained before and copied in. Binary samples (pixelcnn, "
+             "cpixelcnn) are measured against real images binarised by a fixed draw, and "
+             "divided by the binarised floor. See docs/evaluation.md; "
              "every row's numbers and command are in real_mnist.json.", "", header,
              "| --- | --- | ---: | ---: | ---: | " + "---: | " * len(COLUMNS) + "---: |"]
     floors = {}
-    for run in runs:
-        floors.setdefault(run["dataset"], run["results"]["real_vs_real"])
-    for dataset, floor in sorted(floors.items(), key=lambda item: DATASETS.index(item[0])):
-        lines.append(f"| real vs real | {dataset} | – | – | – | "
+    for run in runs:  # binary samples (pixelcnn's) are measured against binarised digits
+        binary = run["results"].get("binarised_reals", False)
+        floors.setdefault((run["dataset"], binary), run["results"]["real_vs_real"])
+    for (dataset, binary), floor in sorted(
+            floors.items(), key=lambda item: (DATASETS.index(item[0][0]), item[0][1])):
+        name = "binarised real vs real" if binary else "real vs real"
+        lines.append(f"| {name} | {dataset} | – | – | – | "
                      + " | ".join(_cell(floor, key, digits) for key, _, digits in COLUMNS)
                      + " | 1.00 |")
     for run in runs:

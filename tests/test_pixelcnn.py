@@ -147,6 +147,9 @@ def test_cached_and_uncached_sampling_give_the_same_pixels(likelihood):
     uncached = model.generate(5, seed=11, labels=[1, 2, 3, 4, 5], cache=False).numpy()
     np.testing.assert_array_equal(cached, uncached)
     values = np.unique(cached)
+    # Binary samples are declared, so sample quality binarises the real images they meet.
+    assert model.knobs(model.config, model.image_shape).binary_samples \
+        == (likelihood == "bernoulli")
     if likelihood == "bernoulli":
         assert set(values) <= {-1.0, 1.0}
     else:  # on the 256 levels

@@ -11,6 +11,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from aigc_zoo import data, registry, request, training
 from aigc_zoo.errors import UserError
 from aigc_zoo.metrics import sample_quality
+from aigc_zoo.models import base
 
 NUM_SAMPLES = 200
 MODEL_KEYS = {"fd", "kid", "kid_std", "is", "is_std", "precision", "recall", "density",
@@ -118,6 +119,46 @@ def test_conditional_models_report_label_accuracy(evaluator, tiny_models, digits
     # Real digits score like the floor (both are train digits against test digits).
     assert perfect["model"]["fd"] < 2 * perfect["real_vs_real"]["fd"] + 0.5
     assert perfect["model"]["precision"] > 0.7
+
+
+class BinaryRealDigits(RealDigits):
+    """The same digits, each binarised by its own draw: a "model" of binary samples, as
+    good as a binary model can be, declared as such or not."""
+
+    config, image_shape = None, (28, 28, 1)
+
+    def __init__(self, data_dir, declared):
+        super().__init__(data_dir)
+        self.declared = declared
+        noise = np.random.default_rng(7).uniform(size=self.images.shape)
+        self.images = np.where(noise < (self.images + 1.0) / 2.0, 1.0, -1.0).astype(np.float32)
+
+    def knobs(self, config, image_shape):
+        return base.Knobs(binary_samples=self.declared)
+
+
+def test_binary_samples_are_measured_against_binarised_real_images(evaluator, digits_data_dir):
+    declared = evaluator.evaluate(BinaryRealDigits(digits_data_dir, declared=True), seed=0)
+    grey = evaluator.evaluate(BinaryRealDigits(digits_data_dir, declared=False), seed=0)
+    assert declared["binarised_reals"] is True and grey["binarised_reals"] is False
+    assert "binarised 'test' images" in sample_quality.format_report(declared)
+    # Against binarised digits binary real digits score like that floor; against grey-level
+    # ones they are far off, though nothing about them differs but the binarisation.
+    assert declared["model"]["fd"] < 2 * declared["real_vs_real"]["fd"] + 0.5
+    assert grey["model"]["fd"] > 3 * declared["model"]["fd"]
+    # The binarised floor is its own (binarised train digits against binarised test digits).
+    assert declared["real_vs_real"]["fd"] != grey["real_vs_real"]["fd"]
+
+
+def test_binarize_reference_is_a_fixed_bernoulli_draw():
+    images = np.full([4, 28, 28, 1], 0.5, np.float32)  # each pixel 1 with probability 0.75
+    first = sample_quality.binarize_reference(images, 0)
+    assert set(np.unique(first)) == {-1.0, 1.0} and first.dtype == np.float32
+    np.testing.assert_array_equal(first, sample_quality.binarize_reference(images, 0))
+    assert not np.array_equal(first, sample_quality.binarize_reference(images, 1))
+    assert abs(np.mean(first == 1.0) - 0.75) < 0.03
+    edges = np.stack([np.full([28, 28, 1], -1.0), np.full([28, 28, 1], 1.0)]).astype(np.float32)
+    np.testing.assert_array_equal(sample_quality.binarize_reference(edges, 0), edges)
 
 
 def test_generate_balances_labels_and_batches(evaluator, digits_data_dir):

@@ -18,8 +18,14 @@ For a model and a seed, `SampleQuality.evaluate`:
    fixed random subset) in place of the samples. A model cannot be expected to beat its
    floor; at equal sample counts the two rows share the estimators' finite-sample bias.
 
-Real features are extracted once per `SampleQuality` and reused (the training callback
-evaluates often); the seed changes only the samples and KID's subsets.
+A model whose samples are binary (`Knobs.binary_samples`: a PixelCNN's Bernoulli pixels) is
+compared with the same real images binarised once by a fixed draw (each pixel 1 with
+probability (x + 1) / 2, as the likelihood models binarise), on both rows: binary samples
+against grey-level digits would measure the binarisation, not the model.
+
+Real features are extracted once per `SampleQuality` (and per kind, grey or binarised) and
+reused (the training callback evaluates often); the seed changes only the samples and KID's
+subsets.
 """
 
 from __future__ import annotations
@@ -153,19 +159,20 @@ class SampleQuality:
             options, dataset=dataset, train_split=train_split, eval_split=eval_split,
             data_dir=data_dir, image_size=image_size)
         self.extractor_seconds = time.perf_counter() - start
-        self._real: dict[str, dict[str, np.ndarray]] | None = None
+        self._real: dict[bool, dict[str, dict[str, np.ndarray]]] = {}
         # A text-conditional model's prompts (token rows, cycled), which the evaluation sets
         # from the eval split's captions (`metrics.attributes.PromptAgreement.tokens`).
         self.prompts: np.ndarray | None = None
 
-    def real_features(self) -> dict[str, dict[str, np.ndarray]]:
-        """Features, probabilities and labels of up to `num_samples` images of each split."""
-        if self._real is None:
-            self._real = {which: self._split_features(split)
-                          for which, split in self.splits.items()}
-        return self._real
+    def real_features(self, binary: bool = False) -> dict[str, dict[str, np.ndarray]]:
+        """Features, probabilities and labels of up to `num_samples` images of each split
+        (`binary`: of the images binarised by `binarize_reference`)."""
+        if binary not in self._real:
+            self._real[binary] = {which: self._split_features(split, binary)
+                                  for which, split in self.splits.items()}
+        return self._real[binary]
 
-    def _split_features(self, split: str) -> dict[str, np.ndarray]:
+    def _split_features(self, split: str, binary: bool) -> dict[str, np.ndarray]:
         opened, info = data.open_split(self._data["name"], split,
                                        data_dir=self._data["data_dir"],
                                        image_size=self._data["image_size"])
@@ -183,9 +190,11 @@ class SampleQuality:
         batches = data.batches(opened, info, split=split,
                                batch_size=min(self.options.batch_size, count), training=False)
         features, probabilities, labels, held = [], [], [], 0
-        for batch in batches:  # features batch by batch: the images are never all held
+        for index, batch in enumerate(batches):  # batch by batch: never all images held
             images = batch["image"].numpy()[:count - held]
             held += len(images)
+            if binary:
+                images = binarize_reference(images, index)
             batch_features, batch_probabilities = self.extractor(images)
             features.append(batch_features)
             probabilities.append(batch_probabilities)
@@ -258,7 +267,8 @@ class SampleQuality:
         as for `sample_features`."""
         seconds = {}
         start = time.perf_counter()
-        real = self.real_features()
+        binary = binary_samples(model)
+        real = self.real_features(binary)
         seconds["real_features"] = time.perf_counter() - start
         features, probabilities, labels = self.sample_features(model, seed, observe, seconds)
         start = time.perf_counter()
@@ -281,9 +291,23 @@ class SampleQuality:
                if self.options.num_samples_note else {}),
             "num_reference": len(real["train"]["features"]),
             "split": self.splits["eval"], "reference_split": self.splits["train"],
-            "seed": seed, "conditional": labels is not None,
+            "seed": seed, "conditional": labels is not None, "binarised_reals": binary,
             "model": model_row, "real_vs_real": floor, "seconds": seconds,
         }
+
+
+def binary_samples(model: Any) -> bool:
+    """Whether `model` declares binary samples (`Knobs.binary_samples`); False for anything
+    without knobs (a recipe of experiments/baselines)."""
+    knobs = getattr(model, "knobs", None)
+    return bool(knobs and knobs(model.config, model.image_shape).binary_samples)
+
+
+def binarize_reference(images: np.ndarray, index: int) -> np.ndarray:
+    """Real images in [-1, 1] as pixels in {-1, 1}, each 1 with probability (x + 1) / 2, by
+    a draw fixed by REFERENCE_SEED and the batch's `index` (the same for every evaluation)."""
+    noise = np.random.default_rng([REFERENCE_SEED, index]).uniform(size=images.shape)
+    return np.where(noise < (images + 1.0) / 2.0, 1.0, -1.0).astype(images.dtype)
 
 
 def compare(real: np.ndarray, fake: np.ndarray, *, probabilities: np.ndarray | None = None,
@@ -338,6 +362,7 @@ def format_report(results: dict[str, Any]) -> str:
     """A small text table: each metric for the model and for the real-vs-real floor."""
     info = results["extractor_info"]
     header = (f"sample quality: {results['num_samples']} samples vs {results['num_real']} "
+              f"{'binarised ' if results.get('binarised_reals') else ''}"
               f"{results['split']!r} images ({info['name']} features, {info['feature_dim']}-D")
     if "test_accuracy" in info:
         header += f", classifier test accuracy {info['test_accuracy']:.4f}"

@@ -113,6 +113,10 @@ class Knobs:
         target: an unpaired translation model's target domain, (dataset, train split, eval
             split): its batches' `"source"` is an image of the run's dataset and its
             `"image"` one of this dataset, not its pair (`data.paired.open_target`).
+        binary_samples: `generate` draws pixels in {-1, 1} only (a Bernoulli likelihood's
+            samples), so sample quality compares them with real images binarised the same
+            way (`metrics.sample_quality`): against grey-level images every binary sample is
+            off the real manifold, however good.
     """
 
     steps_per_execution: int = 1
@@ -123,6 +127,7 @@ class Knobs:
     evaluates: bool = False
     task: str = ""
     target: tuple[str, str, str] = ()
+    binary_samples: bool = False
 
 
 def _with_loss_scaling(group: UpdateGroup) -> UpdateGroup:

@@ -381,7 +381,8 @@ class PixelCNN(base.GenerativeModel):
         # The cached loop is H * W steps of tiny convolutions: XLA fuses their per-op overhead
         # away (5.5x the images/s of graph mode on a 2-core CPU, docs/autoregressive.md).
         return base.Knobs(sampling_cost=float(cost), evaluates=True,
-                          sampling_xla_on_cpu=config.sample_cache)
+                          sampling_xla_on_cpu=config.sample_cache,
+                          binary_samples=config.likelihood == "bernoulli")
 
     @classmethod
     def tiny_config(cls) -> PixelCNNConfig:
