@@ -30,7 +30,7 @@ _EQUIVALENCE = textwrap.dedent("""
     distribute.split_cpu(2)
     mirrored = distribute.make_strategy("mirrored", num_cpu_devices=2)
     assert mirrored.num_replicas_in_sync == 2
-    data_dir, split, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+    data_dir, split, workroot, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
     results = {}
     for name in names:
         config = dataclasses.replace(registry.get_model(name).tiny_config(), epochs=3,
@@ -40,8 +40,9 @@ _EQUIVALENCE = textwrap.dedent("""
                           train_split=split)
         for label in ("single", "mirrored"):
             keras.utils.set_random_seed(3)  # the data order depends on the global seed state
-            model = training.train(run, workdir=tempfile.mkdtemp(), data_dir=data_dir,
-                                   verbose=0, sample_every_epochs=0,  # pictures not compared
+            model = training.train(run, workdir=tempfile.mkdtemp(dir=workroot),
+                                   data_dir=data_dir, verbose=0,
+                                   sample_every_epochs=0,  # pictures not compared
                                    strategy=mirrored if label == "mirrored" else None)
             results[f"{name}/{label}"] = {"history": model.history.history,
                                           "weights": [w.numpy().tolist() for w in model.weights]}
@@ -65,13 +66,14 @@ def _python_together(commands, *, timeout=600):
     return [(process.returncode, *output) for process, output in zip(processes, outputs)]
 
 
-def test_mirrored_on_two_cpu_devices_matches_one_device(digits_data_dir):
+def test_mirrored_on_two_cpu_devices_matches_one_device(digits_data_dir, tmp_path):
     # vqvae: its k-means, EMA codebook and restarts use replica-summed and gathered values;
     # dcgan: two update groups and batch norm; ddpm: one group, per-example noise draws and an
     # EMA (the vae's step has nothing replica-sensitive that ddpm's lacks). One process per
     # core, each importing TensorFlow once.
     jobs = [("ddpm",), ("vqvae", "dcgan")]
-    finished = _python_together([["-c", _EQUIVALENCE, digits_data_dir, SMALL_SPLIT, *job]
+    finished = _python_together([["-c", _EQUIVALENCE, digits_data_dir, SMALL_SPLIT,
+                                  str(tmp_path), *job]
                                  for job in jobs])
     results = {}
     for job, (returncode, stdout, stderr) in zip(jobs, finished):
