@@ -72,6 +72,11 @@ def test_filter_logits_keeps_the_top_k_over_the_temperature():
     for k in (0, 4, 9):
         np.testing.assert_array_equal(
             vqgpt.filter_logits(logits, tf.constant(1.0), tf.constant(k)), logits)
+    # The same in one XLA cluster, as the sampler runs it (k a runtime input; the sort in a
+    # branch taken only when k cuts).
+    compiled = tf.function(vqgpt.filter_logits, jit_compile=True)
+    np.testing.assert_array_equal(compiled(logits, tf.constant(2.0), tf.constant(2)), kept)
+    np.testing.assert_array_equal(compiled(logits, tf.constant(1.0), tf.constant(0)), logits)
 
 
 @pytest.fixture(scope="module")

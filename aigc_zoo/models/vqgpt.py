@@ -121,10 +121,15 @@ def filter_logits(logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor) -
     -inf (`top_k` 0 or >= K keeps all; ties with the k-th largest are kept)."""
     logits = logits / temperature
     size = tf.shape(logits)[-1]
-    k = tf.where(tf.logical_or(top_k <= 0, top_k > size), size, top_k)
-    # A sort, not tf.math.top_k: k is a runtime input, which XLA's top_k cannot take.
-    threshold = tf.gather(tf.sort(logits, direction="DESCENDING"), k - 1, axis=-1)
-    return tf.where(logits >= threshold[:, None], logits, -math.inf)
+
+    def cut():
+        # A sort, not tf.math.top_k: k is a runtime input, which XLA's top_k cannot take.
+        threshold = tf.gather(tf.sort(logits, direction="DESCENDING"), top_k - 1, axis=-1)
+        return tf.where(logits >= threshold[:, None], logits, -math.inf)
+
+    # Only sort when it cuts: a sort of every position's logits was 11% of vqgpt's guided
+    # sampling time and 24% at guidance 1 (the default top_k 0 keeps all; docs/autoregressive.md).
+    return tf.cond(tf.logical_or(top_k <= 0, top_k >= size), lambda: logits, cut)
 
 
 @keras.saving.register_keras_serializable(package="aigc_zoo")
