@@ -395,7 +395,7 @@ def default_setting(run: request.Run, info: data.DatasetInfo, *, accelerator: bo
     """The setting the runner trains `run` with when no flag says otherwise, on a device with
     (`accelerator`) or without a GPU or TPU."""
     knobs = run.knobs(info.image_shape)
-    return {"jit_compile": accelerator or knobs.xla_on_cpu,
+    return {"jit_compile": accelerator or base.xla_on_this_cpu(knobs.xla_on_cpu),
             "steps_per_execution": training.default_steps_per_execution(
                 run, info.image_shape,
                 training.epoch_length(run, info.num_examples, info.image_shape)),

@@ -15,6 +15,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from aigc_zoo.errors import UserError
+
 # CPU flags of native bfloat16 / float16 arithmetic (x86: AVX-512 and AMX; Arm: bf16, fphp).
 _BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
 _FP16_FLAGS = {"avx512_fp16", "amx_fp16", "fphp"}
@@ -57,12 +59,34 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
+# The kinds of CPU whose measured defaults differ (`cpu_kind`, `Knobs.xla_on_cpu`).
+CPU_KINDS = ("avx512", "avx2", "other")
+
+
+def cpu_kind() -> str:
+    """"avx512" (x86 with AVX-512), "avx2" (x86 with AVX2 and without AVX-512) or "other"
+    (older x86, Arm, ...): where XLA or graph mode trains a model faster differs between the
+    first two (docs/performance.md). `$AIGC_ZOO_CPU_KIND` overrides it, to reproduce another
+    machine's defaults (the tests pin it, so that they run alike on every machine)."""
+    override = os.environ.get("AIGC_ZOO_CPU_KIND")
+    if override:
+        if override not in CPU_KINDS:
+            raise UserError(f"bad value AIGC_ZOO_CPU_KIND={override!r}: expected one of "
+                            f"{', '.join(CPU_KINDS)}")
+        return override
+    flags = _cpu_flags()
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if "avx2" in flags else "other"
+
+
 def describe() -> dict[str, Any]:
     """Name, kind (cpu/gpu), cores, library versions and a file-name slug of this machine."""
     gpus = tf.config.list_physical_devices("GPU")
     flags = _cpu_flags()
     info: dict[str, Any] = {
-        "cpu": cpu_name(), "cores": os.cpu_count(), "tensorflow": tf.__version__,
+        "cpu": cpu_name(), "cpu_kind": cpu_kind(), "cores": os.cpu_count(),
+        "tensorflow": tf.__version__,
         "keras": keras.__version__, "platform": platform.platform(),
         "cpu_bfloat16": bool(flags & _BF16_FLAGS), "cpu_float16": bool(flags & _FP16_FLAGS)}
     if gpus:

@@ -16,6 +16,11 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_backend_optimization_level=0").strip()
 
+# Which settings `jit_compile="auto"` picks on a CPU depends on its kind (`device.cpu_kind`):
+# the tests run the graph-mode defaults of an AVX-512 CPU on every machine, so that they trace
+# alike (and as fast) everywhere; tests/test_base.py checks each kind's defaults.
+os.environ["AIGC_ZOO_CPU_KIND"] = "avx512"
+
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

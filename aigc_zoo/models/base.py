@@ -20,8 +20,9 @@ A model says *what* to optimise and the base class says *how* to step:
 
 Keras compiles `train_step` with `tf.function(jit_compile=...)`; XLA comes from
 `compile(jit_compile=...)`, and `"auto"` turns it on where an accelerator is present and, on a
-CPU, where the class's `knobs(config, image_shape).xla_on_cpu` says so (as `make benchmark`
-measured: graph mode wins for the convolutional networks, XLA for the fully connected `gan`).
+CPU, where the class's `knobs(config, image_shape).xla_on_cpu` says so for this kind of CPU (as
+`make benchmark` measured: XLA for the fully connected `gan` everywhere; for the convolutional
+GANs, the diffusion U-Nets and the image-to-image networks on AVX2 CPUs without AVX-512 only).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ import numpy as np
 import tensorflow as tf
 
 from aigc_zoo import config as config_lib
-from aigc_zoo import distribute, export
+from aigc_zoo import device, distribute, export
 from aigc_zoo import stages as stages_lib
+from aigc_zoo.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +96,9 @@ class Knobs:
         steps_per_execution: train steps per compiled call when the runner is not told
             (`--steps_per_execution`); an epoch over the whole split is rounded down to a
             multiple of it.
-        xla_on_cpu: what `jit_compile="auto"` means for training on a CPU.
+        xla_on_cpu: what `jit_compile="auto"` means for training on a CPU: True (XLA on
+            every CPU), False (graph mode), or the CPU kinds (`device.cpu_kind()`) on which
+            `make benchmark` measured XLA faster, such as `XLA_ON_AVX2`.
         sampling_xla_on_cpu: compile `generate` (and the export's signatures) with XLA on a
             CPU too. Sequential samplers of many small steps win (their per-op overhead is
             fused away); convolution-heavy ones lose (XLA's CPU convolutions are slower).
@@ -120,7 +124,7 @@ class Knobs:
     """
 
     steps_per_execution: int = 1
-    xla_on_cpu: bool = False
+    xla_on_cpu: bool | tuple[str, ...] = False
     sampling_xla_on_cpu: bool = False
     sampling_cost: float = 1.0
     encodes: bool = False
@@ -153,10 +157,26 @@ def accelerator_present() -> bool:
     return any(d.device_type in ("GPU", "TPU") for d in tf.config.list_logical_devices())
 
 
-def resolve_jit_compile(jit_compile: str | bool, *, on_cpu: bool = False) -> bool:
-    """`"auto"` -> XLA on when a GPU or TPU is visible, else `on_cpu` (a model's own choice)."""
+# The CPU kinds on which XLA trains the convolutional GANs, the diffusion U-Nets and the
+# image-to-image networks faster than graph mode: 1.3-2.1x on a 2-core AVX2 EPYC, where on the
+# AVX-512 EPYC graph mode had won (make benchmark, 2026-11-29 and 2026-12-07;
+# docs/performance.md).
+XLA_ON_AVX2 = ("avx2",)
+
+
+def xla_on_this_cpu(declared: bool | tuple[str, ...]) -> bool:
+    """A model's `Knobs.xla_on_cpu` resolved for this machine's CPU."""
+    if isinstance(declared, bool):
+        return declared
+    return device.cpu_kind() in declared
+
+
+def resolve_jit_compile(jit_compile: str | bool, *,
+                        on_cpu: bool | tuple[str, ...] = False) -> bool:
+    """`"auto"` -> XLA on when a GPU or TPU is visible, else as `on_cpu` (a model's own
+    choice, `Knobs.xla_on_cpu`) says for this CPU."""
     if jit_compile == "auto":
-        return on_cpu or accelerator_present()
+        return accelerator_present() or xla_on_this_cpu(on_cpu)
     return bool(jit_compile)
 
 
@@ -482,7 +502,8 @@ class GenerativeModel(export.KerasFile, keras.Model):
 
         Args:
             jit_compile: True, False or "auto" (XLA where a GPU or TPU is present; on a CPU,
-                as the class's `knobs(...).xla_on_cpu` says).
+                as the class's `knobs(...).xla_on_cpu` says, except under a strategy of
+                several CPU replicas, where XLA cannot run).
             steps_per_execution: train steps per call of the compiled function.
         """
         self._compile_options = {"jit_compile": jit_compile,
@@ -497,11 +518,21 @@ class GenerativeModel(export.KerasFile, keras.Model):
             # Building outside the traced step keeps variable creation out of tf.function.
             group.optimizer.build(list(group.variables))
         self.built = True
-        super().compile(optimizer=None,
-                        jit_compile=resolve_jit_compile(
-                            jit_compile,
-                            on_cpu=self.knobs(self.config, self.image_shape).xla_on_cpu),
+        super().compile(optimizer=None, jit_compile=self._train_jit_compile(jit_compile),
                         steps_per_execution=steps_per_execution, **kwargs)
+
+    def _train_jit_compile(self, jit_compile: str | bool) -> bool:
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if replicas > 1 and not accelerator_present():
+            # XLA compiles the replicas' step for one CPU device, and the other replicas'
+            # variables live on other devices ("Trying to access resource ... located in
+            # device CPU:1 from device CPU:0"), so the step cannot run.
+            if jit_compile is True:
+                raise UserError(f"jit_compile=true cannot train on {replicas} CPU replicas "
+                                "(XLA runs a step on one device); use auto or false")
+            return False
+        return resolve_jit_compile(
+            jit_compile, on_cpu=self.knobs(self.config, self.image_shape).xla_on_cpu)
 
     def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
         # A private Keras method, hence the Keras range pinned in setup.py (checked by

@@ -202,7 +202,8 @@ class CycleGAN(translation.TranslationModel):
     def knobs(cls, config: CycleGANConfig, image_shape: Sequence[int]) -> base.Knobs:
         return base.Knobs(task="unpaired", target=(config.target_dataset,
                                                    config.target_train_split,
-                                                   config.target_eval_split))
+                                                   config.target_eval_split),
+                          xla_on_cpu=base.XLA_ON_AVX2)
 
     @classmethod
     def tiny_config(cls) -> CycleGANConfig:

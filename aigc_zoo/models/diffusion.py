@@ -169,7 +169,8 @@ class DDPM(base.GenerativeModel):
     def knobs(cls, config: DiffusionConfig, image_shape: Sequence[int]) -> base.Knobs:
         # Guidance other than 0 or 1 runs the network on a doubled batch (`_denoise_fn`).
         guided = cls.conditional and config.guidance not in (0.0, 1.0)
-        return base.Knobs(sampling_cost=default_steps(config) * (2 if guided else 1))
+        return base.Knobs(sampling_cost=default_steps(config) * (2 if guided else 1),
+                          xla_on_cpu=base.XLA_ON_AVX2)
 
     @classmethod
     def tiny_config(cls) -> DiffusionConfig:

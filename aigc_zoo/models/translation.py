@@ -80,7 +80,8 @@ class TranslationModel(base.GenerativeModel):
 
     @classmethod
     def knobs(cls, config: TranslationConfig, image_shape: Sequence[int]) -> base.Knobs:
-        return base.Knobs(task=config.task)
+        # espcn's and pix2pix's steps, measured (sr3 and cyclegan declare their own).
+        return base.Knobs(task=config.task, xla_on_cpu=base.XLA_ON_AVX2)
 
     # -- what subclasses provide ---------------------------------------------------------------
 
