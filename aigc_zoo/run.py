@@ -96,8 +96,8 @@ flags.DEFINE_multi_string("set", [], "Override a config field: --set name=value 
                           "in --mode=sample|eval|export|translate only its sampling fields.")
 flags.DEFINE_integer("seed", 0, "Seed of weights, data order and sampling.")
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
-                  "XLA for the train step; auto = on with a GPU/TPU; on a CPU, only for the "
-                  "fully connected GANs (measured faster with it).")
+                  "XLA for the train step; auto = on with a GPU/TPU; on a CPU, for the models "
+                  "measured faster with it on that kind of CPU (docs/performance.md).")
 flags.DEFINE_integer("steps_per_execution", None, "Train steps per compiled call (default: "
                      "the model's measured choice, 4 for GANs and VAEs, 1 for diffusion).")
 flags.DEFINE_integer("log_every_steps", 50, "TensorBoard per-step summaries every N steps.")
