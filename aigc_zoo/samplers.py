@@ -133,14 +133,16 @@ def _chain(alphas_cumprod: np.ndarray, steps: int | tf.Tensor, spacing: str
 
 
 def _denoised(denoise_fn: DenoiseFn, x: tf.Tensor, t: tf.Tensor, alpha_bar: tf.Tensor, *,
-              prediction: str, clip_denoised: bool) -> tuple[tf.Tensor, tf.Tensor]:
+              prediction: str, clip_denoised: bool | float) -> tuple[tf.Tensor, tf.Tensor]:
     batch_alpha_bar = tf.fill([tf.shape(x)[0]], alpha_bar)
     output = tf.cast(denoise_fn(x, tf.fill([tf.shape(x)[0]], t)), x.dtype)
     x_start, noise = schedules.predict_start_and_noise(x, output, batch_alpha_bar,
                                                        prediction=prediction)
     if clip_denoised:
-        # Images live in [-1, 1]; the epsilon is re-derived so the update stays consistent.
-        x_start = tf.clip_by_value(x_start, -1.0, 1.0)
+        # Images live in [-1, 1] (True); latents in the range their model gives (a number).
+        # The epsilon is re-derived so the update stays consistent.
+        bound = 1.0 if clip_denoised is True else float(clip_denoised)
+        x_start = tf.clip_by_value(x_start, -bound, bound)
         noise = schedules.noise_from_start(x, x_start, batch_alpha_bar)
     return x_start, noise
 
@@ -170,7 +172,7 @@ def _step_noise(x: tf.Tensor, seed: tf.Tensor, i: tf.Tensor) -> tf.Tensor:
 def ddim_sample(denoise_fn: DenoiseFn, noise: tf.Tensor, alphas_cumprod: np.ndarray, *,
                 steps: int | tf.Tensor, eta: float = 0.0, spacing: str = "trailing",
                 prediction: str = "epsilon", seed: tf.Tensor | tuple[int, int] = (0, 0),
-                clip_denoised: bool = True, return_trajectory: bool = False
+                clip_denoised: bool | float = True, return_trajectory: bool = False
                 ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
     """DDIM sampling (Song et al. 2021) from x_T = `noise` down to x_0.
 
@@ -183,7 +185,8 @@ def ddim_sample(denoise_fn: DenoiseFn, noise: tf.Tensor, alphas_cumprod: np.ndar
         spacing: which timesteps are visited (see `timesteps`).
         prediction: "epsilon" or "v".
         seed: stateless seed [2] of the per-step noise (unused when eta = 0).
-        clip_denoised: clip each x_0 prediction to [-1, 1].
+        clip_denoised: clip each x_0 prediction to [-1, 1] (True), to [-c, c] (a number c),
+            or not (False or 0).
         return_trajectory: also return x at every step, [steps + 1, batch, ...], x_T first.
     Returns:
         x_0 (and the trajectory).
@@ -211,7 +214,7 @@ def ddpm_sample(denoise_fn: DenoiseFn, noise: tf.Tensor, alphas_cumprod: np.ndar
                 steps: int | tf.Tensor | None = None, spacing: str = "trailing",
                 variance: str = "posterior",
                 prediction: str = "epsilon", seed: tf.Tensor | tuple[int, int] = (0, 0),
-                clip_denoised: bool = True, return_trajectory: bool = False
+                clip_denoised: bool | float = True, return_trajectory: bool = False
                 ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
     """Ancestral sampling (Ho et al. 2020): x_{t-1} ~ q(x_{t-1} | x_t, x_0 = predicted x_0).
 
@@ -228,7 +231,8 @@ def ddpm_sample(denoise_fn: DenoiseFn, noise: tf.Tensor, alphas_cumprod: np.ndar
             "beta" (Ho et al.'s sigma^2 = beta), with no noise at the last step either way.
         prediction: "epsilon" or "v".
         seed: stateless seed [2] of the per-step noise.
-        clip_denoised: clip each x_0 prediction to [-1, 1].
+        clip_denoised: clip each x_0 prediction to [-1, 1] (True), to [-c, c] (a number c),
+            or not (False or 0).
         return_trajectory: also return x at every step, [steps + 1, batch, ...], x_T first.
     Returns:
         x_0 (and the trajectory).
@@ -259,7 +263,7 @@ def ddpm_sample(denoise_fn: DenoiseFn, noise: tf.Tensor, alphas_cumprod: np.ndar
 
 def dpmpp_2m_sample(denoise_fn: DenoiseFn, noise: tf.Tensor, alphas_cumprod: np.ndarray, *,
                     steps: int | tf.Tensor, spacing: str = "trailing",
-                    prediction: str = "epsilon", clip_denoised: bool = True,
+                    prediction: str = "epsilon", clip_denoised: bool | float = True,
                     return_trajectory: bool = False
                     ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
     """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Algorithm 2) from x_T = `noise` to x_0.

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from aigc_zoo import config as config_lib
 from aigc_zoo import registry, stages
+from aigc_zoo.errors import UserError
 from aigc_zoo.models import ldm
 
 LDM_CLASS = registry.get_model("ldm")
@@ -27,13 +28,25 @@ def test_the_scale_factor_is_one_over_the_latents_standard_deviation():
     assert all(abs(float(h) - 1 / 3.0) < 0.01 for h in halves)
 
 
+def test_latent_x0_predictions_are_clipped_at_sample_clip_a_sampling_field():
+    config = LDM_CLASS.config_class()
+    assert config.sample_clip == 5.0  # the scaled training latents' range on digits
+    assert "sample_clip" in config_lib.sampling_fields(config)  # --set in --mode=eval too
+    with pytest.raises(UserError, match="sample_clip"):
+        dataclasses.replace(config, sample_clip=-1.0).validate()
+
+
 def test_on_a_vqvae_the_scale_is_set_samples_decode_and_the_prompt_reaches_them(tmp_path):
     """One tiny text-conditional model on a vqvae's latents (the harness,
     tests/test_every_model.py, runs the label-conditional one on a tiny klae): cheaper than
     a model for each."""
     config = dataclasses.replace(
         LDM_CLASS.tiny_config(), widths=(8, 16), conditioning="text", text_vocabulary_size=6,
-        text_max_length=3, text_width=8, text_layers=1, text_heads=2, label_dropout=0.5)
+        text_max_length=3, text_width=8, text_layers=1, text_heads=2, label_dropout=0.5,
+        # Unclipped: an untrained U-Net's x_0 predictions sit at any clip's bound whatever
+        # the guidance, and the vqvae quantises them to the same codes (tests/test_samplers.py
+        # checks the clip).
+        sample_clip=0.0)
     config.validate()
     described = stages.untrained(config, (28, 28, 1), 10, tiny=True)
     described["autoencoder"].update(model="vqvae", config=config_lib.to_dict(

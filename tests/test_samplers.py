@@ -60,6 +60,20 @@ def test_ddim_with_eta_zero_and_an_oracle_returns_x_start(prediction, steps):
     np.testing.assert_allclose(sample.numpy(), X_START.numpy(), atol=tolerance)
 
 
+def test_a_numeric_clip_bounds_each_x_start_prediction_at_that_value():
+    wide = X_START * 3.0  # in [-2.7, 2.7]: latents, not pixels
+
+    def sample(clip):
+        return samplers.ddim_sample(_oracle(wide), _noise(), ALPHA_BAR, steps=7, eta=0.0,
+                                    clip_denoised=clip).numpy()
+
+    for clip in (False, 0.0, 3.0):  # none, or a bound the x_0 never reaches
+        np.testing.assert_allclose(sample(clip), wide.numpy(), atol=1e-5)
+    for clip, bound in ((2.0, 2.0), (True, 1.0)):  # True: the pixels' [-1, 1]
+        clipped = sample(clip)
+        assert bound - 1e-3 < np.abs(clipped).max() <= bound + 1e-5, clip
+
+
 def test_ddim_trajectory_follows_the_forward_marginals_with_an_oracle():
     # With eta = 0 and the true x_0 the update keeps the same epsilon, so every x_t on the way
     # is sqrt(a_t) x_0 + sqrt(1 - a_t) * epsilon_T, exactly the forward process.

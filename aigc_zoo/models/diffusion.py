@@ -298,6 +298,11 @@ class DDPM(base.GenerativeModel):
             options["guidance"] = float(options["guidance"])
         return options
 
+    def x_start_bound(self) -> bool | float:
+        """What the samplers clip each x_0 prediction to (`samplers`' `clip_denoised`): the
+        pixels' [-1, 1] here."""
+        return self.pixel_space
+
     def sample_tensors(self, num_samples: tf.Tensor, seed: tf.Tensor,
                        conditioning: dict[str, tf.Tensor], *, steps: tf.Tensor, eta: float,
                        sampler: str, spacing: str, return_trajectory: bool,
@@ -311,7 +316,7 @@ class DDPM(base.GenerativeModel):
                                       tf.constant(1.0) if guidance is None else guidance)
         step_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         options = dict(steps=steps, spacing=spacing, prediction=self.config.prediction,
-                       return_trajectory=return_trajectory, clip_denoised=self.pixel_space)
+                       return_trajectory=return_trajectory, clip_denoised=self.x_start_bound())
         result = samplers.sample(sampler, denoise_fn, noise, self.alphas_cumprod, eta=eta,
                                  seed=step_seed, **options)
         if not self.pixel_space:

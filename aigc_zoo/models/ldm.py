@@ -55,6 +55,12 @@ class LDMConfig(diffusion.DiffusionConfig):
         autoencoder: the workdir of a trained `klae` or `vqvae` run (the first stage).
         conditioning: one of `CONDITIONINGS`.
         latent_scale: the latents' multiplier; 0: 1 / std of the first training batch's.
+        sample_clip: the samplers clip each predicted (scaled) latent x_0 to [-c, c] (0: no
+            clip), as pixel models clip theirs to [-1, 1]: at the first steps of the cosine
+            schedule (alpha_bar 2.4e-9 at t = T - 1) an epsilon prediction's x_0 multiplies
+            its error by 1 / sqrt(alpha_bar), and unclipped the default run's latents
+            diverged (std 712 against 0.88; docs/text_to_image.md). 5: the scaled training
+            latents' range (about +-5 on `digits`; their std is 1).
         text_vocabulary_size: conditioning "text": the tokenizer's vocabulary size (0: not
             known yet; the runner fills it in from the tokenizer it builds).
         text_max_length: conditioning "text": the tokenizer's `max_length` (tokens a prompt;
@@ -73,6 +79,7 @@ class LDMConfig(diffusion.DiffusionConfig):
     autoencoder: str = config_lib.stage_field(("klae", "vqvae"))
     conditioning: str = "label"
     latent_scale: float = 0.0
+    sample_clip: float = config_lib.sampling_field(5.0, added=True)
     widths: tuple[int, ...] = (64, 128)
     text_vocabulary_size: int = 0
     text_max_length: int = 0
@@ -85,6 +92,7 @@ class LDMConfig(diffusion.DiffusionConfig):
         super().validate()
         config_lib.check_choice("conditioning", self.conditioning, CONDITIONINGS)
         config_lib.check_range("latent_scale", self.latent_scale, 0.0, float("inf"))
+        config_lib.check_range("sample_clip", self.sample_clip, 0.0, float("inf"))
         text_encoder.check_text_fields(self)
         if self.conditioning == "text":
             for name in ("text_width", "text_layers", "text_heads"):
@@ -214,6 +222,9 @@ class LDM(diffusion.DDPM):
             codes = vqvae.nearest_codes(flat, tf.convert_to_tensor(stage.quantizer.codebook))
             return stage.decode(tf.reshape(codes, tf.shape(latents)[:3]))
         return stage.decode(latents)
+
+    def x_start_bound(self) -> bool | float:
+        return self.config.sample_clip
 
     def scale(self) -> tf.Tensor:
         """The latent scale factor in use (1 until the first train step has set it)."""
