@@ -63,18 +63,19 @@ def _cpu_flags() -> set[str]:
 CPU_KINDS = ("avx512", "avx2", "other")
 
 
-def cpu_kind() -> str:
+def cpu_kind(flags: set[str] | None = None) -> str:
     """"avx512" (x86 with AVX-512), "avx2" (x86 with AVX2 and without AVX-512) or "other"
     (older x86, Arm, ...): where XLA or graph mode trains a model faster differs between the
     first two (docs/performance.md). `$AIGC_ZOO_CPU_KIND` overrides it, to reproduce another
-    machine's defaults (the tests pin it, so that they run alike on every machine)."""
+    machine's defaults (the tests pin it, so that they run alike on every machine). `flags`:
+    the CPU's, when the caller has read them already."""
     override = os.environ.get("AIGC_ZOO_CPU_KIND")
     if override:
         if override not in CPU_KINDS:
             raise UserError(f"bad value AIGC_ZOO_CPU_KIND={override!r}: expected one of "
                             f"{', '.join(CPU_KINDS)}")
         return override
-    flags = _cpu_flags()
+    flags = _cpu_flags() if flags is None else flags
     if "avx512f" in flags:
         return "avx512"
     return "avx2" if "avx2" in flags else "other"
@@ -85,7 +86,7 @@ def describe() -> dict[str, Any]:
     gpus = tf.config.list_physical_devices("GPU")
     flags = _cpu_flags()
     info: dict[str, Any] = {
-        "cpu": cpu_name(), "cpu_kind": cpu_kind(), "cores": os.cpu_count(),
+        "cpu": cpu_name(), "cpu_kind": cpu_kind(flags), "cores": os.cpu_count(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__, "platform": platform.platform(),
         "cpu_bfloat16": bool(flags & _BF16_FLAGS), "cpu_float16": bool(flags & _FP16_FLAGS)}
