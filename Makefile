@@ -33,7 +33,8 @@ run: install
 # tiny models) are made once; files go out longest first (tests/conftest.py). TEST_WORKERS=0
 # runs everything in this process.
 # Tests marked `slow` (learning checks, runs of several processes, the quick benchmark, the
-# harness for models whose family runs in it through a sibling) are left out of `make test`,
+# harness for models whose family runs in it through a sibling, second checks of paths that
+# `make test` walks; README.md, Tests) are left out of `make test`,
 # whose budget is 8 minutes on a 2-core machine; `make test-slow` runs them; CI runs both.
 TEST_WORKERS ?= auto
 test: $(VENV)/.installed-test

@@ -180,6 +180,7 @@ def test_agreement_reads_the_samples_sample_quality_drew_instead_of_drawing_them
     assert len(model.calls) == 6
 
 
+@pytest.mark.slow  # builds a text ldm (10 s); the rest of `prepare` is checked above
 def test_a_tiny_text_ldm_is_measured_through_prepare(probe_cache, shapes_dir, tmp_path):
     """The eval's wiring (`attributes.prepare`, which `trained.evaluate` calls) on an untrained
     text-conditional ldm built as tests/test_ldm.py builds one."""

@@ -205,6 +205,8 @@ def test_label_dropout_replaces_labels_by_the_null_class():
     assert abs(loss(other, False) / loss(batch, False) - 1) > 0.01
 
 
+# Mixed precision's step is shared; tests/test_gan.py's float16 check is in `make test`.
+@pytest.mark.slow
 def test_trains_under_mixed_float16_with_float32_losses():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

@@ -71,39 +71,24 @@ _EQUIVALENCE = textwrap.dedent("""
 """)
 
 
-def _python_together(commands, *, timeout=600):
-    """`python <args>` for each of `commands`, all at once (each spends most of its time
-    tracing, on one core); their (returncode, stdout, stderr)."""
-    processes = [subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO)
-                 for args in commands]
-    try:
-        outputs = [process.communicate(timeout=timeout) for process in processes]
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    return [(process.returncode, *output) for process, output in zip(processes, outputs)]
-
-
-def test_mirrored_on_two_cpu_devices_matches_one_device(digits_data_dir, tmp_path):
-    # vqvae: its k-means, EMA codebook and restarts use replica-summed and gathered values;
-    # dcgan: two update groups and batch norm; ddpm: one group, per-example noise draws and an
-    # EMA (the vae's step has nothing replica-sensitive that ddpm's lacks). One process per
-    # core, each importing TensorFlow once.
-    jobs = [("ddpm",), ("vqvae", "dcgan")]
-    finished = _python_together([["-c", _EQUIVALENCE, digits_data_dir, SMALL_SPLIT,
-                                  str(tmp_path), *job]
-                                 for job in jobs])
-    results = {}
-    for job, (returncode, stdout, stderr) in zip(jobs, finished):
-        assert returncode == 0, (job, stderr[-3000:])
-        line = next(x for x in stdout.splitlines() if x.startswith("RESULTS "))
-        results.update(json.loads(line[len("RESULTS "):]))
-    assert results["xla"]["auto"] is False
-    assert "jit_compile=true cannot train on 2 CPU replicas" in results["xla"]["True"]
-    for name in ("dcgan", "ddpm", "vqvae"):
+# vqvae: its k-means, EMA codebook and restarts use replica-summed and gathered values;
+# dcgan: two update groups and batch norm; ddpm: one group, per-example noise draws and an EMA
+# (the vae's step has nothing replica-sensitive that ddpm's lacks). ddpm's process (20 s of
+# tracing) runs in `make test-slow`, which CI runs too.
+@pytest.mark.parametrize("names", [("vqvae", "dcgan"),
+                                   pytest.param(("ddpm",), marks=pytest.mark.slow)])
+def test_mirrored_on_two_cpu_devices_matches_one_device(names, digits_data_dir, tmp_path):
+    finished = subprocess.run([sys.executable, "-c", _EQUIVALENCE, digits_data_dir,
+                               SMALL_SPLIT, str(tmp_path), *names],
+                              capture_output=True, text=True, env=cli_env(), cwd=REPO,
+                              timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    line = next(x for x in finished.stdout.splitlines() if x.startswith("RESULTS "))
+    results = json.loads(line[len("RESULTS "):])
+    if "dcgan" in names:
+        assert results["xla"]["auto"] is False
+        assert "jit_compile=true cannot train on 2 CPU replicas" in results["xla"]["True"]
+    for name in names:
         single, mirrored = results[f"{name}/single"], results[f"{name}/mirrored"]
         assert single["history"].keys() == mirrored["history"].keys()
         for key, values in single["history"].items():
@@ -203,6 +188,7 @@ def test_mixed_bfloat16_trains_to_a_finite_decreasing_loss(digits_data_dir, tmp_
         training.train(other, workdir=str(tmp_path), data_dir=digits_data_dir, verbose=0)
 
 
+@pytest.mark.slow  # 10 s; tests/test_gan.py's float16 check is in `make test`
 def test_mixed_float16_scales_each_update_groups_loss(digits_data_dir, tmp_path):
     config = registry.get_model("wgan_gp").tiny_config()
     config.steps_per_epoch = 2

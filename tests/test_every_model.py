@@ -9,10 +9,11 @@ from aigc_zoo import registry
 # Models whose family's code runs through the harness in `make test` as a sibling (cvae,
 # cddpm, cpixelcnn: the conditional model is the unconditional one plus its labels; cgan and
 # dcgan for gan.py, whose losses, gradient penalty and spectral norm tests/test_gan.py checks
-# for every GAN): these go through the harness in `make test-slow`, which CI runs too, so that
-# `make test` keeps within its 8 minutes. A new model runs in `make test`.
+# for every GAN; dalle, a vqgpt subclass with a text encoder, whose class token
+# tests/test_vqgpt.py checks): these go through the harness in `make test-slow`, which CI runs
+# too, so that `make test` keeps within its 8 minutes. A new model runs in `make test`.
 SIBLINGS_IN_MAKE_TEST = {"vae": "cvae", "ddpm": "cddpm", "pixelcnn": "cpixelcnn",
-                         "gan": "cgan", "wgan_gp": "cgan", "sngan": "cgan"}
+                         "gan": "cgan", "wgan_gp": "cgan", "sngan": "cgan", "vqgpt": "dalle"}
 
 
 @pytest.fixture(scope="module", params=[

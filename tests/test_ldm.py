@@ -36,6 +36,8 @@ def test_latent_x0_predictions_are_clipped_at_sample_clip_a_sampling_field():
         dataclasses.replace(config, sample_clip=-1.0).validate()
 
 
+# 30-40 s of tracing; the harness runs ldm on a klae in `make test`, CI runs `make test-slow`.
+@pytest.mark.slow
 def test_on_a_vqvae_the_scale_is_set_samples_decode_and_the_prompt_reaches_them(tmp_path):
     """One tiny text-conditional model on a vqvae's latents (the harness,
     tests/test_every_model.py, runs the label-conditional one on a tiny klae): cheaper than

@@ -179,6 +179,8 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous(tmp_path,
     assert int(model.global_step.numpy()) == 4
 
 
+# 100 steps (10 s); tests/test_run.py's divergence through the runner is in `make test`.
+@pytest.mark.slow
 def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(
         tmp_path, digits_data_dir):
     # Adam at 0.07 on the tiny Gaussian VAE diverges within a few dozen steps (steps 25-28 on the

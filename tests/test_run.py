@@ -287,6 +287,7 @@ def test_trains_on_real_mnist_idx_files(tmp_path):
     assert pathlib.Path(latest + ".index").exists()
 
 
+@pytest.mark.slow  # a GAN run and its evaluation (15 s); CI runs `make test-slow` too
 def test_toy_dataset_run_logs_mode_coverage_scatters_and_evaluates(tmp_path):
     workdir = tmp_path / "wgan"
     flags = ("--model=wgan_gp", "--dataset=ring8", "--config=tiny", f"--workdir={workdir}")

@@ -8,6 +8,8 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
+from conftest import SMALL_SPLIT
+
 from aigc_zoo import data, registry, request, training
 from aigc_zoo.errors import UserError
 from aigc_zoo.metrics import sample_quality
@@ -18,10 +20,10 @@ MODEL_KEYS = {"fd", "kid", "kid_std", "is", "is_std", "precision", "recall", "de
               "coverage", "confidence", "class_balance"}
 
 
-def _tiny_run(name: str, **changes) -> request.Run:
+def _tiny_run(name: str, train_split: str = "train", **changes) -> request.Run:
     config = dataclasses.replace(registry.get_model(name).tiny_config(), steps_per_epoch=3,
                                  **changes)
-    return request.Run(model=name, dataset="digits", config=config)
+    return request.Run(model=name, dataset="digits", config=config, train_split=train_split)
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +38,13 @@ def evaluator(options, digits_data_dir):
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory, digits_data_dir):
-    """A tiny `vae` and `cvae`, each trained one epoch of 3 steps."""
+    """A tiny `vae` and `cvae`, each trained one epoch of 3 steps (on a small split: the
+    evaluator scores them against the whole train split's classifier all the same)."""
     models = {}
     for name in ("vae", "cvae"):
         workdir = str(tmp_path_factory.mktemp(name))
-        models[name] = training.train(_tiny_run(name), workdir=workdir, data_dir=digits_data_dir,
-                                   verbose=0)
+        models[name] = training.train(_tiny_run(name, SMALL_SPLIT), workdir=workdir,
+                                      data_dir=digits_data_dir, verbose=0)
     return models
 
 
@@ -207,6 +210,7 @@ def test_bad_options_are_user_errors(changes, fragment):
         dataclasses.replace(sample_quality.Options(), **changes).validate()
 
 
+@pytest.mark.slow  # a run evaluated twice (20 s); CI runs `make test-slow` too
 def test_callback_logs_sample_quality_every_n_epochs(tmp_path, digits_data_dir, options):
     run = _tiny_run("vae", epochs=2)
     quality = dataclasses.replace(options, num_samples=100)

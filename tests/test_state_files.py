@@ -272,7 +272,10 @@ CLASSIFIER_DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CLASSIFIER_DAMAGE))
+# One damage to each file in `make test`; every kind in `make test-slow` (each retrains, 3 s).
+@pytest.mark.parametrize("case", [
+    case if case in ("info garbage", "weights truncated") else pytest.param(
+        case, marks=pytest.mark.slow) for case in sorted(CLASSIFIER_DAMAGE)])
 def test_a_damaged_cached_classifier_is_trained_again_with_one_warning(case, small_classifier,
                                                                        capsys):
     path, load = small_classifier
