@@ -39,7 +39,7 @@ SMALL_SPLIT = "train[:1024]"
 # has work while the first prepares the dataset.
 _LONGEST_FIRST = ("test_every_model.py", "test_run.py", "test_distribute.py",
                   "test_sample_quality.py", "test_diffusion.py", "test_export.py",
-                  "test_resume.py", "test_ldm.py", "test_vae.py", "test_state_files.py",
+                  "test_resume.py", "test_vae.py", "test_state_files.py",
                   "test_vqgpt.py", "test_pixelcnn.py", "test_gan.py", "test_prompts.py")
 
 

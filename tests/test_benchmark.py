@@ -189,6 +189,7 @@ def test_the_report_shows_the_share_of_the_layer_ceiling_and_a_dash_for_older_ru
     assert f"| {model['model']} | " in older and "| – | – |" in older
 
 
+@pytest.mark.slow  # builds dalle's tokenizer from 60,000 captions (8 s)
 def test_entries_are_the_runners_runs_text_and_a_second_dataset_included(digits_data_dir):
     from aigc_zoo import benchmark, training
     # As the runner decides: text on captioned digits; cyclegan translates into `shapes`.

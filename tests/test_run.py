@@ -269,6 +269,7 @@ def test_unwritable_workdir_is_a_user_error(tmp_path, digits_data_dir):
                                                  f"--workdir={blocker / 'run'}")
 
 
+@pytest.mark.slow  # a process for the help text (7 s); the bad-flag process stays
 def test_help_lists_models_and_datasets():
     result = run_cli("--help")
     for name in ("vae", "cvae", "digits", "mnist", "cifar10", "celeb_a", "idx:<dir>",

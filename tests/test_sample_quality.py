@@ -95,6 +95,7 @@ def test_returns_every_metric_finite_with_the_real_vs_real_floor(evaluator, tiny
     assert "real vs real" in report and "fd" in report
 
 
+@pytest.mark.slow  # three evaluations (12 s); CI runs `make test-slow` too
 def test_deterministic_for_a_seed(evaluator, tiny_models, options, digits_data_dir):
     first = evaluator.evaluate(tiny_models["vae"], seed=3)
     other = evaluator.evaluate(tiny_models["vae"], seed=4)
