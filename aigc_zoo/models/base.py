@@ -100,8 +100,9 @@ class Knobs:
             every CPU), False (graph mode), or the CPU kinds (`device.cpu_kind()`) on which
             `make benchmark` measured XLA faster, such as `XLA_ON_AVX2`.
         sampling_xla_on_cpu: compile `generate` (and the export's signatures) with XLA on a
-            CPU too. Sequential samplers of many small steps win (their per-op overhead is
-            fused away); convolution-heavy ones lose (XLA's CPU convolutions are slower).
+            CPU too: True, False, or the CPU kinds where it was measured faster (as
+            `xla_on_cpu`). Sequential samplers of many small steps win everywhere (their
+            per-op overhead is fused away); convolution-heavy ones win or lose by CPU kind.
         sampling_cost: network evaluations per sample of `generate` with its defaults; the
             benchmark's sample count, the per-epoch picture and the default `--eval_samples`
             are sized by it.
@@ -125,7 +126,7 @@ class Knobs:
 
     steps_per_execution: int = 1
     xla_on_cpu: bool | tuple[str, ...] = False
-    sampling_xla_on_cpu: bool = False
+    sampling_xla_on_cpu: bool | tuple[str, ...] = False
     sampling_cost: float = 1.0
     encodes: bool = False
     evaluates: bool = False

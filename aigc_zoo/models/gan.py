@@ -180,10 +180,12 @@ class GAN(base.GenerativeModel):
         # 4 steps per call measured faster than 1 on a CPU (make benchmark). Fully connected
         # networks (`gan`, and every variant on 2D points): XLA's fused step was 1.6x faster
         # than graph mode for `gan` on a CPU; the convolutional ones are faster in graph mode
-        # on an AVX-512 CPU, 1.7-1.9x slower on an AVX2 one.
+        # on an AVX-512 CPU, 1.7-1.9x slower on an AVX2 one; dcgan's sampling likewise (1.9x
+        # faster with XLA on the AVX2 CPU, 0.8x on the AVX-512 one).
         fully_connected = domains.holds_points(image_shape) or config.architecture == "mlp"
         return base.Knobs(steps_per_execution=4,
-                          xla_on_cpu=True if fully_connected else base.XLA_ON_AVX2)
+                          xla_on_cpu=True if fully_connected else base.XLA_ON_AVX2,
+                          sampling_xla_on_cpu=False if fully_connected else base.XLA_ON_AVX2)
 
     def __init__(self, config: GANConfig, **kwargs: Any):
         super().__init__(config, **kwargs)

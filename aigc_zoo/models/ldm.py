@@ -142,9 +142,10 @@ class LDM(diffusion.DDPM):
     @classmethod
     def knobs(cls, config: LDMConfig, image_shape: Sequence[int]) -> base.Knobs:
         guided = config.conditioning != "none" and config.guidance not in (0.0, 1.0)
-        # Plus one decode by the first stage, about one U-Net pass (not counted).
+        # Plus one decode by the first stage, about one U-Net pass (not counted). XLA for
+        # sampling where it wins as for pixel diffusion (`DiffusionModel.knobs`).
         return base.Knobs(sampling_cost=diffusion.default_steps(config) * (2 if guided else 1),
-                          xla_on_cpu=base.XLA_ON_AVX2)
+                          xla_on_cpu=base.XLA_ON_AVX2, sampling_xla_on_cpu=base.XLA_ON_AVX2)
 
     @classmethod
     def check_stages(cls, config: LDMConfig, image_shape: Sequence[int],
