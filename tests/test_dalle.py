@@ -125,3 +125,10 @@ def test_bad_prompts_and_configs_are_refused(model):
             dataclasses.replace(tiny, **changes).validate()
     with pytest.raises(ValueError, match="needs text_vocabulary_size and text_max_length"):
         tiny_model("dalle", text_vocabulary_size=0, text_max_length=0)
+
+
+def test_shapes_trains_longer_by_default():
+    # Measured: 2 epochs of shapes left two-object captions at 8.2% agreement, 8 at 77.6%.
+    assert dalle.DALLE.default_config("shapes").epochs == 8
+    assert dalle.DALLE.default_config("digits") == dalle.DALLE.default_config() == (
+        dalle.DALLEConfig())
