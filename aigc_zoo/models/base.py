@@ -159,9 +159,9 @@ def accelerator_present() -> bool:
 
 
 # The CPU kinds on which XLA trains the convolutional GANs, the diffusion U-Nets and the
-# image-to-image networks faster than graph mode: 1.3-2.1x on a 2-core AVX2 EPYC, where on the
-# AVX-512 EPYC graph mode had won (make benchmark, 2026-11-29 and 2026-12-07;
-# docs/performance.md).
+# image-to-image networks (and samples from the first two) faster than graph mode: 1.3-2.1x
+# on a 2-core AVX2 EPYC, where on the AVX-512 EPYC graph mode had won (make benchmark,
+# 2026-11-29 and 2026-12-07; docs/performance.md; sampling: experiments/sampling_xla.py).
 XLA_ON_AVX2 = ("avx2",)
 
 

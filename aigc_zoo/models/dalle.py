@@ -97,9 +97,9 @@ class DALLE(vqgpt.VQGPT):
     def default_config(cls, dataset: str | None = None) -> DALLEConfig:
         config = cls.config_class()
         if dataset == "shapes":
-            # Its 20,000 images give 2 epochs of 578 steps: two-object captions then matched
-            # in 8.2% of samples, after 8 epochs in 77.6% (vqvae and dalle in 11 min on the
-            # Xeon VM; docs/text_to_image.md).
+            # Its 20,000 images give 2 epochs of about 600 steps: two-object captions then
+            # matched in 8.2% of samples, after 8 epochs in 77.6% (vqvae and dalle in 11 min
+            # on the Xeon VM; docs/text_to_image.md).
             config = dataclasses.replace(config, epochs=8)
         return config
 

@@ -143,7 +143,7 @@ class LDM(diffusion.DDPM):
     def knobs(cls, config: LDMConfig, image_shape: Sequence[int]) -> base.Knobs:
         guided = config.conditioning != "none" and config.guidance not in (0.0, 1.0)
         # Plus one decode by the first stage, about one U-Net pass (not counted). XLA for
-        # sampling where it wins as for pixel diffusion (`DiffusionModel.knobs`).
+        # sampling where it wins as for pixel diffusion (`DDPM.knobs`).
         return base.Knobs(sampling_cost=diffusion.default_steps(config) * (2 if guided else 1),
                           xla_on_cpu=base.XLA_ON_AVX2, sampling_xla_on_cpu=base.XLA_ON_AVX2)
 
