@@ -27,6 +27,7 @@ import tensorflow as tf  # noqa: E402
 
 from aigc_zoo import device, trained  # noqa: E402
 from aigc_zoo.metrics import attributes  # noqa: E402
+from aigc_zoo.workdir import Workdir  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BATCH = 250
@@ -45,7 +46,7 @@ def main() -> None:
     parser.add_argument("--output", default=None,
                         help="default: experiments/results/first_stage_readback_<dataset>.md")
     args = parser.parse_args()
-    dataset = trained.restore(args.workdirs[0])[0].dataset
+    dataset = Workdir(args.workdirs[0]).require().run.dataset  # the record, not the weights
     images, targets, _ = attributes.read_split(dataset, "test")
     probe = attributes.load_probe(dataset)
     results = {"real test images": attributes.score(dataset, probe.predict(images), targets)}

@@ -57,10 +57,10 @@ def size(variables) -> int:
 
 
 def load(workdir: str, samples: int) -> dict:
-    run, model = trained.restore(workdir)
     metrics_path = pathlib.Path(workdir) / "metrics.json"
-    if not metrics_path.exists():
+    if not metrics_path.exists():  # before the restore, which takes seconds
         raise SystemExit(f"{workdir} has no metrics.json: run --mode=eval there first")
+    run, model = trained.restore(workdir)
     metrics = json.loads(metrics_path.read_text())
     tokenizer = text.load_for(workdir, run.config)
     captions = data.captions(run.dataset, "test")[:samples]
